@@ -1,0 +1,108 @@
+"""
+The private line protocol between a generation and its successor.
+
+It runs over one end of a socketpair that the parent hands the child as an
+inherited descriptor. The exchange is a three-way handshake, so that there is
+never a moment when nobody will accept a queued connection:
+
+    child  -> parent   ready <pid>     app started, PID file written; not accepting yet
+    parent -> child    go              parent has paused accepting
+    child  -> parent   serving         child accepts; the parent may now let go
+
+and, from a child that cannot start, C{failed <reason>}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineOnlyReceiver
+
+MAX_LINE = 4096
+
+
+class SuccessorChannel(LineOnlyReceiver):
+    """The parent's end: hears what the child reports."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+
+    def __init__(
+        self,
+        onReady: Callable[[int], None],
+        onServing: Callable[[], None],
+        onFailed: Callable[[str], None],
+        onLost: Callable[[], None],
+    ) -> None:
+        self._onReady = onReady
+        self._onServing = onServing
+        self._onFailed = onFailed
+        self._onLost = onLost
+
+    def lineReceived(self, line: bytes) -> None:
+        word, _, rest = line.decode("utf-8", "replace").partition(" ")
+        if word == "ready" and rest.strip().isdigit():
+            self._onReady(int(rest))
+        elif word == "serving":
+            self._onServing()
+        elif word == "failed":
+            self._onFailed(rest.strip() or "no reason given")
+
+    def go(self) -> None:
+        self.sendLine(b"go")
+
+    def connectionLost(self, reason=None) -> None:
+        self._onLost()
+
+
+class PredecessorChannel(LineOnlyReceiver):
+    """The child's end: tells the parent how its start went, waits for C{go}."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+
+    def __init__(self, onGo: Callable[[str], None]) -> None:
+        self._onGo = onGo
+        self._released = False
+
+    def ready(self) -> None:
+        self.sendLine(f"ready {os.getpid()}".encode())
+
+    def serving(self) -> None:
+        self.sendLine(b"serving")
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.strip() == b"go":
+            self._release("parent has stopped accepting")
+
+    def connectionLost(self, reason=None) -> None:
+        self._release("parent went away before saying go")
+
+    def _release(self, why: str) -> None:
+        if not self._released:
+            self._released = True
+            self._onGo(why)
+
+
+def adoptChannel(reactor, skt: socket.socket, protocol):
+    """Run C{protocol} over a connected socketpair end; C{skt} is closed here."""
+    skt.setblocking(False)
+    try:
+        reactor.adoptStreamConnection(
+            skt.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: protocol)
+        )
+    finally:
+        skt.close()
+    return protocol
+
+
+def reportFailureSynchronously(fd: int, reason: str) -> None:
+    """Tell the parent why this child is about to exit, before any reactor runs."""
+    message = ("failed " + " ".join(reason.split()))[: MAX_LINE - 1] + "\n"
+    try:
+        os.write(fd, message.encode("utf-8", "replace"))
+    except OSError:
+        pass

@@ -1,0 +1,68 @@
+"""
+What one generation tells the next: the state passed in one environment variable.
+
+The parent names each inherited file descriptor (which listener it is and what
+address it was asked for), the control channel's descriptor, the generation
+number and the PID file path. The child reads the variable once, at start, and
+removes it from C{os.environ} so that nothing the app starts inherits it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+ENV_STATE = "TXFLIP_HANDOFF"
+
+
+@dataclass(frozen=True)
+class InheritedListener:
+    """A listening socket handed down at descriptor C{fd}, known by C{key}."""
+
+    fd: int
+    key: str
+    family: str
+
+
+@dataclass(frozen=True)
+class HandoffState:
+    """Everything a child generation learns from its parent."""
+
+    generation: int
+    parentPid: int
+    controlFd: int
+    listeners: list[InheritedListener] = field(default_factory=list)
+    pidFile: str | None = None
+
+    def encode(self) -> str:
+        """Serialise for the child's environment."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> HandoffState:
+        """Parse what L{encode} wrote; raise L{ValueError} on anything else."""
+        try:
+            raw = json.loads(text)
+            return cls(
+                generation=int(raw["generation"]),
+                parentPid=int(raw["parentPid"]),
+                controlFd=int(raw["controlFd"]),
+                listeners=[InheritedListener(**item) for item in raw["listeners"]],
+                pidFile=raw.get("pidFile"),
+            )
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"malformed {ENV_STATE}: {e}") from e
+
+
+def takeInheritedState(environ: dict[str, str] | None = None) -> HandoffState | None:
+    """
+    Read and remove the handoff variable from the environment.
+
+    @return: the state, or L{None} in a first generation.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.pop(ENV_STATE, None)
+    if text is None:
+        return None
+    return HandoffState.decode(text)

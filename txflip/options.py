@@ -1,0 +1,210 @@
+"""The C{twistd flip} command line, and the service it builds."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python import usage
+
+from txflip import pidfile
+from txflip.appload import AppError, loadApp
+from txflip.restartlog import log
+
+DEMO_APP = "txflip.demo.makeResource"
+DEFAULT_LISTEN = "tcp:8080"
+
+
+def _positiveSeconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+class FlipOptions(usage.Options):
+    """Options of C{twistd flip}."""
+
+    synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH]"
+    longdesc = (
+        "Serve a Twisted app and restart it without downtime on SIGHUP: the running "
+        "generation starts a new one with the same command line, hands it the listening "
+        "sockets, and drains once the new one is ready. SIGTERM and SIGINT drain and exit."
+    )
+    optParameters = [
+        [
+            "app",
+            "a",
+            None,
+            "The app: pkg.mod.attr or pkg.mod:attr naming a Resource, a protocol factory, "
+            "an IService, or a callable returning one. Default: the txflip demo.",
+        ],
+        [
+            "pid-file",
+            "p",
+            None,
+            "PID file, rewritten atomically by each generation once it serves "
+            "(default: twistd's --pidfile, which flip then manages).",
+        ],
+        ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
+        ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """An endpoint to serve on (tcp:, tcp6:, unix:, ...); repeatable. Default: tcp:8080."""
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+
+class ConfigError(Exception):
+    """Bad input; the message is one line that says what is wrong and how to fix it."""
+
+
+def _seconds(options: FlipOptions, name: str) -> float:
+    try:
+        return _positiveSeconds(options[name])
+    except ValueError:
+        raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
+
+
+def _parseEndpoint(reactor, description: str):
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        raise ConfigError(
+            f"bad --listen {description!r}: {e}; "
+            "use Twisted's endpoint syntax, e.g. tcp:8080, tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
+        ) from None
+
+
+def makeService(options: FlipOptions):
+    """Build this generation's L{FlipService} from C{twistd flip}'s options."""
+    try:
+        return _makeService(options)
+    except (ConfigError, AppError, pidfile.PIDFileError) as e:
+        from txflip.service import fatal
+
+        raise fatal(str(e), _inheritedForErrors) from None
+
+
+_inheritedForErrors = None
+
+
+def _takeTwistdPidfile(options: FlipOptions) -> str | None:
+    """Take over twistd's own pidfile handling, which cannot survive a restart."""
+    parent = getattr(options, "parent", None)
+    twistdPidfile = None
+    if parent is not None and "pidfile" in parent:
+        twistdPidfile = parent["pidfile"] or None
+        parent["pidfile"] = ""
+    return twistdPidfile
+
+
+def _makeService(options: FlipOptions):
+    global _inheritedForErrors
+    from twisted.internet import reactor
+
+    from txflip.drain import ConnectionTracker
+    from txflip.handoff import takeInheritedState
+    from txflip.listeners import ListenerRegistry
+    from txflip.restartlog import setGeneration
+    from txflip.service import FlipConfig, FlipService
+    from txflip.signals import SighupDispatch
+    from txflip.simplemode import simpleModeReason
+    from txflip.upgrade import Upgrader
+
+    dispatch = SighupDispatch(reactor)
+    dispatch.install()
+    simpleReason = simpleModeReason()
+
+    try:
+        inherited = takeInheritedState()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _inheritedForErrors = inherited
+    if inherited is not None:
+        os.set_inheritable(inherited.controlFd, False)
+        setGeneration(inherited.generation)
+
+    twistdPidfile = _takeTwistdPidfile(options)
+    pidFile = options["pid-file"] or twistdPidfile
+    if inherited is not None and inherited.pidFile:
+        pidFile = inherited.pidFile
+    if pidFile:
+        pidFile = os.path.abspath(pidFile)
+        pidfile.checkWritableDirectory(pidFile)
+        if inherited is None:
+            running = pidfile.readPID(pidFile)
+            if running and running != os.getpid() and pidfile.processIsAlive(running):
+                raise ConfigError(
+                    f"PID file {pidFile} names PID {running}, which is running: "
+                    f"send it SIGHUP to restart, or stop it first"
+                )
+
+    config = FlipConfig(
+        listen=list(options["listen"]),
+        pidFile=pidFile,
+        readyTimeout=_seconds(options, "ready-timeout"),
+        drainTimeout=_seconds(options, "drain-timeout"),
+    )
+
+    tracker = ConnectionTracker()
+    registry = ListenerRegistry(
+        reactor,
+        inherited.listeners if inherited is not None else [],
+        factoryHook=tracker.track,
+        paused=inherited is not None,
+    )
+    registry.install()
+
+    loaded = loadApp(options["app"] or DEMO_APP)
+    appService = loaded.app if loaded.kind == "service" else None
+    listen = config.listen
+    if not listen and loaded.kind != "service":
+        listen = [DEFAULT_LISTEN]
+    factory = None
+    if loaded.kind == "resource":
+        from twisted.web.server import Site
+
+        factory = Site(loaded.app)
+    elif loaded.kind == "factory":
+        factory = loaded.app
+    if listen and factory is None:
+        raise ConfigError(
+            f"--app {options['app']} is a service that listens by itself; "
+            "drop --listen, or name a Resource or protocol factory"
+        )
+    endpoints = [(d, _parseEndpoint(reactor, d), factory) for d in listen]
+
+    service: FlipService | None = None
+    upgrader = Upgrader(
+        reactor,
+        registry,
+        config.readyTimeout,
+        config.pidFile,
+        lambda outcome: service.handedOver(outcome),
+        simpleModeReason=simpleReason,
+    )
+    service = FlipService(
+        reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
+    )
+    dispatch.upgrader = upgrader
+    if simpleReason is not None:
+        log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
+    if inherited is not None:
+        log.info(
+            "generation {gen} starting, handed {count} listener(s) by PID {parent}",
+            gen=inherited.generation,
+            count=len(inherited.listeners),
+            parent=inherited.parentPid,
+        )
+    return service
+
+
+Options = FlipOptions

@@ -1,0 +1,166 @@
+"""
+L{FlipService}: one generation's life, from adopting listeners to the drain.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
+
+from txflip import pidfile
+from txflip.channel import PredecessorChannel, adoptChannel, reportFailureSynchronously
+from txflip.drain import ConnectionTracker, Drain
+from txflip.handoff import HandoffState
+from txflip.listeners import ListenerRegistry
+from txflip.restartlog import generation, log
+from txflip.upgrade import Outcome, Upgrader
+
+
+@dataclass
+class FlipConfig:
+    """What C{twistd flip} was asked to do."""
+
+    listen: list[str] = field(default_factory=list)
+    pidFile: str | None = None
+    readyTimeout: float = 60.0
+    drainTimeout: float = 30.0
+
+
+def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
+    """
+    The error for a generation that cannot start: one line on stderr, exit 1.
+
+    A child also tells its parent why, so the parent's log names the reason.
+    """
+    if inherited is not None:
+        reportFailureSynchronously(inherited.controlFd, message)
+    return SystemExit(f"twistd flip: error: {message}")
+
+
+class FlipService(Service):
+    """
+    Runs the app in this generation and hands it over to the next.
+
+    @param endpoints: C{(description, endpoint, factory)} for each C{--listen}.
+    @param appService: the app, when it is an C{IService}.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        config: FlipConfig,
+        registry: ListenerRegistry,
+        tracker: ConnectionTracker,
+        upgrader: Upgrader,
+        endpoints: list[tuple[str, object, object]],
+        appService: IService | None = None,
+        inherited: HandoffState | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self.config = config
+        self.registry = registry
+        self.tracker = tracker
+        self.upgrader = upgrader
+        self._endpoints = endpoints
+        self.appService = appService
+        self._inherited = inherited
+        self._channel: PredecessorChannel | None = None
+        self._startupFailure: str | None = None
+
+    # Starting.
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        for description, endpoint, factory in self._endpoints:
+            failures: list[Failure] = []
+            endpoint.listen(factory).addErrback(failures.append)
+            if failures:
+                raise fatal(f"cannot listen on {description}: {failures[0].value}", self._inherited)
+        if self.appService is not None:
+            self._guarded("starting the app (privileged)", self.appService.privilegedStartService)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self.appService is not None:
+            self._guarded("starting the app", self.appService.startService)
+        self._reactor.callWhenRunning(self._becomeReady)
+
+    def _guarded(self, what: str, call) -> None:
+        try:
+            call()
+        except SystemExit:
+            raise
+        except Exception as e:
+            raise fatal(f"{what} failed: {type(e).__name__}: {e}", self._inherited) from None
+
+    def _becomeReady(self) -> None:
+        self.registry.closeUnclaimed()
+        if self.config.pidFile:
+            try:
+                pidfile.writePID(self.config.pidFile)
+            except OSError as e:
+                message = f"cannot write PID file {self.config.pidFile}: {e.strerror}"
+                if self._inherited is not None:
+                    reportFailureSynchronously(self._inherited.controlFd, message)
+                sys.stderr.write(f"twistd flip: error: {message}\n")
+                sys.stderr.flush()
+                os._exit(1)
+        if self._inherited is None:
+            self._serving("first generation")
+            return
+        channelSocket = socket.socket(fileno=self._inherited.controlFd)
+        self._channel = adoptChannel(self._reactor, channelSocket, PredecessorChannel(self._go))
+        self._channel.ready()
+
+    def _go(self, why: str) -> None:
+        self.registry.resumeAll()
+        if self._channel is not None and self._channel.transport is not None:
+            self._channel.serving()
+            self._channel.transport.loseConnection()
+        self._serving(why)
+
+    def _serving(self, why: str) -> None:
+        if self.upgrader.state == "starting":
+            self.upgrader.state = "ready"
+        log.info(
+            "serving ({why}); listeners: {keys}",
+            why=why,
+            keys=", ".join(listener.key for listener in self.registry.active()) or "none",
+        )
+
+    # Handing over and stopping.
+
+    def handedOver(self, outcome: Outcome) -> None:
+        """The next generation serves: drain and exit."""
+        log.info(
+            "generation {next} (PID {child}) serves; draining and exiting",
+            next=generation() + 1,
+            child=outcome.childPid,
+        )
+        self._reactor.stop()
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        handedOver = self.upgrader.state == "handedOver"
+        stopped = self.upgrader.stopping()
+        if not handedOver:
+            log.info("shutting down: closing listeners and draining")
+            stopped.addCallback(lambda _: self.registry.stopAll())
+        stopped.addCallback(
+            lambda _: Drain(self._reactor, self.tracker, self.config.drainTimeout).start()
+        )
+        if self.appService is not None:
+            stopped.addCallback(lambda _: maybeDeferred(self.appService.stopService))
+        stopped.addCallback(lambda _: self._exited(handedOver))
+        return stopped
+
+    def _exited(self, handedOver: bool) -> None:
+        if not handedOver and self.config.pidFile:
+            pidfile.removePIDIfOurs(self.config.pidFile)
+        log.info("generation exits ({how})", how="handed over" if handedOver else "shut down")
