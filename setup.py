@@ -5,7 +5,7 @@ from setuptools import setup
 setup(
     name="txflip",
     version="0.1.0",
-    description="Zero-downtime restarts for Twisted servers: SIGHUP, same sockets, no failed request.",
+    description="Zero-downtime restarts for Twisted servers: same sockets, no failed request.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",

@@ -100,9 +100,7 @@ class Guestbook(Resource):
 
     def render_GET(self, request):
         d = self._pool.runQuery("SELECT id, message, pid FROM guestbook ORDER BY id")
-        d.addCallback(
-            lambda rows: [{"id": i, "message": m, "pid": p} for i, m, p in rows]
-        )
+        d.addCallback(lambda rows: [{"id": i, "message": m, "pid": p} for i, m, p in rows])
         self._respond(request, d, 200)
         return NOT_DONE_YET
 
@@ -161,9 +159,7 @@ class Home(Resource):
         return Resource.getChild(self, path, request)
 
     def render_GET(self, request):
-        d = self._pool.runQuery(
-            "SELECT message, pid FROM guestbook ORDER BY id DESC LIMIT 20"
-        )
+        d = self._pool.runQuery("SELECT message, pid FROM guestbook ORDER BY id DESC LIMIT 20")
         d.addCallback(self._page, request)
         d.addErrback(lambda f: self._page([], request, str(f.value)))
         return NOT_DONE_YET
@@ -177,9 +173,9 @@ class Home(Resource):
 <html><head><meta charset="utf-8"><title>txflip demo</title></head>
 <body>
 <h1>txflip demo</h1>
-<p>Served by PID <b id="pid">{me['pid']}</b>, generation <b id="generation">{me['generation']}</b>,
-up for <b id="uptime">{me['uptime']:.1f}</b> s.</p>
-<p>Restart without downtime: <code>kill -HUP {me['pid']}</code>.
+<p>Served by PID <b id="pid">{me["pid"]}</b>, generation <b id="generation">{me["generation"]}</b>,
+up for <b id="uptime">{me["uptime"]:.1f}</b> s.</p>
+<p>Restart without downtime: <code>kill -HUP {me["pid"]}</code>.
 A slow request to watch a drain: <a href="/sleep?seconds=10">/sleep?seconds=10</a>.</p>
 <h2>Guestbook</h2>
 <form method="post" action="/guestbook"><input name="message" maxlength="{MAX_MESSAGE}">

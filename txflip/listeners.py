@@ -276,7 +276,9 @@ class ListenerRegistry:
     def active(self) -> list[Listener]:
         return [listener for listener in self.listeners if listener.listening]
 
-    def handoffDescriptors(self, firstFd: int = 3) -> tuple[dict[int, int], list[InheritedListener]]:
+    def handoffDescriptors(
+        self, firstFd: int = 3
+    ) -> tuple[dict[int, int], list[InheritedListener]]:
         """
         The C{childFDs} entries and descriptions for every active listener.
 

@@ -79,7 +79,8 @@ def _parseEndpoint(reactor, description: str):
     except Exception as e:
         raise ConfigError(
             f"bad --listen {description!r}: {e}; "
-            "use Twisted's endpoint syntax, e.g. tcp:8080, tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
+            "use Twisted's endpoint syntax, e.g. tcp:8080, "
+            "tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
         ) from None
 
 

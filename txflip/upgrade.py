@@ -228,9 +228,7 @@ class UpgradeAttempt:
             self.result.callback(self._outcome)
             return
         self._signal(signal.SIGTERM)
-        self._killTimer = self._reactor.callLater(
-            KILL_GRACE_SECONDS, self._signal, signal.SIGKILL
-        )
+        self._killTimer = self._reactor.callLater(KILL_GRACE_SECONDS, self._signal, signal.SIGKILL)
 
     def _signal(self, signum: int) -> None:
         if self._childEnded or self._process is None:
