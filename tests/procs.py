@@ -1,0 +1,223 @@
+"""
+Real processes for the tests: start C{twistd -n flip}, wait for conditions with
+deadlines, and stop every process that was started, by PID, even on failure.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_DEADLINE = 60.0
+
+
+class DeadlineExceeded(AssertionError):
+    pass
+
+
+def waitFor(predicate: Callable[[], Any], what: str, deadline: float = DEFAULT_DEADLINE):
+    """Poll C{predicate} until it returns something true; fail after C{deadline} seconds."""
+    end = time.monotonic() + deadline
+    delay = 0.01
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise DeadlineExceeded(f"gave up after {deadline}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def freePort(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pidAlive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def readPidFile(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def childrenOf(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def openFds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def httpGet(
+    host: str, port: int, path: str = "/", timeout: float = 10.0, family=socket.AF_INET
+) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def servedBy(port: int, host: str = "127.0.0.1", path: str = "/sleep?seconds=0") -> int | None:
+    """The PID that answered, or None if nobody did."""
+    try:
+        status, headers, body = httpGet(host, port, path, timeout=5)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    return int(json.loads(body)["pid"])
+
+
+class Flip:
+    """
+    One C{twistd -n flip} and every generation it becomes.
+
+    All PIDs ever seen (the first process, PID file contents, children) are
+    remembered, and L{stop} kills whichever are still alive.
+    """
+
+    def __init__(self, testCase, args: list[str], workdir: str | None = None, env=None) -> None:
+        self.workdir = workdir or tempfile.mkdtemp(prefix="txflip-test-")
+        self.pidFile = os.path.join(self.workdir, "flip.pid")
+        self.logPath = os.path.join(self.workdir, "flip.log")
+        self.env = dict(os.environ, **(env or {}))
+        self.env.setdefault("TXFLIP_DEMO_DB", os.path.join(self.workdir, "demo.sqlite3"))
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.args = args
+        self.seen: set[int] = set()
+        self.process: subprocess.Popen | None = None
+        testCase.addCleanup(self.stop)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "twisted",
+            "-n",
+            "--logfile",
+            self.logPath,
+            "flip",
+            "--pid-file",
+            self.pidFile,
+            *self.args,
+        ]
+
+    def start(self, waitReady: bool = True) -> int:
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.workdir, "stderr.log"), "ab"),
+            start_new_session=True,
+        )
+        self.seen.add(self.process.pid)
+        if waitReady:
+            self.waitServing(self.process.pid)
+        return self.process.pid
+
+    def log(self) -> str:
+        try:
+            with open(self.logPath, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stderr(self) -> str:
+        with open(os.path.join(self.workdir, "stderr.log"), errors="replace") as f:
+            return f.read()
+
+    def waitLog(self, text: str, deadline: float = DEFAULT_DEADLINE, count: int = 1) -> None:
+        waitFor(lambda: self.log().count(text) >= count, f"log line {text!r} x{count}", deadline)
+
+    def pid(self) -> int | None:
+        pid = readPidFile(self.pidFile)
+        if pid is not None:
+            self.seen.add(pid)
+        return pid
+
+    def waitServing(self, pid: int, deadline: float = DEFAULT_DEADLINE) -> None:
+        """Wait until C{pid} is in the PID file and logs that it serves."""
+
+        def serving():
+            if self.pid() != pid:
+                return False
+            return f"pid {pid}] serving" in self.log()
+
+        waitFor(serving, f"PID {pid} serving", deadline)
+
+    def restart(self, deadline: float = DEFAULT_DEADLINE) -> int:
+        """SIGHUP the serving generation; return the PID that took over."""
+        old = self.pid()
+        assert old is not None, "no PID file"
+        os.kill(old, signal.SIGHUP)
+        new = waitFor(
+            lambda: (p := self.pid()) != old and p is not None and p, "a new PID", deadline
+        )
+        self.waitServing(new, deadline)
+        waitFor(lambda: not pidAlive(old), f"old PID {old} to exit", deadline)
+        return new
+
+    def aliveGenerations(self) -> list[int]:
+        for pid in list(self.seen):
+            for child in childrenOf(pid):
+                self.seen.add(child)
+        return sorted(pid for pid in self.seen if pidAlive(pid))
+
+    def terminate(self, deadline: float = DEFAULT_DEADLINE) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            waitFor(lambda: not pidAlive(pid), f"PID {pid} to exit after SIGTERM", deadline)
+
+    def stop(self) -> None:
+        for pid in self.aliveGenerations():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in list(self.seen):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
