@@ -70,6 +70,7 @@ class FlipService(Service):
         self._endpoints = endpoints
         self.appService = appService
         self._inherited = inherited
+        self.events = upgrader.events
         self._channel: PredecessorChannel | None = None
         self._startupFailure: str | None = None
 
@@ -128,6 +129,11 @@ class FlipService(Service):
     def _serving(self, why: str) -> None:
         if self.upgrader.state == "starting":
             self.upgrader.state = "ready"
+        self.events.emit(
+            "serving",
+            first=self._inherited is None,
+            listeners=[listener.key for listener in self.registry.active()],
+        )
         log.info(
             "serving ({why}); listeners: {keys}",
             why=why,
@@ -152,15 +158,18 @@ class FlipService(Service):
         if not handedOver:
             log.info("shutting down: closing listeners and draining")
             stopped.addCallback(lambda _: self.registry.stopAll())
-        stopped.addCallback(
-            lambda _: Drain(self._reactor, self.tracker, self.config.drainTimeout).start()
-        )
+        stopped.addCallback(lambda _: self._drain(handedOver))
         if self.appService is not None:
             stopped.addCallback(lambda _: maybeDeferred(self.appService.stopService))
         stopped.addCallback(lambda _: self._exited(handedOver))
         return stopped
 
+    def _drain(self, handedOver: bool) -> Deferred:
+        self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
+        return Drain(self._reactor, self.tracker, self.config.drainTimeout).start()
+
     def _exited(self, handedOver: bool) -> None:
+        self.events.emit("exiting", handedOver=handedOver)
         if not handedOver and self.config.pidFile:
             pidfile.removePIDIfOurs(self.config.pidFile)
         log.info("generation exits ({how})", how="handed over" if handedOver else "shut down")

@@ -25,6 +25,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from txflip import pidfile
 from txflip.channel import SuccessorChannel, adoptChannel
+from txflip.events import Events
 from txflip.handoff import ENV_STATE, HandoffState
 from txflip.listeners import ListenerRegistry
 from txflip.restartlog import generation, log
@@ -87,9 +88,11 @@ class UpgradeAttempt:
         cwd: str,
         readyTimeout: float,
         pidFile: str | None,
+        events: Events | None = None,
     ) -> None:
         self._reactor = reactor
         self._registry = registry
+        self._events = events or Events()
         self._argv = argv
         self._cwd = cwd
         self._readyTimeout = readyTimeout
@@ -165,6 +168,7 @@ class UpgradeAttempt:
             child=pid,
             ms=self._elapsedMs(),
         )
+        self._events.emit("child-ready", childPid=pid, ms=self._elapsedMs())
         self._registry.pauseAll()
         self._paused = True
         self._channel.go()
@@ -220,6 +224,9 @@ class UpgradeAttempt:
             reason=reason,
             gen=generation(),
         )
+        self._events.emit(
+            "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
+        )
         if self._pidFile and pidfile.readPID(self._pidFile) == self.childPid:
             pidfile.writePID(self._pidFile)
         if self._channel is not None and self._channel.transport is not None:
@@ -250,6 +257,11 @@ class UpgradeAttempt:
                 child=self.childPid,
                 ms=self._elapsedMs(),
             )
+            self._events.emit("upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs())
+        else:
+            self._events.emit(
+                "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
+            )
         self.result.callback(self._outcome)
 
 
@@ -271,9 +283,11 @@ class Upgrader:
         simpleModeReason: str | None = None,
         argv: list[str] | None = None,
         cwd: str | None = None,
+        events: Events | None = None,
     ) -> None:
         self._reactor = reactor
         self._registry = registry
+        self.events = events or Events()
         self._readyTimeout = readyTimeout
         self._pidFile = pidFile
         self._onHandedOver = onHandedOver
@@ -304,6 +318,7 @@ class Upgrader:
         refused = self.refusal()
         if refused is not None:
             log.warn("{source} refused: {why}", source=source, why=refused)
+            self.events.emit("upgrade-refused", source=source, reason=refused)
             d = Deferred()
             d.callback(Outcome(False, None, f"refused: {refused}", 0.0))
             return d
@@ -316,8 +331,16 @@ class Upgrader:
             self._cwd,
             self._readyTimeout,
             self._pidFile,
+            self.events,
         )
-        return self.attempt.start().addCallback(self._attemptEnded)
+        d = self.attempt.start()
+        self.events.emit(
+            "upgrade-started",
+            source=source,
+            childPid=self.attempt.childPid,
+            nextGeneration=generation() + 1,
+        )
+        return d.addCallback(self._attemptEnded)
 
     def _attemptEnded(self, outcome: Outcome) -> Outcome:
         self.lastOutcome = outcome
