@@ -7,6 +7,9 @@ import os
 from twisted.python import usage
 
 from txflip import pidfile
+from txflip.acmeflip import OPT_FLAGS as ACME_FLAGS
+from txflip.acmeflip import OPT_PARAMETERS as ACME_PARAMETERS
+from txflip.acmeflip import AcmeOptionsMixin
 from txflip.appload import AppError, loadApp
 from txflip.restartlog import log
 
@@ -21,7 +24,7 @@ def _positiveSeconds(text: str) -> float:
     return value
 
 
-class FlipOptions(usage.Options):
+class FlipOptions(AcmeOptionsMixin, usage.Options):
     """Options of C{twistd flip}."""
 
     synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH]"
@@ -47,7 +50,9 @@ class FlipOptions(usage.Options):
         ],
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        *ACME_PARAMETERS,
     ]
+    optFlags = [*ACME_FLAGS]
 
     def __init__(self) -> None:
         super().__init__()
@@ -164,16 +169,23 @@ def _makeService(options: FlipOptions):
     )
     registry.install()
 
+    from txflip.acmeflip import configure as configureAcme
+
+    try:
+        acme = configureAcme(reactor, options)
+    except usage.UsageError as e:
+        raise ConfigError(str(e)) from None
+
     loaded = loadApp(options["app"] or DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
     listen = config.listen
-    if not listen and loaded.kind != "service":
+    if not listen and loaded.kind != "service" and not (acme and acme.listen):
         listen = [DEFAULT_LISTEN]
     factory = None
     if loaded.kind == "resource":
         from twisted.web.server import Site
 
-        factory = Site(loaded.app)
+        factory = Site(acme.wrap(loaded.app) if acme else loaded.app)
     elif loaded.kind == "factory":
         factory = loaded.app
     if listen and factory is None:
@@ -182,6 +194,13 @@ def _makeService(options: FlipOptions):
             "drop --listen, or name a Resource or protocol factory"
         )
     endpoints = [(d, _parseEndpoint(reactor, d), factory) for d in listen]
+    if acme and acme.listen:
+        if factory is None:
+            raise ConfigError(
+                f"--app {options['app']} is a service that listens by itself; "
+                "--acme-listen needs a Resource or protocol factory"
+            )
+        endpoints += acme.endpoints(reactor, factory, _parseEndpoint)
 
     service: FlipService | None = None
     upgrader = Upgrader(

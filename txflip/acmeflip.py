@@ -1,0 +1,185 @@
+"""
+The C{--acme-*} options of C{twistd flip}: checked, and turned into ACME listeners.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from twisted.python import usage
+
+from txflip import acmeservice
+from txflip.acmechallenges import HTTP01, TLSALPN01, WithChallenges
+from txflip.acmeclient import LETSENCRYPT, LETSENCRYPT_STAGING
+from txflip.acmestore import StoreError, checkName, splitPEM
+
+DAY = acmeservice.DAY
+
+OPT_PARAMETERS = [
+    [
+        "acme-dir",
+        None,
+        None,
+        "ACME store: account key and one PEM file per certificate (created, mode 0700).",
+    ],
+    ["acme-email", None, None, "Contact e-mail for the ACME account (optional)."],
+    [
+        "acme-directory",
+        None,
+        None,
+        "ACME directory URL (default: Let's Encrypt; a private CA's URL, or pebble's).",
+    ],
+    [
+        "acme-ca-bundle",
+        None,
+        None,
+        "PEM file of the roots that sign the ACME directory's HTTPS certificate "
+        "(default: the system's).",
+    ],
+    [
+        "acme-challenge",
+        None,
+        None,
+        "tls-alpn-01 (answered on --acme-listen, the default) or http-01 "
+        "(answered on the plain --listen listeners); both, comma-separated, in order "
+        "of preference.",
+    ],
+    ["acme-renew-days", None, "30", "Renew this many days before expiry."],
+    ["acme-check-interval", None, str(int(DAY / 2)), "Seconds between renewal checks."],
+    ["acme-retry-min", None, "60", "Seconds before the first retry after a failure (doubles)."],
+]
+OPT_FLAGS = [["acme-staging", None, "Use Let's Encrypt's staging directory."]]
+
+
+class AcmeOptionsMixin:
+    """Adds the C{--acme-*} options to a L{usage.Options}."""
+
+    def opt_acme_domain(self, names: str) -> None:
+        """Names for one certificate, comma-separated (SAN); repeatable."""
+        self.setdefault("acme-domain", []).append(names)
+
+    def opt_acme_listen(self, description: str) -> None:
+        """An HTTPS endpoint serving the app with the ACME certificates (e.g. tcp:443)."""
+        self.setdefault("acme-listen", []).append(description)
+
+
+@dataclass
+class FlipAcme:
+    """What the options asked for: listeners and the HTTP-01 wrapper."""
+
+    manager: acmeservice.AcmeManager | None
+    listen: list[str] = field(default_factory=list)
+    answerHttp: bool = False
+
+    def wrap(self, resource):
+        if not self.answerHttp:
+            return resource
+        return WithChallenges(resource, acmeservice.AnyStoreResponder())
+
+    def endpoints(self, reactor, factory, parse):
+        result = []
+        for description in self.listen:
+            sub = parse(reactor, description)
+            result.append(
+                (
+                    f"acme:{description}",
+                    acmeservice.AcmeServerEndpoint(reactor, self.manager, sub),
+                    factory,
+                )
+            )
+        return result
+
+
+def _number(options, name: str) -> float:
+    try:
+        value = float(options[name])
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise usage.UsageError(f"--{name} {options[name]!r}: give a number above 0")
+    return value
+
+
+def configure(reactor, options) -> FlipAcme | None:
+    """
+    Check the C{--acme-*} options and set up this process's ACME settings.
+
+    @raise usage.UsageError: with a one-line message, for bad input.
+    """
+    domains = options.get("acme-domain") or []
+    listens = options.get("acme-listen") or []
+    usesEndpoint = any(d.split(":", 1)[0] in ("le", "lets") for d in options["listen"])
+    if not domains and not listens and not usesEndpoint:
+        for name in ("acme-dir", "acme-email", "acme-directory", "acme-ca-bundle"):
+            if options.get(name):
+                raise usage.UsageError(f"--{name} needs --acme-domain (or an le: listener)")
+        return None
+    s = acmeservice.settings
+    directory = options.get("acme-directory")
+    if options.get("acme-staging"):
+        if directory:
+            raise usage.UsageError("give --acme-staging or --acme-directory, not both")
+        directory = LETSENCRYPT_STAGING
+    if directory:
+        parsed = urlparse(directory)
+        if parsed.scheme != "https" or not parsed.netloc:
+            raise usage.UsageError(
+                f"--acme-directory {directory!r}: give the https:// URL of an ACME directory"
+            )
+    s.directoryUrl = directory
+    bundle = options.get("acme-ca-bundle")
+    if bundle:
+        try:
+            with open(bundle, "rb") as f:
+                if not splitPEM(f.read())[1]:
+                    raise usage.UsageError(f"--acme-ca-bundle {bundle}: no PEM certificate in it")
+        except OSError as e:
+            raise usage.UsageError(f"--acme-ca-bundle {bundle}: {e.strerror}") from None
+        s.caBundle = os.path.abspath(bundle)
+    email = options.get("acme-email")
+    if email is not None and ("@" not in email or any(c in email for c in " \t\n,:")):
+        raise usage.UsageError(f"--acme-email {email!r}: give one e-mail address")
+    s.email = email
+    challenge = options.get("acme-challenge") or TLSALPN01
+    kinds = tuple(k.strip() for k in challenge.split(",") if k.strip())
+    if not kinds or any(k not in (HTTP01, TLSALPN01) for k in kinds):
+        raise usage.UsageError(
+            f"--acme-challenge {challenge!r}: give tls-alpn-01, http-01, or both comma-separated"
+        )
+    s.challengeTypes = kinds
+    s.renewBefore = _number(options, "acme-renew-days") * DAY
+    s.checkInterval = _number(options, "acme-check-interval")
+    s.retryMin = _number(options, "acme-retry-min")
+    s.retryMax = max(s.retryMax, s.retryMin)
+
+    manager = None
+    if domains or listens:
+        if not options.get("acme-dir"):
+            raise usage.UsageError(
+                "--acme-domain needs --acme-dir, the directory to keep certificates in"
+            )
+        if not domains:
+            raise usage.UsageError("--acme-listen needs at least one --acme-domain")
+        if not listens:
+            raise usage.UsageError(
+                "--acme-domain needs --acme-listen ENDPOINT (e.g. tcp:443) to serve HTTPS on"
+            )
+        specs = []
+        for entry in domains:
+            try:
+                specs.append(tuple(checkName(n) for n in entry.split(",") if n.strip()))
+            except ValueError as e:
+                raise usage.UsageError(f"--acme-domain {entry!r}: {e}") from None
+        try:
+            manager = acmeservice.managerFor(
+                reactor, options["acme-dir"], s.directoryUrl or LETSENCRYPT
+            )
+        except StoreError as e:
+            raise usage.UsageError(str(e)) from None
+        for spec in specs:
+            manager.addSpec(spec)
+        path = os.path.realpath(options["acme-dir"])
+        s.extraNames[path] = specs
+    return FlipAcme(manager, list(listens), answerHttp=True)

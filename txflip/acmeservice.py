@@ -1,0 +1,449 @@
+"""
+Keeping ACME certificates issued, stored, renewed and served.
+
+L{AcmeManager} owns one store: at start it serves what the store holds (or a
+self-signed fallback, logged loudly, until the first issuance), then checks
+periodically and renews ahead of expiry. A new certificate is swapped into the
+serving TLS contexts (L{txflip.acmetls.SwappableContexts}) without a restart;
+if issuing fails the old certificate stays and the attempt is retried with
+exponential backoff. Only the generation holding the store's lock talks to
+the CA; the others pick up what it stored.
+
+L{AcmeServerEndpoint} is the TLS listener (C{le:}, C{lets:}, C{--acme-listen});
+it listens through the global reactor's C{listenSSL}, so its socket is handed
+to the next generation like any other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txflip.acmechallenges import HTTP01, TLSALPN01, ChallengeResponder
+from txflip.acmeclient import LETSENCRYPT, AcmeClient, httpClient
+from txflip.acmestore import AcmeStore, StoredCertificate, newPrivateKey, privateKeyPEM
+from txflip.acmetls import ServedCertificate, SwappableContexts, matchName
+from txflip.restartlog import log
+
+DAY = 86400.0
+_tracebacks = Logger(namespace="txflip.acme")
+
+
+@dataclass
+class AcmeSettings:
+    """How to reach the CA and when to renew; shared by every store of this process."""
+
+    directoryUrl: str | None = None
+    caBundle: str | None = None
+    email: str | None = None
+    challengeTypes: tuple[str, ...] = (TLSALPN01,)
+    renewBefore: float = 30 * DAY
+    checkInterval: float = DAY / 2
+    retryMin: float = 60.0
+    retryMax: float = 6 * 3600.0
+    lockRetry: float = 2.0
+    extraNames: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+
+
+settings = AcmeSettings()
+_managers: dict[str, AcmeManager] = {}
+
+
+def selfSigned(names: Sequence[str]) -> ServedCertificate:
+    """A throwaway self-signed certificate for C{names}: what is served until ACME succeeds."""
+    key = newPrivateKey()
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return ServedCertificate(
+        privateKeyPEM(key), cert.public_bytes(serialization.Encoding.PEM), list(names)
+    )
+
+
+class AcmeManager:
+    """
+    The certificates of one store, for the names in C{specs} (one certificate
+    per entry, stored under its first name).
+    """
+
+    def __init__(
+        self,
+        reactor,
+        store: AcmeStore,
+        specs: list[tuple[str, ...]],
+        settings: AcmeSettings,
+        directoryUrl: str,
+    ) -> None:
+        self._reactor = reactor
+        self.store = store
+        self.specs: list[tuple[str, ...]] = []
+        self.settings = settings
+        self.directoryUrl = directoryUrl
+        self.responder = ChallengeResponder(store, settings.challengeTypes)
+        self.contexts = SwappableContexts(self.responder.alpnCertificate)
+        self.current: dict[str, StoredCertificate] = {}
+        self._fallbacks: dict[tuple[str, ...], ServedCertificate] = {}
+        self._client: AcmeClient | None = None
+        self._timer = None
+        self._prepared = False
+        self._started = False
+        self._stopped = False
+        self._failures = 0
+        self._running: Deferred | None = None
+        for spec in specs:
+            self.addSpec(spec)
+
+    def addSpec(self, names: Sequence[str]) -> None:
+        spec = tuple(names)
+        if spec and spec not in self.specs:
+            self.specs.append(spec)
+
+    # What is served.
+
+    def prepare(self) -> None:
+        """Serve what the store holds, or the fallback; never talks to the CA."""
+        if self._prepared:
+            return
+        self._prepared = True
+        self._loadStore()
+        for spec in self.specs:
+            stored = self.current.get(spec[0])
+            if stored is not None and self._covers(stored, spec):
+                log.info(
+                    "ACME: serving stored certificate for {names} (serial {serial:x}, "
+                    "expires {expires})",
+                    names=", ".join(spec),
+                    serial=stored.serial,
+                    expires=stored.notAfter.isoformat(),
+                )
+        self._publish()
+
+    def _loadStore(self) -> bool:
+        """Read every certificate from disk; True if something changed."""
+        changed = False
+        for spec in self.specs:
+            try:
+                stored = self.store.load(spec[0])
+            except Exception as e:
+                log.error(
+                    "ACME: cannot read {path}: {error}", path=self.store.certPath(spec[0]), error=e
+                )
+                continue
+            if stored is None:
+                continue
+            old = self.current.get(spec[0])
+            if old is None or old.serial != stored.serial:
+                self.current[spec[0]] = stored
+                changed = True
+        return changed
+
+    def _covers(self, stored: StoredCertificate, spec: tuple[str, ...]) -> bool:
+        return all(matchName(name, stored.names) for name in spec)
+
+    def _publish(self) -> None:
+        served = []
+        for spec in self.specs:
+            stored = self.current.get(spec[0])
+            if stored is not None and stored.expiresIn() > 0:
+                served.append(ServedCertificate(stored.keyPEM, stored.chainPEM, stored.names))
+                continue
+            fallback = self._fallbacks.get(spec)
+            if fallback is None:
+                fallback = self._fallbacks[spec] = selfSigned(spec)
+                log.warn(
+                    "ACME: no certificate for {names} in {store} yet: serving a SELF-SIGNED "
+                    "fallback certificate (clients will not trust it) until issuance succeeds",
+                    names=", ".join(spec),
+                    store=self.store.path,
+                )
+            served.append(fallback)
+        self.contexts.setCertificates(served)
+
+    def due(self, spec: tuple[str, ...]) -> str | None:
+        """Why C{spec} needs a new certificate now, or None."""
+        stored = self.current.get(spec[0])
+        if stored is None:
+            return "no certificate yet"
+        if not self._covers(stored, spec):
+            return f"stored certificate covers {', '.join(stored.names)} only"
+        left = stored.expiresIn()
+        if left < self.settings.renewBefore:
+            return f"expires in {left / DAY:.1f} days"
+        return None
+
+    # Checking and issuing.
+
+    def start(self) -> None:
+        """Check now, then every C{checkInterval}; idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self.prepare()
+        self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        self._schedule(0)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.store.lock.release()
+
+    def _schedule(self, delay: float) -> None:
+        if self._stopped:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._reactor.callLater(delay, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._running is not None:
+            return
+        self._running = ensureDeferred(self.check())
+        self._running.addBoth(self._checked)
+
+    def _checked(self, delay) -> None:
+        self._running = None
+        if isinstance(delay, float | int):
+            self._schedule(float(delay))
+        else:
+            log.error("ACME: check failed unexpectedly: {error}", error=delay)
+            self._schedule(self.settings.retryMax)
+
+    async def check(self) -> float:
+        """Renew whatever is due; return the seconds until the next check."""
+        if self._loadStore():
+            self._publish()
+            self._logServing("stored by another generation")
+        due = [(spec, why) for spec in self.specs if (why := self.due(spec))]
+        if not due:
+            self._failures = 0
+            return self.settings.checkInterval
+        if not self.store.lock.tryAcquire():
+            log.info(
+                "ACME: another process (PID {holder}) is issuing from {store}; "
+                "checking again in {delay}s",
+                holder=self.store.lock.holder(),
+                store=self.store.path,
+                delay=self.settings.lockRetry,
+            )
+            return self.settings.lockRetry
+        try:
+            if self._loadStore():
+                self._publish()
+                self._logServing("stored by another generation")
+            for spec in self.specs:
+                why = self.due(spec)
+                if why is None or self._stopped:
+                    continue
+                log.info(
+                    "ACME: requesting a certificate for {names}: {why}",
+                    names=", ".join(spec),
+                    why=why,
+                )
+                try:
+                    await self._issue(spec)
+                except Exception as e:
+                    if not _isAcme(e):
+                        _tracebacks.failure("ACME: unexpected error while issuing")
+                    self._failures += 1
+                    delay = min(
+                        self.settings.retryMin * 2 ** (self._failures - 1), self.settings.retryMax
+                    )
+                    stored = self.current.get(spec[0])
+                    keeping = (
+                        f"still serving the certificate expiring {stored.notAfter.isoformat()}"
+                        if stored is not None
+                        else "still serving the self-signed fallback"
+                    )
+                    log.error(
+                        "ACME: issuing a certificate for {names} failed (attempt {n}): "
+                        "{error}; {keeping}; retrying in {delay:.0f}s",
+                        names=", ".join(spec),
+                        n=self._failures,
+                        error=f"{type(e).__name__}: {e}" if not _isAcme(e) else str(e),
+                        keeping=keeping,
+                        delay=delay,
+                    )
+                    return delay
+            self._failures = 0
+            return self.settings.checkInterval
+        finally:
+            self.store.lock.release()
+
+    async def _issue(self, spec: tuple[str, ...]) -> None:
+        if self._client is None:
+            self._client = AcmeClient(
+                self._reactor,
+                self.directoryUrl,
+                self.store.accountKey(),
+                email=self.settings.email,
+                http=httpClient(self._reactor, self.settings.caBundle),
+            )
+        keyPEM = privateKeyPEM(newPrivateKey())
+        chain = await self._client.issue(spec, keyPEM, self.responder)
+        self.current[spec[0]] = self.store.save(spec[0], keyPEM, chain)
+        self._publish()
+        self._logServing("newly issued", [spec])
+
+    def _logServing(self, how: str, specs=None) -> None:
+        for spec in specs or self.specs:
+            stored = self.current.get(spec[0])
+            if stored is None:
+                continue
+            log.info(
+                "ACME: now serving {how} certificate for {names}: serial {serial:x}, "
+                "expires {expires}",
+                how=how,
+                names=", ".join(spec),
+                serial=stored.serial,
+                expires=stored.notAfter.isoformat(),
+            )
+
+
+def _isAcme(error: Exception) -> bool:
+    from txflip.acmeclient import AcmeError
+
+    return isinstance(error, AcmeError)
+
+
+def managerFor(reactor, certDir: str, defaultDirectory: str = LETSENCRYPT) -> AcmeManager:
+    """The one manager of this process for the store C{certDir}."""
+    path = os.path.realpath(certDir)
+    manager = _managers.get(path)
+    if manager is None:
+        store = AcmeStore(path)
+        manager = AcmeManager(
+            reactor, store, [], settings, settings.directoryUrl or defaultDirectory
+        )
+        for spec in settings.extraNames.get(path, []):
+            manager.addSpec(spec)
+        _managers[path] = manager
+    return manager
+
+
+def allResponders() -> list[ChallengeResponder]:
+    return [m.responder for m in _managers.values()]
+
+
+class AnyStoreResponder:
+    """HTTP-01 answers from every store of this process (for the plain-HTTP listener)."""
+
+    def http01(self, token: str) -> str | None:
+        for responder in allResponders():
+            answer = responder.http01(token)
+            if answer is not None:
+                return answer
+        return None
+
+
+@implementer(IStreamServerEndpoint)
+class AcmeServerEndpoint:
+    """
+    TLS with the certificates of C{manager}, on the address of C{subEndpoint}.
+
+    A TCP sub-endpoint listens through the global reactor's C{listenSSL}
+    (looked up at listen time, so txflip's handover registry is used); any
+    other is wrapped in C{TLSMemoryBIOFactory} and listened on as it is.
+    """
+
+    def __init__(self, reactor, manager: AcmeManager, subEndpoint) -> None:
+        self._reactor = reactor
+        self.manager = manager
+        self._sub = subEndpoint
+
+    def listen(self, factory) -> Deferred:
+        from twisted.internet.defer import fail, succeed
+        from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+        try:
+            self.manager.prepare()
+            if isinstance(self._sub, TCP4ServerEndpoint | TCP6ServerEndpoint):
+                port = self._reactor.listenSSL(
+                    self._sub._port,
+                    factory,
+                    self.manager.contexts,
+                    self._sub._backlog,
+                    self._sub._interface,
+                )
+                result = succeed(port)
+            else:
+                from twisted.protocols.tls import TLSMemoryBIOFactory
+
+                result = self._sub.listen(
+                    TLSMemoryBIOFactory(self.manager.contexts, False, factory)
+                )
+        except Exception:
+            return fail()
+        self._reactor.callWhenRunning(self.manager.start)
+        return result
+
+
+def _colonJoin(items: Sequence[str]) -> str:
+    return ":".join(item.replace("\\", "\\\\").replace(":", "\\:") for item in items)
+
+
+def parseAcmeEndpoint(reactor, prefix: str, defaultDirectory: str, args, kwargs):
+    """
+    C{le:CERTDIR:SUBENDPOINT} (and C{lets:}): txacme's syntax.
+
+    As in txacme, the domains are the C{<name>.pem} files in CERTDIR (create
+    an empty one to have a certificate issued for <name>), plus any
+    C{--acme-domain} given to flip for the same directory.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    if len(args) < 2:
+        raise ValueError(
+            f"{prefix}: needs a certificate directory and an endpoint, "
+            f"e.g. {prefix}:/srv/certs:tcp:443"
+        )
+    certDir = args[0]
+    sub = _colonJoin(list(args[1:]) + [f"{k}={v}" for k, v in kwargs.items()])
+    manager = managerFor(reactor, certDir, defaultDirectory)
+    for name in manager.store.requestedNames():
+        manager.addSpec((name,))
+    if not manager.specs:
+        raise ValueError(
+            f"{prefix}:{certDir}: no domain to serve: create an empty file named after each "
+            f"domain, e.g. touch {os.path.join(certDir, 'example.com.pem')}"
+        )
+    if not settings.challengeTypes:
+        settings.challengeTypes = (TLSALPN01,)
+    return AcmeServerEndpoint(reactor, manager, serverFromString(reactor, sub))
+
+
+__all__ = [
+    "HTTP01",
+    "TLSALPN01",
+    "AcmeManager",
+    "AcmeServerEndpoint",
+    "AcmeSettings",
+    "AnyStoreResponder",
+    "managerFor",
+    "parseAcmeEndpoint",
+    "settings",
+]
