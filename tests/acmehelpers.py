@@ -185,13 +185,13 @@ class Pebble(_Process):
                 },
                 f,
             )
-        self.env = dict(
-            os.environ,
-            PEBBLE_VA_NOSLEEP="1",
-            PEBBLE_WFE_NONCEREJECT="0",
-            PEBBLE_AUTHZREUSE="0",
+        self.env = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_WFE_NONCEREJECT": "0",
+            "PEBBLE_AUTHZREUSE": "0",
             **(env or {}),
-        )
+        }
         self.logPath = os.path.join(self.workdir, "pebble.log")
         self.directory = f"https://127.0.0.1:{self.port}/dir"
 

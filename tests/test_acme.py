@@ -1,0 +1,308 @@
+"""
+ACME against a real ACME server (pebble), with real flip processes.
+
+Every test starts its own DNS server, pebble and flip, and stops them by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+
+import josepy as jose
+from twisted.trial.unittest import TestCase
+
+from tests.acmehelpers import Pebble, fetchTLS
+from tests.procs import Flip, freePort, waitFor
+from txflip.acmestore import AcmeStore
+
+NAMES = ("a.test", "b.test")
+ISSUED = "ACME: now serving newly issued certificate"
+ORDER = "ACME: new order"
+
+
+class AcmeTestMixin:
+    """One pebble and one flip serving the demo app over ACME-issued HTTPS."""
+
+    def setUpAcme(self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None):
+        self.httpPort = freePort()
+        self.tlsPort = freePort()
+        self.pebble = Pebble(self, pebbleHttpPort or self.httpPort, self.tlsPort, env=pebbleEnv)
+        if startPebble:
+            self.pebble.start()
+        self.store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+
+    def flip(self, challenge="http-01", domains="a.test,b.test", extra=()):
+        flip = Flip(
+            self,
+            [
+                "--listen",
+                f"tcp:{self.httpPort}:interface=127.0.0.1",
+                "--acme-listen",
+                f"tcp:{self.tlsPort}:interface=127.0.0.1",
+                "--acme-domain",
+                domains,
+                "--acme-dir",
+                self.store,
+                "--acme-directory",
+                self.pebble.directory,
+                "--acme-ca-bundle",
+                self.pebble.caBundle,
+                "--acme-challenge",
+                challenge,
+                "--acme-retry-min",
+                "1",
+                *extra,
+            ],
+        )
+        return flip
+
+    def rootFile(self) -> str:
+        path = os.path.join(self.pebble.workdir, "pebble-root.pem")
+        with open(path, "wb") as f:
+            f.write(self.pebble.root())
+        return path
+
+    def assertVerifiedFor(self, names, root: str) -> int:
+        """Every name is served a certificate that verifies against C{root}; return its serial."""
+        serials = set()
+        for name in names:
+            status, body, cert = fetchTLS(self.tlsPort, name, cafile=root)
+            self.assertEqual(status, 200, body[:200])
+            serials.add(cert.serial_number)
+        self.assertEqual(len(serials), 1)
+        return serials.pop()
+
+    def orders(self) -> int:
+        return self.pebble.log().count("POST /order-plz")
+
+
+class IssueTests(AcmeTestMixin, TestCase):
+    def test_http01TwoNames(self):
+        """Two names, one SAN certificate via HTTP-01; it verifies against pebble's root."""
+        self.setUpAcme()
+        flip = self.flip("http-01")
+        flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        self.assertIn("answering http-01 for a.test", flip.log())
+        self.assertIn("answering http-01 for b.test", flip.log())
+        serial = self.assertVerifiedFor(NAMES, self.rootFile())
+        self.assertIn(f"serial {serial:x}", flip.log())
+        for path in (
+            os.path.join(self.store, "client.key"),
+            os.path.join(self.store, "a.test.pem"),
+        ):
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600, path)
+        self.assertEqual(self.orders(), 1)
+
+    def test_tlsAlpn01TwoNames(self):
+        """The same over TLS-ALPN-01, answered inside the TLS handshake."""
+        self.setUpAcme()
+        flip = self.flip("tls-alpn-01")
+        flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        self.assertIn("answering tls-alpn-01 for a.test", flip.log())
+        self.assertIn("answering tls-alpn-01 for b.test", flip.log())
+        self.assertNotIn("/.well-known/acme-challenge/", flip.log())
+        self.assertVerifiedFor(NAMES, self.rootFile())
+
+    def test_badNonceRetried(self):
+        """With pebble rejecting half of all good nonces, issuance still succeeds."""
+        self.setUpAcme(pebbleEnv={"PEBBLE_WFE_NONCEREJECT": "50"})
+        flip = self.flip("http-01")
+        flip.start()
+        flip.waitLog(ISSUED, deadline=90)
+        self.assertIn("badNonce", flip.log())
+        self.assertVerifiedFor(NAMES, self.rootFile())
+
+
+class RestartAndRenewalTests(AcmeTestMixin, TestCase):
+    def test_restartServesStoredCertificate(self):
+        """A restart serves the same certificate and places no new order."""
+        self.setUpAcme()
+        flip = self.flip("http-01")
+        first = flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        root = self.rootFile()
+        serial = self.assertVerifiedFor(NAMES, root)
+        self.assertEqual(self.orders(), 1)
+        second = flip.restart()
+        self.assertNotEqual(first, second)
+        self.assertEqual(self.assertVerifiedFor(NAMES, root), serial)
+        # Both generations write one log file, so lines may be lost; pebble's
+        # own log is the witness that no order was placed.
+        self.assertEqual(self.orders(), 1)
+        self.assertNotIn(f"pid {second}] ACME: requesting", flip.log())
+
+    def test_renewalSwapsWithoutRestart(self):
+        """
+        With a renewal window longer than the certificate's life, every check
+        renews: new serials are served by the same PID, and no request fails.
+        """
+        self.setUpAcme()
+        flip = self.flip(
+            "http-01",
+            extra=["--acme-renew-days", "100000", "--acme-check-interval", "1"],
+        )
+        pid = flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        root = self.rootFile()
+        first = self.assertVerifiedFor(NAMES, root)
+        seen: set[int] = set()
+        failures: list[str] = []
+        done = threading.Event()
+
+        def hammer():
+            while not done.is_set():
+                try:
+                    status, _, cert = fetchTLS(self.tlsPort, "a.test", cafile=root)
+                    if status != 200:
+                        failures.append(f"status {status}")
+                    seen.add(cert.serial_number)
+                except (OSError, ssl.SSLError) as e:
+                    failures.append(repr(e))
+
+        thread = threading.Thread(target=hammer, daemon=True)
+        thread.start()
+        try:
+            waitFor(lambda: len(seen - {first}) >= 2, "two renewed certificates served", 90)
+        finally:
+            done.set()
+            thread.join(30)
+        self.assertEqual(failures, [])
+        self.assertEqual(flip.pid(), pid)
+        self.assertGreaterEqual(flip.log().count(ISSUED), 3)
+
+
+class FailureTests(AcmeTestMixin, TestCase):
+    def test_pebbleDownAtStart(self):
+        """With the CA down, the site serves the fallback, then issues once the CA is up."""
+        self.setUpAcme(startPebble=False)
+        flip = self.flip("http-01")
+        flip.start()
+        flip.waitLog("SELF-SIGNED fallback")
+        flip.waitLog("(attempt 2)", deadline=30)
+        status, _, cert = fetchTLS(self.tlsPort, "a.test")
+        self.assertEqual(status, 200)
+        self.assertEqual(cert.issuer, cert.subject)
+        self.pebble.start()
+        flip.waitLog(ISSUED, deadline=120)
+        self.assertVerifiedFor(NAMES, self.rootFile())
+
+    def test_caErrorRetriedWithBackoff(self):
+        """
+        Pebble validates HTTP-01 at a server that answers 404: the CA's problem is
+        logged, retried with growing delays, and the site keeps serving meanwhile.
+        """
+        wrongPort = freePort()
+        emptyDir = tempfile.mkdtemp(prefix="txflip-empty-")
+        wrong = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(wrongPort), "--bind", "127.0.0.1"],
+            cwd=emptyDir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(wrong.wait, 10)
+        self.addCleanup(wrong.kill)
+        self.setUpAcme(pebbleHttpPort=wrongPort)
+        flip = self.flip("http-01", domains="a.test")
+        flip.start()
+        flip.waitLog("(attempt 3)", deadline=60)
+        log = flip.log()
+        self.assertIn("the CA could not validate a.test by http-01", log)
+        self.assertIn("urn:ietf:params:acme:error:unauthorized", log)
+        self.assertIn("retrying in 1s", log)
+        self.assertIn("retrying in 2s", log)
+        self.assertIn("retrying in 4s", log)
+        self.assertIn("still serving the self-signed fallback", log)
+        status, _, cert = fetchTLS(self.tlsPort, "a.test")
+        self.assertEqual(status, 200)
+        self.assertEqual(cert.issuer, cert.subject)
+        self.assertNotIn(ISSUED, flip.log())
+
+    def test_lockHeldByAnotherProcess(self):
+        """While another process holds the store's lock, flip waits, then issues."""
+        self.setUpAcme()
+        store = AcmeStore(self.store)
+        self.assertTrue(store.lock.tryAcquire())
+        self.addCleanup(store.lock.release)
+        flip = self.flip("http-01")
+        flip.start()
+        flip.waitLog(f"another process (PID {os.getpid()}) is issuing", deadline=30)
+        self.assertEqual(self.orders(), 0)
+        store.lock.release()
+        flip.waitLog(ISSUED, deadline=60)
+        self.assertEqual(self.orders(), 1)
+
+
+class EndpointTests(AcmeTestMixin, TestCase):
+    def test_txacmeEndpoint(self):
+        """
+        C{le:CERTDIR:SUBENDPOINT} takes its domains from the C{<name>.pem} files
+        in CERTDIR, as txacme did, and fills the empty one.
+        """
+        self.setUpAcme()
+        open(os.path.join(self.store, "a.test.pem"), "wb").close()
+        flip = Flip(
+            self,
+            [
+                "--listen",
+                f"le:{self.store}:tcp:{self.tlsPort}:interface=127.0.0.1",
+                "--acme-directory",
+                self.pebble.directory,
+                "--acme-ca-bundle",
+                self.pebble.caBundle,
+            ],
+        )
+        flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        self.assertIn("answering tls-alpn-01 for a.test", flip.log())
+        self.assertVerifiedFor(["a.test"], self.rootFile())
+        with open(os.path.join(self.store, "a.test.pem"), "rb") as f:
+            content = f.read()
+        self.assertIn(b"PRIVATE KEY", content)
+        self.assertIn(b"BEGIN CERTIFICATE", content)
+
+    def test_txacmeEndpointWithoutDomains(self):
+        """An le: directory with no <name>.pem file is refused with a one-line fix."""
+        store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+        flip = Flip(self, ["--listen", f"le:{store}:tcp:{freePort()}:interface=127.0.0.1"])
+        flip.start(waitReady=False)
+        waitFor(lambda: flip.process.poll() is not None, "flip to exit", 60)
+        self.assertNotEqual(flip.process.returncode, 0)
+        self.assertIn(
+            "no domain to serve: create an empty file named after each domain", flip.stderr()
+        )
+
+
+class StoreTests(TestCase):
+    def test_accountKeyPrivateAndReused(self):
+        store = AcmeStore(tempfile.mkdtemp())
+        key = store.accountKey()
+        self.assertIsInstance(key, jose.JWKEC)
+        path = os.path.join(store.path, "client.key")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(store.accountKey().thumbprint(), key.thumbprint())
+
+    def test_lockExcludesOthers(self):
+        path = tempfile.mkdtemp()
+        one, two = AcmeStore(path), AcmeStore(path)
+        self.assertTrue(one.lock.tryAcquire())
+        self.assertFalse(two.lock.tryAcquire())
+        self.assertEqual(two.lock.holder(), str(os.getpid()))
+        one.lock.release()
+        self.assertTrue(two.lock.tryAcquire())
+        two.lock.release()
+
+    def test_requestedNamesFollowTxacme(self):
+        path = tempfile.mkdtemp()
+        for name in ("example.com.pem", "www.example.com.pem", "client.key", "notes.txt"):
+            open(os.path.join(path, name), "w").close()
+        self.assertEqual(AcmeStore(path).requestedNames(), ["example.com", "www.example.com"])
+        self.assertIsNone(AcmeStore(path).load("example.com"))
