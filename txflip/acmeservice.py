@@ -36,6 +36,7 @@ from txflip.acmetls import ServedCertificate, SwappableContexts, matchName
 from txflip.restartlog import log
 
 DAY = 86400.0
+URGENT = 7 * DAY
 _tracebacks = Logger(namespace="txflip.acme")
 
 
@@ -205,11 +206,17 @@ class AcmeManager:
         self._schedule(0)
 
     def stop(self) -> None:
+        """
+        No more checks. An issuance under way may finish while this generation
+        drains (it keeps the lock until then, and its successor picks up the
+        result); if the process exits first, the kernel releases the lock.
+        """
         self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.store.lock.release()
+        if self._running is None:
+            self.store.lock.release()
 
     def _schedule(self, delay: float) -> None:
         if self._stopped:
@@ -279,7 +286,8 @@ class AcmeManager:
                         if stored is not None
                         else "still serving the self-signed fallback"
                     )
-                    log.error(
+                    urgent = stored is not None and stored.expiresIn() < URGENT
+                    (log.critical if urgent else log.error)(
                         "ACME: issuing a certificate for {names} failed (attempt {n}): "
                         "{error}; {keeping}; retrying in {delay:.0f}s",
                         names=", ".join(spec),
