@@ -43,7 +43,7 @@ class Outcome:
     seconds: float
 
 
-def successorArgv(origArgv: list[str], executable: str) -> list[str]:
+def successorArgv(origArgv: list[str], executable: str, underTwistd: bool = True) -> list[str]:
     """
     The command line of the next generation: this one's, run by this interpreter.
 
@@ -53,6 +53,8 @@ def successorArgv(origArgv: list[str], executable: str) -> list[str]:
     rewrote it (DESIGN.md 5.5). txflip writes the PID file itself.
     """
     argv = [executable, *origArgv[1:]]
+    if not underTwistd:
+        return argv
     try:
         at = argv.index("flip", 1)
     except ValueError:
@@ -284,6 +286,7 @@ class Upgrader:
         argv: list[str] | None = None,
         cwd: str | None = None,
         events: Events | None = None,
+        underTwistd: bool = True,
     ) -> None:
         self._reactor = reactor
         self._registry = registry
@@ -292,7 +295,7 @@ class Upgrader:
         self._pidFile = pidFile
         self._onHandedOver = onHandedOver
         self.simpleModeReason = simpleModeReason
-        self._argv = argv or successorArgv(list(sys.orig_argv), sys.executable)
+        self._argv = argv or successorArgv(list(sys.orig_argv), sys.executable, underTwistd)
         self._cwd = cwd or os.getcwd()
         self.state = "starting"
         self.attempt: UpgradeAttempt | None = None
