@@ -31,6 +31,7 @@ from txflip.listeners import ListenerRegistry
 from txflip.restartlog import generation, log
 
 KILL_GRACE_SECONDS = 5.0
+CHANNEL_LOST_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,12 @@ class UpgradeAttempt:
         self._failureReason = reason
 
     def _channelLost(self) -> None:
+        # The channel usually closes because the child exited: give its exit
+        # status a moment to arrive, since it is the better reason to log.
+        if self._outcome is None:
+            self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._channelLostForGood)
+
+    def _channelLostForGood(self) -> None:
         if self._outcome is None:
             self._fail("closed its control channel before serving")
 
