@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -246,6 +247,72 @@ class Pebble(_Process):
         self.stop()
         if pid is not None:
             waitFor(lambda: not pidAlive(pid), "pebble to exit", deadline=30)
+
+
+class HoldingProxy:
+    """
+    A TCP proxy on 127.0.0.1 that holds every connection until L{release},
+    then forwards it to C{targetPort}: it stretches a CA's validation request
+    over a moment the test chooses.
+    """
+
+    def __init__(self, testCase, targetPort: int) -> None:
+        self.targetPort = targetPort
+        self.released = threading.Event()
+        self.held = 0
+        self._closing = threading.Event()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        testCase.addCleanup(self.close)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self.released.set()
+        self._thread.join(10)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.held += 1
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        with client:
+            if not self.released.wait(60) or self._closing.is_set():
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.targetPort), timeout=30)
+            except OSError:
+                return
+            with upstream:
+                pump = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+                pump.start()
+                _pipe(client, upstream)
+                pump.join(30)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    source.settimeout(30)
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def fetchTLS(

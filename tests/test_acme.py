@@ -7,6 +7,7 @@ Every test starts its own DNS server, pebble and flip, and stops them by PID.
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import stat
 import subprocess
@@ -17,12 +18,12 @@ import threading
 import josepy as jose
 from twisted.trial.unittest import TestCase
 
-from tests.acmehelpers import Pebble, fetchTLS
-from tests.procs import Flip, freePort, waitFor
+from tests.acmehelpers import HoldingProxy, Pebble, fetchTLS
+from tests.procs import Flip, freePort, pidAlive, waitFor
 from txflip.acmestore import AcmeStore
 
 NAMES = ("a.test", "b.test")
-ISSUED = "ACME: now serving newly issued certificate"
+ISSUED = "ACME: now serving the newly issued certificate"
 ORDER = "ACME: new order"
 
 
@@ -30,7 +31,7 @@ class AcmeTestMixin:
     """One pebble and one flip serving the demo app over ACME-issued HTTPS."""
 
     def setUpAcme(self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None):
-        self.httpPort = freePort()
+        self.httpPort = getattr(self, "httpPort", None) or freePort()
         self.tlsPort = freePort()
         self.pebble = Pebble(self, pebbleHttpPort or self.httpPort, self.tlsPort, env=pebbleEnv)
         if startPebble:
@@ -177,6 +178,45 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
         self.assertEqual(failures, [])
         self.assertEqual(flip.pid(), pid)
         self.assertGreaterEqual(flip.log().count(ISSUED), 3)
+
+
+class HandoffTests(AcmeTestMixin, TestCase):
+    def test_handoffDuringIssuance(self):
+        """
+        SIGHUP while generation 1 is issuing: generation 2 does not issue (the
+        store's lock), answers the challenge generation 1 asked for (the
+        shared challenge files), and serves the certificate generation 1
+        obtained while draining. Pebble sees one order.
+        """
+        self.httpPort = freePort()
+        proxy = HoldingProxy(self, self.httpPort)
+        self.setUpAcme(pebbleHttpPort=proxy.port)
+        flip = self.flip("http-01", domains="a.test")
+        first = flip.start()
+        flip.waitLog("answering http-01 for a.test")
+        waitFor(lambda: proxy.held > 0, "pebble's validation request to reach the proxy", 30)
+        os.kill(first, signal.SIGHUP)
+        second = waitFor(lambda: (p := flip.pid()) != first and p, "a new PID", 60)
+        flip.waitServing(second)
+        flip.waitLog(f"another process (PID {first}) is issuing")
+        flip.waitLog("letting the issuance under way finish")
+        proxy.release()
+        waitFor(lambda: not pidAlive(first), "generation 1 to exit", 60)
+        root = self.rootFile()
+        waitFor(
+            lambda: _verifies(self.tlsPort, "a.test", root),
+            "generation 2 to serve generation 1's certificate",
+            60,
+        )
+        self.assertEqual(flip.pid(), second)
+        self.assertEqual(self.orders(), 1)
+
+
+def _verifies(port: int, name: str, root: str) -> bool:
+    try:
+        return fetchTLS(port, name, cafile=root)[0] == 200
+    except (OSError, ssl.SSLError):
+        return False
 
 
 class FailureTests(AcmeTestMixin, TestCase):

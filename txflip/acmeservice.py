@@ -53,6 +53,7 @@ class AcmeSettings:
     retryMin: float = 60.0
     retryMax: float = 6 * 3600.0
     lockRetry: float = 2.0
+    finishTimeout: float = 60.0
     extraNames: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
 
 
@@ -205,11 +206,12 @@ class AcmeManager:
         self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         self._schedule(0)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred | None:
         """
-        No more checks. An issuance under way may finish while this generation
-        drains (it keeps the lock until then, and its successor picks up the
-        result); if the process exits first, the kernel releases the lock.
+        No more checks. An issuance under way is given C{finishTimeout}
+        seconds to finish before the process exits (it keeps the lock until
+        then, and the next generation picks up what it stored), so an order a
+        handoff interrupts is not thrown away and placed again.
         """
         self._stopped = True
         if self._timer is not None and self._timer.active():
@@ -217,6 +219,16 @@ class AcmeManager:
         self._timer = None
         if self._running is None:
             self.store.lock.release()
+            return None
+        log.info(
+            "ACME: letting the issuance under way finish before exiting (at most {t:.0f}s)",
+            t=self.settings.finishTimeout,
+        )
+        finished = Deferred()
+        self._running.addBoth(lambda result: finished.called or finished.callback(None))
+        timeout = self._reactor.callLater(self.settings.finishTimeout, self._running.cancel)
+        finished.addBoth(lambda _: timeout.active() and timeout.cancel())
+        return finished
 
     def _schedule(self, delay: float) -> None:
         if self._stopped:
@@ -244,7 +256,7 @@ class AcmeManager:
         """Renew whatever is due; return the seconds until the next check."""
         if self._loadStore():
             self._publish()
-            self._logServing("stored by another generation")
+            self._logServing("stored by another process")
         due = [(spec, why) for spec in self.specs if (why := self.due(spec))]
         if not due:
             self._failures = 0
@@ -261,7 +273,7 @@ class AcmeManager:
         try:
             if self._loadStore():
                 self._publish()
-                self._logServing("stored by another generation")
+                self._logServing("stored by another process")
             for spec in self.specs:
                 why = self.due(spec)
                 if why is None or self._stopped:
@@ -274,6 +286,13 @@ class AcmeManager:
                 try:
                     await self._issue(spec)
                 except Exception as e:
+                    if self._stopped:
+                        log.warn(
+                            "ACME: issuance for {names} abandoned at exit: {error!r}",
+                            names=", ".join(spec),
+                            error=e,
+                        )
+                        return self.settings.retryMax
                     if not _isAcme(e):
                         _tracebacks.failure("ACME: unexpected error while issuing")
                     self._failures += 1
@@ -323,7 +342,7 @@ class AcmeManager:
             if stored is None:
                 continue
             log.info(
-                "ACME: now serving {how} certificate for {names}: serial {serial:x}, "
+                "ACME: now serving the {how} certificate for {names}: serial {serial:x}, "
                 "expires {expires}",
                 how=how,
                 names=", ".join(spec),
