@@ -11,7 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=["txflip", "twisted.plugins"],
-    package_data={"twisted.plugins": ["txflip_plugin.py"]},
+    package_data={"twisted.plugins": ["txflip_plugin.py", "txflip_acme_endpoints.py"]},
     install_requires=[
         "twisted[tls]>=24.3",
         "treq>=23.11",

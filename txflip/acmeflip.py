@@ -161,8 +161,10 @@ def configure(reactor, options) -> FlipAcme | None:
                 "--acme-domain needs --acme-dir, the directory to keep certificates in"
             )
         if not domains:
-            raise usage.UsageError("--acme-listen needs at least one --acme-domain")
-        if not listens:
+            raise usage.UsageError(
+                "--acme-listen needs at least one --acme-domain (the names to certify)"
+            )
+        if not listens and not usesEndpoint:
             raise usage.UsageError(
                 "--acme-domain needs --acme-listen ENDPOINT (e.g. tcp:443) to serve HTTPS on"
             )
