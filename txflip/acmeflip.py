@@ -78,6 +78,15 @@ class FlipAcme:
             return resource
         return WithChallenges(resource, acmeservice.AnyStoreResponder())
 
+    def appProblem(self, kind: str) -> str | None:
+        """Why the app cannot answer the challenges asked for, or None."""
+        if acmeservice.settings.challengeTypes == (HTTP01,) and kind != "resource":
+            return (
+                "--acme-challenge http-01 is answered by wrapping a Resource app, and this "
+                "app is a " + kind + "; use --acme-challenge tls-alpn-01"
+            )
+        return None
+
     def endpoints(self, reactor, factory, parse):
         result = []
         for description in self.listen:

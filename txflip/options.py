@@ -182,6 +182,8 @@ def _makeService(options: FlipOptions):
 
     loaded = loadApp(options["app"] or DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
+    if acme and (problem := acme.appProblem(loaded.kind)):
+        raise ConfigError(problem)
     listen = config.listen
     if not listen and loaded.kind != "service" and not (acme and acme.listen):
         listen = [DEFAULT_LISTEN]
