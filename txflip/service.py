@@ -19,6 +19,7 @@ from txflip.drain import ConnectionTracker, Drain
 from txflip.handoff import HandoffState
 from txflip.listeners import ListenerRegistry
 from txflip.restartlog import generation, log
+from txflip.twistdcompat import appendOnly
 from txflip.upgrade import Outcome, Upgrader
 
 
@@ -30,6 +31,7 @@ class FlipConfig:
     pidFile: str | None = None
     readyTimeout: float = 60.0
     drainTimeout: float = 30.0
+    logfile: str | None = None
 
 
 def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
@@ -40,7 +42,13 @@ def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
     """
     if inherited is not None:
         reportFailureSynchronously(inherited.controlFd, message)
-    return SystemExit(f"twistd flip: error: {message}")
+    line = f"twistd flip: error: {message}"
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+        # Once twistd's logging has begun, sys.stderr goes to the log: the
+        # operator at the terminal gets the line too.
+        sys.__stderr__.write(line + "\n")
+        sys.__stderr__.flush()
+    return SystemExit(line)
 
 
 class FlipService(Service):
@@ -102,6 +110,8 @@ class FlipService(Service):
 
     def _becomeReady(self) -> None:
         self.registry.closeUnclaimed()
+        if self.config.logfile:
+            appendOnly(self.config.logfile)
         if self.config.pidFile:
             try:
                 pidfile.writePID(self.config.pidFile)
