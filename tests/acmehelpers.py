@@ -3,7 +3,7 @@ A real ACME server for the tests: Debian's pebble, with a test CA for its HTTPS
 and a tiny DNS server of our own that answers A 127.0.0.1 (and no AAAA) for
 every name, so pebble never asks the machine's resolver.
 
-    python -m tests.acmehelpers dns     # runs the DNS server, prints its UDP port
+The DNS server is tests/acmedns.py, run as a script by path.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from tests.procs import freePort, pidAlive, waitFor
 
 PEBBLE = "/usr/bin/pebble"
+DNS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acmedns.py")
 
 
 def _name(text: str) -> x509.Name:
@@ -129,7 +130,7 @@ class DNSServer(_Process):
         super().__init__(testCase)
         self.portFile = os.path.join(workdir, "dns.port")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.acmehelpers", "dns", self.portFile],
+            [sys.executable, DNS_SCRIPT, self.portFile],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(workdir, "dns.log"), "ab"),
@@ -357,39 +358,3 @@ def servedSerial(port: int, name: str) -> int | None:
         return fetchTLS(port, name)[2].serial_number
     except (OSError, ssl.SSLError):
         return None
-
-
-def _runDNS(portFile: str) -> None:
-    from twisted.internet import reactor
-    from twisted.internet.defer import succeed
-    from twisted.names import dns, server
-
-    class Everything127:
-        def query(self, query, timeout=None):
-            name = query.name.name
-            if query.type == dns.A:
-                answer = dns.RRHeader(
-                    name=name, type=dns.A, ttl=0, payload=dns.Record_A("127.0.0.1", ttl=0)
-                )
-                return succeed(([answer], [], []))
-            return succeed(([], [], []))
-
-    factory = server.DNSServerFactory(clients=[Everything127()])
-    port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-    number = port.getHost().port
-    try:
-        reactor.listenTCP(number, factory, interface="127.0.0.1")
-    except Exception:
-        pass
-    tmp = portFile + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(number))
-    os.replace(tmp, portFile)
-    reactor.run()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["dns"]:
-        _runDNS(sys.argv[2])
-    else:
-        sys.exit("usage: python -m tests.acmehelpers dns PORTFILE")
