@@ -179,6 +179,39 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
         self.assertEqual(flip.pid(), pid)
         self.assertGreaterEqual(flip.log().count(ISSUED), 3)
 
+    def test_renewalFailureKeepsCertificate(self):
+        """When renewing fails (the CA is gone), the old certificate stays in service."""
+        self.setUpAcme()
+        flip = self.flip(
+            "http-01",
+            extra=["--acme-renew-days", "100000", "--acme-check-interval", "1"],
+        )
+        pid = flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        root = self.rootFile()
+        self.pebble.kill()
+        serial = self.assertVerifiedFor(NAMES, root)
+        flip.waitLog("(attempt 2)", deadline=60)
+        self.assertIn("still serving the certificate expiring", flip.log())
+        self.assertEqual(self.assertVerifiedFor(NAMES, root), serial)
+        self.assertEqual(flip.pid(), pid)
+
+    def test_accountReusedByTheNextProcess(self):
+        """A later process with the same store reuses the account instead of making one."""
+        self.setUpAcme()
+        first = self.flip("http-01", domains="a.test")
+        first.start()
+        first.waitLog(ISSUED, deadline=60)
+        self.assertIn("ACME: created account", first.log())
+        first.terminate()
+        second = self.flip("http-01", domains="b.test")
+        second.start()
+        second.waitLog(ISSUED, deadline=60)
+        self.assertIn("ACME: reusing account", second.log())
+        self.assertNotIn("ACME: created account", second.log())
+        self.assertEqual(self.pebble.log().count("There are now 1 accounts"), 1)
+        self.assertNotIn("There are now 2 accounts", self.pebble.log())
+
 
 class HandoffTests(AcmeTestMixin, TestCase):
     def test_handoffDuringIssuance(self):
