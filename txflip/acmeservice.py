@@ -295,6 +295,9 @@ class AcmeManager:
                         return self.settings.retryMax
                     if not _isAcme(e):
                         _tracebacks.failure("ACME: unexpected error while issuing")
+                    # Start afresh next time: directory, nonces and account URL may
+                    # be stale if the CA restarted or moved.
+                    self._client = None
                     self._failures += 1
                     delay = min(
                         self.settings.retryMin * 2 ** (self._failures - 1), self.settings.retryMax
