@@ -260,6 +260,8 @@ class FailureTests(AcmeTestMixin, TestCase):
         flip.start()
         flip.waitLog("SELF-SIGNED fallback")
         flip.waitLog("(attempt 2)", deadline=30)
+        self.assertIn(f"cannot reach the CA: GET {self.pebble.directory}", flip.log())
+        self.assertNotIn("unexpected error", flip.log())
         status, _, cert = fetchTLS(self.tlsPort, "a.test")
         self.assertEqual(status, 200)
         self.assertEqual(cert.issuer, cert.subject)

@@ -19,6 +19,7 @@ import treq
 from acme import jws, messages
 from acme.crypto_util import make_csr
 from cryptography import x509
+from twisted.internet.defer import CancelledError
 from twisted.internet.task import deferLater
 from twisted.web.http_headers import Headers
 
@@ -188,11 +189,23 @@ class AcmeClient:
             except (jose.DeserializationError, UnicodeDecodeError):
                 log.warn("ACME: ignoring a malformed Replay-Nonce from the CA")
 
+    async def _request(self, method: str, url: str, **kwargs):
+        """One HTTP request and its body; a network failure becomes an L{AcmeError}."""
+        try:
+            response = await self._http.request(method, url, timeout=self._requestTimeout, **kwargs)
+            body = await response.content()
+        except CancelledError:
+            raise
+        except Exception as e:
+            reason = getattr(e, "reasons", None)
+            detail = f"{type(e).__name__}: {e}"
+            if reason:
+                detail = "; ".join(f"{type(r.value).__name__}: {r.value}" for r in reason)
+            raise AcmeError(f"cannot reach the CA: {method} {url}: {detail}") from None
+        return response, body
+
     async def _get(self, url: str):
-        response = await self._http.get(
-            url, headers={b"User-Agent": [USER_AGENT]}, timeout=self._requestTimeout
-        )
-        body = await response.content()
+        response, body = await self._request("GET", url, headers={b"User-Agent": [USER_AGENT]})
         self._keepNonce(response)
         if response.code >= 400:
             raise self._problem(f"GET {url} failed", response, body, url)
@@ -212,10 +225,7 @@ class AcmeClient:
             return self._nonces.pop()
         directory = await self.directory()
         url = directory["newNonce"]
-        response = await self._http.head(
-            url, headers={b"User-Agent": [USER_AGENT]}, timeout=self._requestTimeout
-        )
-        await response.content()
+        response, _ = await self._request("HEAD", url, headers={b"User-Agent": [USER_AGENT]})
         self._keepNonce(response)
         if not self._nonces:
             raise AcmeError("the CA sent no Replay-Nonce", status=response.code, url=url)
@@ -249,13 +259,9 @@ class AcmeClient:
             nonce = await self._nonce()
             kwargs = {"kid": self.accountUrl} if self.accountUrl else {}
             signed = jws.JWS.sign(data, key=self.key, alg=self.alg, nonce=nonce, url=url, **kwargs)
-            response = await self._http.post(
-                url,
-                data=signed.json_dumps().encode(),
-                headers=headers,
-                timeout=self._requestTimeout,
+            response, body = await self._request(
+                "POST", url, data=signed.json_dumps().encode(), headers=headers
             )
-            body = await response.content()
             self._keepNonce(response)
             if response.code < 400:
                 return response, body
