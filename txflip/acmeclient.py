@@ -38,6 +38,7 @@ class AcmeError(Exception):
     Something the CA refused or that went wrong talking to it.
 
     @ivar problem: the CA's problem document, when it sent one.
+    @ivar retryAfter: seconds the CA asked us to wait (C{Retry-After}), if it did.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class AcmeError(Exception):
         url: str | None = None,
     ) -> None:
         self.what = what
+        self.retryAfter: float | None = None
         self.problem = problem
         self.status = status
         self.url = url
@@ -237,7 +239,10 @@ class AcmeClient:
             problem = messages.Error.from_json(json.loads(body))
         except (ValueError, TypeError, jose.DeserializationError):
             pass
-        return AcmeError(what, problem, response.code, url)
+        error = AcmeError(what, problem, response.code, url)
+        if response.headers.hasHeader(b"retry-after"):
+            error.retryAfter = retryAfter(response.headers, 0.0)
+        return error
 
     async def post(self, url: str, payload: bytes | jose.JSONDeSerializable | None, accept=None):
         """

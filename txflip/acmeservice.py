@@ -302,6 +302,10 @@ class AcmeManager:
                     delay = min(
                         self.settings.retryMin * 2 ** (self._failures - 1), self.settings.retryMax
                     )
+                    asked = getattr(e, "retryAfter", None)
+                    if asked:
+                        # A rate limit's Retry-After is honoured, however long.
+                        delay = max(delay, asked)
                     stored = self.current.get(spec[0])
                     keeping = (
                         f"still serving the certificate expiring {stored.notAfter.isoformat()}"
