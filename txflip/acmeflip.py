@@ -78,6 +78,22 @@ class FlipAcme:
             return resource
         return WithChallenges(resource, acmeservice.AnyStoreResponder())
 
+    def challengeResource(self):
+        """The HTTP-01 answers for a plain-HTTP listener that serves nothing else."""
+        from txflip.acmechallenges import HTTP01Resource
+
+        return HTTP01Resource(acmeservice.AnyStoreResponder())
+
+    def httpsPort(self) -> int | None:
+        """The port of the first C{--acme-listen}, for redirects to HTTPS."""
+        for description in self.listen:
+            prefix, _, rest = description.partition(":")
+            if prefix in ("tcp", "tcp6"):
+                first = rest.split(":", 1)[0]
+                if first.isdigit():
+                    return int(first)
+        return None
+
     def appProblem(self, kind: str) -> str | None:
         """Why the app cannot answer the challenges asked for, or None."""
         if acmeservice.settings.challengeTypes == (HTTP01,) and kind != "resource":
