@@ -47,17 +47,29 @@ class FlipOptions(usage.Options):
         ],
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        [
+            "https-port",
+            None,
+            None,
+            "The port --redirect-http sends clients to "
+            "(default: the port of the first ssl:, flip-tls: or tls: --listen, else 443).",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["redirect-http"] = []
 
     def opt_listen(self, description: str) -> None:
         """An endpoint to serve on (tcp:, tcp6:, unix:, ...); repeatable. Default: tcp:8080."""
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_redirect_http(self, description: str) -> None:
+        """A plain-HTTP endpoint that redirects to HTTPS (301/308); repeatable."""
+        self["redirect-http"].append(description)
 
 
 class ConfigError(Exception):
@@ -82,6 +94,19 @@ def _parseEndpoint(reactor, description: str):
             "use Twisted's endpoint syntax, e.g. tcp:8080, "
             "tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
         ) from None
+
+
+def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str]) -> list:
+    """The C{--redirect-http} listeners: plain HTTP answering with a redirect to HTTPS."""
+    if not options["redirect-http"]:
+        return []
+    from txflip.redirect import DEFAULT_HTTPS_PORT, httpsPortOf, redirectSite
+
+    port = options["https-port"]
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--https-port {port!r}: give a port number, e.g. --https-port 443")
+    site = redirectSite(int(port) if port else httpsPortOf(listen) or DEFAULT_HTTPS_PORT)
+    return [(d, _parseEndpoint(reactor, d), site) for d in options["redirect-http"]]
 
 
 def makeService(options: FlipOptions):
@@ -174,6 +199,7 @@ def _makeService(options: FlipOptions):
             "drop --listen, or name a Resource or protocol factory"
         )
     endpoints = [(d, _parseEndpoint(reactor, d), factory) for d in listen]
+    endpoints += _redirectEndpoints(reactor, options, listen)
 
     service: FlipService | None = None
     upgrader = Upgrader(
