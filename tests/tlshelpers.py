@@ -137,25 +137,27 @@ def clientContext(cafile: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def peerCertificate(
+def handshake(
     port: int,
     serverName: str | None = "localhost",
     cafile: str | None = None,
     host: str = "127.0.0.1",
-    family: int = socket.AF_INET,
     timeout: float = 10.0,
-) -> tuple[x509.Certificate, ssl.SSLSocket | None]:
-    """Handshake with Python's ssl and return the server's leaf certificate."""
+) -> tuple[x509.Certificate, str, str | None]:
+    """Handshake with Python's ssl: the server's leaf certificate, TLS version, ALPN."""
     context = clientContext(cafile)
+    context.set_alpn_protocols(["h2", "http/1.1"])
     if serverName is None:
         context.check_hostname = False
     with socket.create_connection((host, port), timeout=timeout) as raw:
         with context.wrap_socket(raw, server_hostname=serverName) as tls:
             der = tls.getpeercert(binary_form=True)
             version, alpn = tls.version(), tls.selected_alpn_protocol()
-    cert = x509.load_der_x509_certificate(der)
-    cert.tlsVersion, cert.alpn = version, alpn  # type: ignore[attr-defined]
-    return cert
+    return x509.load_der_x509_certificate(der), version, alpn
+
+
+def peerCertificate(port: int, serverName: str | None = "localhost", **kw) -> x509.Certificate:
+    return handshake(port, serverName, **kw)[0]
 
 
 def serialOf(port: int, serverName: str | None = "localhost", **kw) -> int:
