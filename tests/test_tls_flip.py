@@ -9,6 +9,7 @@ import datetime
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 
@@ -340,6 +341,26 @@ class CertificateDirectoryTests(TLSFlipCase):
             input=b"", capture_output=True, timeout=30, check=False,
         )  # fmt: skip
         self.assertEqual(result.returncode, 0, result.stderr)
+
+    def test_sessionsResumed(self) -> None:
+        """The session cache is on: a returning client resumes (TLS 1.2 and 1.3)."""
+        flip = self.makeFlip([])
+        self.ca.combined(os.path.join(self.certs, "localhost.pem"), ["localhost"])
+        port = freePort()
+        flip.args = ["--listen", f"flip-tls:{port}:interface=127.0.0.1:certDir={self.certs}"]
+        flip.start()
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            context = ssl.create_default_context(cafile=self.ca.caFile)
+            context.maximum_version = version
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                while tls.recv(65536):  # TLS 1.3 sessions arrive after the handshake
+                    pass
+                session = tls.session
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                self.assertTrue(tls.session_reused, version)
 
     def test_renewedFileServedAfterSighup(self) -> None:
         flip = self.makeFlip([])
