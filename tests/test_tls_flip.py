@@ -375,6 +375,28 @@ class CertificateDirectoryTests(TLSFlipCase):
         flip.restart()
         self.assertEqual(serialOf(port, "a.test"), renewed.serial_number)
 
+    def test_changedFileServedWithoutRestart(self) -> None:
+        """With reload=, a renewed file is served by the same generation."""
+        flip = self.makeFlip([])
+        path = os.path.join(self.certs, "a.test.pem")
+        first = self.ca.combined(path, ["a.test"])
+        port = freePort()
+        flip.args = [
+            "--listen",
+            f"flip-tls:{port}:interface=127.0.0.1:certDir={self.certs}:reload=0.2",
+        ]
+        pid = flip.start()
+        self.assertEqual(serialOf(port, "a.test"), first.serial_number)
+        writePrivate(path, b"-----BEGIN PRIVATE KEY-----\nhalf a")  # a renewal caught mid-write
+        flip.waitLog("changed but cannot be used")
+        self.assertEqual(serialOf(port, "a.test"), first.serial_number)
+        renewed = self.ca.combined(path, ["a.test"])
+        waitFor(
+            lambda: serialOf(port, "a.test") == renewed.serial_number, "the renewed certificate"
+        )
+        self.assertEqual(flip.pid(), pid)
+        self.assertIn("changed: now serving a.test", flip.log())
+
 
 class SelfSignedTests(TLSFlipCase):
     def test_storedAndKeptAcrossRestarts(self) -> None:

@@ -223,6 +223,41 @@ class CertificateDirectoryTests(CADir):
         error = self.assertRaises(CertificateError, CertificateDirectory(missing).load)
         self.assertIn("does not exist", str(error))
 
+    def test_reloadPicksUpChangedFiles(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        self.add("b.test.pem", ["b.test"])
+        directory = CertificateDirectory(self.certs)
+        factory = directory.load()
+        oldA = directory.contextFor(b"a.test")
+        self.assertIs(factory.getContext(), oldA)
+        self.assertFalse(directory.reload())
+
+        renewed = self.add("a.test.pem.new", ["a.test"])
+        aside = os.path.join(self.certs, "a.test.pem.new")
+        os.replace(aside, os.path.join(self.certs, "a.test.pem"))
+        self.assertTrue(directory.reload())
+        self.assertIsNot(directory.contextFor(b"a.test"), oldA)
+        self.assertIs(factory.getContext(), directory.contextFor(b"a.test"))
+        self.assertEqual(directory.certificates["a.test"].leaf, renewed)
+        self.assertFalse(directory.reload())
+        self.add("c.test.pem", ["c.test"])
+        self.assertTrue(directory.reload())
+        self.assertIsNotNone(directory.contextFor(b"c.test"))
+
+    def test_reloadKeepsServingOnBadFiles(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        directory = CertificateDirectory(self.certs)
+        directory.load()
+        before = directory.contextFor(b"a.test")
+        writePrivate(os.path.join(self.certs, "a.test.pem"), b"half a file")
+        self.assertFalse(directory.reload())
+        self.assertFalse(directory.reload())
+        self.assertIs(directory.contextFor(b"a.test"), before)
+        self.assertEqual(len(self.logs.matching("changed but cannot be used")), 1)
+        self.add("a.test.pem", ["a.test"])
+        self.assertTrue(directory.reload())
+        self.assertIsNot(directory.contextFor(b"a.test"), before)
+
     def test_badFileFailsTheWholeDirectory(self) -> None:
         self.add("a.test.pem", ["a.test"])
         bad = writePrivate(os.path.join(self.certs, "b.test.pem"), b"not a certificate\n")
@@ -277,6 +312,9 @@ class ParserTests(TestCase):
             (("port",), {}, "must be numbers"),
             (("8443",), {"certDir": "/x", "certKey": "/c"}, "go with privateKey"),
             (("8443",), {"names": "a"}, None),
+            (("8443",), {"reload": "5"}, "go with certDir"),
+            (("8443",), {"certDir": "/x", "reload": "soon"}, "reload= takes seconds"),
+            (("8443",), {"certDir": "/x", "reload": "0.5"}, None),
         ]:
             if words is None:
                 parseTLS(reactor, *args, **kwargs)

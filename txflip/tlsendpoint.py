@@ -3,7 +3,9 @@ The C{flip-tls:} server endpoint: TLS on a socket that survives restarts.
 
     flip-tls:PORT[:interface=ADDR][:backlog=N] + one of:
         :privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem][:dhParameters=DH.pem]
-        :certDir=DIR[:default=NAME][:dhParameters=DH.pem]        one NAME.pem per host (SNI)
+        :certDir=DIR[:default=NAME][:reload=SECONDS][:dhParameters=DH.pem]
+                                            one NAME.pem per host (SNI); reload=N also
+                                            picks up changed files every N seconds
         :selfSigned=DIR[:names=localhost,127.0.0.1]              development only
     plain C{flip-tls:PORT} is C{selfSigned} in L{txflip.selfsigned.defaultDirectory}.
 
@@ -41,6 +43,7 @@ _KNOWN = {
     "dhParameters",
     "certDir",
     "default",
+    "reload",
     "selfSigned",
     "names",
 }
@@ -104,11 +107,19 @@ def _filesMaker(privateKey: str, certKey, extraCertChain, dhParameters) -> Optio
     return make
 
 
-def _dirMaker(certDir: str, default, dhParameters) -> OptionsMaker:
+def _dirMaker(reactor, certDir: str, default, dhParameters, reloadSeconds: float) -> OptionsMaker:
     def make():
+        from twisted.internet.task import LoopingCall
+
         from txflip.certdir import CertificateDirectory
 
-        return CertificateDirectory(certDir, default, dhParameters).load()
+        directory = CertificateDirectory(certDir, default, dhParameters)
+        factory = directory.load()
+        if reloadSeconds > 0:
+            loop = LoopingCall(directory.reload)
+            loop.clock = reactor
+            loop.start(reloadSeconds, now=False)
+        return factory
 
     return make
 
@@ -150,8 +161,14 @@ def parseTLS(reactor, port: str, **options: str) -> TLSServerEndpoint:
     mode = modes[0] if modes else "selfSigned"
     if mode != "privateKey" and (options.get("certKey") or options.get("extraCertChain")):
         raise EndpointSyntaxError("flip-tls: certKey= and extraCertChain= go with privateKey=")
-    if mode != "certDir" and options.get("default"):
-        raise EndpointSyntaxError("flip-tls: default= goes with certDir=")
+    if mode != "certDir" and (options.get("default") or options.get("reload")):
+        raise EndpointSyntaxError("flip-tls: default= and reload= go with certDir=")
+    try:
+        reloadSeconds = float(options.get("reload") or 0)
+    except ValueError:
+        reloadSeconds = -1.0
+    if not 0 <= reloadSeconds < float("inf"):
+        raise EndpointSyntaxError("flip-tls: reload= takes seconds, e.g. reload=60 (0: never)")
     if mode != "selfSigned" and options.get("names"):
         raise EndpointSyntaxError("flip-tls: names= goes with selfSigned=")
     if mode == "privateKey":
@@ -159,7 +176,7 @@ def parseTLS(reactor, port: str, **options: str) -> TLSServerEndpoint:
             options["privateKey"], options.get("certKey"), options.get("extraCertChain"), dh
         )
     elif mode == "certDir":
-        make = _dirMaker(options["certDir"], options.get("default"), dh)
+        make = _dirMaker(reactor, options["certDir"], options.get("default"), dh, reloadSeconds)
     else:
         from txflip.selfsigned import defaultDirectory
 
