@@ -149,6 +149,24 @@ class SSLEndpointTests(TLSFlipCase):
         )
 
 
+class TwistedTLSDirectoryTests(TLSFlipCase):
+    """Twisted's own C{tls:PATH} endpoint is handed over too, and reads renewed files."""
+
+    def test_handedOverAndRenewed(self) -> None:
+        flip = self.makeFlip([])
+        path = os.path.join(self.certs, "localhost.pem")
+        first = self.ca.combined(path, ["localhost"])
+        port = freePort()
+        flip.args = ["--listen", f"tls:{self.certs}:port={port}:interface=127.0.0.1"]
+        pid = flip.start()
+        self.assertEqual(serialOf(port, "localhost", cafile=self.ca.caFile), first.serial_number)
+        renewed = self.ca.combined(path + ".new", ["localhost"])
+        os.replace(path + ".new", path)
+        self.assertNotEqual(flip.restart(), pid)
+        self.assertIn(f"adopted inherited listener tcp:127.0.0.1:{port}", flip.log())
+        self.assertEqual(serialOf(port, "localhost", cafile=self.ca.caFile), renewed.serial_number)
+
+
 class RestartUnderLoadTests(TLSFlipCase):
     def test_tenRestartsUnderTLSLoad(self) -> None:
         """
