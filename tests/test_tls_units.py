@@ -329,6 +329,7 @@ class ParserTests(TestCase):
         endpoint = serverFromString(reactor, "flip-tls:8443:interface=\\:\\:1:certDir=/x")
         self.assertIsInstance(endpoint, TLSServerEndpoint)
         self.assertEqual(endpoint._interface, "::1")
+        self.assertEqual(serverFromString(reactor, "flip-tls:port=8444")._port, 8444)
 
     def test_httpsPortOf(self) -> None:
         self.assertEqual(httpsPortOf(["tcp:80", "ssl:8443:privateKey=k"]), 8443)

@@ -192,6 +192,8 @@ class TLSServerParser:
     prefix = "flip-tls"
 
     def parseStreamServer(self, reactor, *args: str, **kwargs: str) -> TLSServerEndpoint:
+        if not args and "port" in kwargs:
+            args = (kwargs.pop("port"),)
         if len(args) != 1:
             raise EndpointSyntaxError(
                 "flip-tls: takes the port first, then name=value options, e.g. "
