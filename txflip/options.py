@@ -83,17 +83,26 @@ def _seconds(options: FlipOptions, name: str) -> float:
         raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
 
 
-def _parseEndpoint(reactor, description: str):
+def _parseEndpoint(reactor, description: str, option: str = "--listen"):
     from twisted.internet.endpoints import serverFromString
 
     try:
         return serverFromString(reactor, description)
+    except (OSError, ImportError) as e:
+        # ssl: reads its certificate files while parsing.
+        raise ConfigError(f"cannot use {option} {description!r}: {_oneLine(e)}") from None
     except Exception as e:
+        if type(e).__module__.startswith("OpenSSL"):
+            raise ConfigError(f"cannot use {option} {description!r}: {_oneLine(e)}") from None
         raise ConfigError(
-            f"bad --listen {description!r}: {e}; "
+            f"bad {option} {description!r}: {_oneLine(e)}; "
             "use Twisted's endpoint syntax, e.g. tcp:8080, "
             "tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
         ) from None
+
+
+def _oneLine(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str]) -> list:
@@ -106,7 +115,9 @@ def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str]) -> list
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(f"--https-port {port!r}: give a port number, e.g. --https-port 443")
     site = redirectSite(int(port) if port else httpsPortOf(listen) or DEFAULT_HTTPS_PORT)
-    return [(d, _parseEndpoint(reactor, d), site) for d in options["redirect-http"]]
+    return [
+        (d, _parseEndpoint(reactor, d, "--redirect-http"), site) for d in options["redirect-http"]
+    ]
 
 
 def makeService(options: FlipOptions):
@@ -133,7 +144,7 @@ def _makeService(options: FlipOptions):
     from txflip.service import FlipConfig, FlipService
     from txflip.signals import SighupDispatch
     from txflip.simplemode import simpleModeReason
-    from txflip.twistdcompat import takeOverTwistd
+    from txflip.twistdcompat import openLogFilesForAppending, takeOverTwistd
     from txflip.upgrade import Upgrader
 
     dispatch = SighupDispatch(reactor)
@@ -150,6 +161,8 @@ def _makeService(options: FlipOptions):
         setGeneration(inherited.generation)
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
+    if twistd.logfile:
+        openLogFilesForAppending()
     pidFile = options["pid-file"] or twistd.pidfile
     if inherited is not None and inherited.pidFile:
         pidFile = inherited.pidFile
@@ -165,7 +178,6 @@ def _makeService(options: FlipOptions):
                 )
 
     config = FlipConfig(
-        logfile=twistd.logfile,
         listen=list(options["listen"]),
         pidFile=pidFile,
         readyTimeout=_seconds(options, "ready-timeout"),
