@@ -102,6 +102,14 @@ def servedBy(port: int, host: str = "127.0.0.1", path: str = "/sleep?seconds=0")
     return int(json.loads(body)["pid"])
 
 
+def twistdCommand() -> list[str]:
+    """How to run twistd with this interpreter: its script beside it, or the module."""
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [sys.executable, script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
 class Flip:
     """
     One C{twistd -n flip} and every generation it becomes.
@@ -124,9 +132,7 @@ class Flip:
 
     def command(self) -> list[str]:
         return [
-            sys.executable,
-            "-m",
-            "twisted",
+            *twistdCommand(),
             "-n",
             "--logfile",
             self.logPath,
@@ -175,6 +181,14 @@ class Flip:
         """Wait until C{pid} is in the PID file and logs that it serves."""
 
         def serving():
+            if (
+                self.process is not None
+                and self.process.poll() is not None
+                and (pid == self.process.pid)
+            ):
+                raise AssertionError(
+                    f"flip exited with {self.process.returncode}: {self.stderr()[-2000:]}"
+                )
             if self.pid() != pid:
                 return False
             return f"pid {pid}] serving" in self.log()

@@ -6,7 +6,7 @@ import os
 
 from twisted.python import usage
 
-from txflip import pidfile
+from txflip import pidfile, sdnotify
 from txflip.appload import AppError, loadApp
 from txflip.restartlog import log
 
@@ -47,7 +47,15 @@ class FlipOptions(usage.Options):
         ],
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        [
+            "control",
+            None,
+            None,
+            "The control socket for `txflip reload` and `txflip status` "
+            "(default: the PID file's path plus .control).",
+        ],
     ]
+    optFlags = [["no-control", None, "Do not open a control socket."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,6 +131,7 @@ def _makeService(options: FlipOptions):
     dispatch = SighupDispatch(reactor)
     dispatch.install()
     simpleReason = simpleModeReason()
+    notifySettings = sdnotify.takeFromEnvironment()
 
     try:
         inherited = takeInheritedState()
@@ -196,6 +205,8 @@ def _makeService(options: FlipOptions):
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
     )
     dispatch.upgrader = upgrader
+    sdnotify.install(reactor, upgrader, notifySettings)
+    _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
     if simpleReason is not None:
         log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
     if inherited is not None:
@@ -206,6 +217,25 @@ def _makeService(options: FlipOptions):
             parent=inherited.parentPid,
         )
     return service
+
+
+def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited) -> None:
+    """Open the control socket (through the registry, so it is handed over)."""
+    from twisted.internet.error import CannotListenError
+
+    from txflip.control import ControlServer, defaultControlPath
+
+    path = options["control"] or (defaultControlPath(pidFile) if pidFile else None)
+    if options["no-control"] or not path:
+        return
+    server = ControlServer(upgrader, registry, tracker, path, pidFile, inherited)
+    try:
+        server.listen(reactor)
+    except CannotListenError as e:
+        raise ConfigError(
+            f"cannot open the control socket {server.path}: {e.socketError}; "
+            "give another --control PATH, or --no-control"
+        ) from None
 
 
 Options = FlipOptions
