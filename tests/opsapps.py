@@ -1,0 +1,164 @@
+"""
+Helpers for the operations tests: an app module written into a test's own
+directory (so a test can break and fix the "next release"), the C{txflip}
+command, a captured sd_notify socket, and a steady HTTP load.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+APP_TEMPLATE = '''\
+"""A test app, release {release}."""
+import json
+import os
+import subprocess
+
+from twisted.web.resource import Resource
+
+RELEASE = {release!r}
+{broken}
+
+class App(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        body = {{"pid": os.getpid(), "release": RELEASE}}
+        if request.path == b"/env":
+            out = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+            body["childEnv"] = sorted(
+                line.split("=", 1)[0] for line in out.splitlines() if "=" in line
+            )
+            body["ownEnv"] = sorted(os.environ)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(body).encode()
+
+
+app = App()
+'''
+
+
+def writeApp(workdir: str, release: int, broken: str | None = None, name: str = "opsapp") -> str:
+    """Write release C{release} of the app as C{workdir/name.py}; C{broken} raises at import."""
+    raising = f"raise RuntimeError({broken!r})" if broken else ""
+    path = os.path.join(workdir, name + ".py")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(APP_TEMPLATE.format(release=release, broken=raising))
+    os.replace(tmp, path)
+    return f"{name}.app"
+
+
+def appEnv(workdir: str) -> dict[str, str]:
+    """The environment that lets flip import the app from C{workdir}, never from stale bytecode."""
+    return {
+        "PYTHONPATH": os.pathsep.join([workdir, os.environ.get("PYTHONPATH", "")]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def txflip(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the C{txflip} command (as the console script would) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from txflip.cli import main; sys.exit(main())", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class NotifyCapture:
+    """
+    A real C{AF_UNIX} datagram socket standing in for systemd's notification
+    socket. C{SO_PASSCRED} makes the kernel attach each sender's PID, as it
+    does for systemd.
+    """
+
+    def __init__(self, testCase, address: str | bytes) -> None:
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.socket.bind(address)
+        self.messages: list[tuple[int, dict[str, str], list[str]]] = []
+        testCase.addCleanup(self.socket.close)
+
+    def receive(self, deadline: float = 0.0) -> None:
+        """Take every datagram waiting, waiting up to C{deadline} seconds for the first."""
+        self.socket.settimeout(deadline if deadline > 0 else 0.001)
+        credSize = struct.calcsize("3i")
+        while True:
+            try:
+                data, ancillary, _, _ = self.socket.recvmsg(4096, socket.CMSG_SPACE(credSize))
+            except (TimeoutError, BlockingIOError):
+                return
+            pid = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("3i", payload[:credSize])[0]
+            lines = data.decode().splitlines()
+            fields = dict(line.split("=", 1) for line in lines if "=" in line)
+            self.messages.append((pid, fields, lines))
+            self.socket.settimeout(0.001)
+
+    def waitFor(self, predicate, what: str, deadline: float = 60.0):
+        end = time.monotonic() + deadline
+        while True:
+            found = [m for m in self.messages if predicate(m)]
+            if found:
+                return found
+            if time.monotonic() > end:
+                raise AssertionError(f"gave up after {deadline}s waiting for {what}: {self.messages}")
+            self.receive(0.2)
+
+
+class Load:
+    """Clients sending requests back to back on keep-alive connections; every failure counts."""
+
+    def __init__(self, port: int, clients: int = 4, host: str = "127.0.0.1") -> None:
+        self.port = port
+        self.host = host
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def start(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import json
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        while not self._stop.is_set():
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    raise OSError(f"HTTP {response.status}")
+                pid = json.loads(body)["pid"]
+                with self._lock:
+                    self.ok += 1
+                    self.pids.add(pid)
+                if response.will_close:
+                    conn.close()
+            except Exception as e:
+                with self._lock:
+                    self.failures.append(f"{type(e).__name__}: {e}")
+                conn.close()
+        conn.close()
