@@ -114,6 +114,11 @@ class Flip:
     """
     One C{twistd -n flip} and every generation it becomes.
 
+    Every generation logs to the same standard output, a file opened for
+    appending: lines from two generations never overwrite each other (as they
+    would with twistd's own --logfile, which each process opens and rotates on
+    its own).
+
     All PIDs ever seen (the first process, PID file contents, children) are
     remembered, and L{stop} kills whichever are still alive.
     """
@@ -134,8 +139,6 @@ class Flip:
         return [
             *twistdCommand(),
             "-n",
-            "--logfile",
-            self.logPath,
             "flip",
             "--pid-file",
             self.pidFile,
@@ -148,7 +151,7 @@ class Flip:
             cwd=self.workdir,
             env=self.env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=open(self.logPath, "ab"),
             stderr=open(os.path.join(self.workdir, "stderr.log"), "ab"),
             start_new_session=True,
         )

@@ -21,6 +21,7 @@ import time
 
 from twisted.enterprise import adbapi
 from twisted.internet import reactor
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -29,6 +30,7 @@ from txflip.restartlog import generation
 MAX_SLEEP = 600.0
 MAX_MESSAGE = 2000
 _STARTED = time.monotonic()
+_log = Logger()
 
 
 def _openConnection(connection: sqlite3.Connection) -> None:
@@ -82,6 +84,12 @@ class Sleep(Resource):
         except ValueError:
             return _json(request, 400, {"error": "seconds must be a number"})
         seconds = max(0.0, min(seconds, MAX_SLEEP))
+        if seconds:
+            _log.info(
+                "demo: sleeping {seconds}s for a request (PID {pid})",
+                seconds=seconds,
+                pid=os.getpid(),
+            )
         call = reactor.callLater(seconds, self._finish, request, seconds)
         request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
         return NOT_DONE_YET

@@ -37,9 +37,17 @@ _TRACKED_MARK = "_txflipTracked"
 def lowestTransport(protocol):
     """The transport that owns the socket, below any TLS or wrapping layers."""
     transport = getattr(protocol, "transport", None)
+    if transport is None:
+        # twisted.web's Site builds a proxy whose channel holds the transport.
+        transport = getattr(getattr(protocol, "_channel", None), "transport", None)
     while transport is not None and getattr(transport, "transport", None) is not None:
         transport = transport.transport
     return transport
+
+
+def _transportOf(protocol):
+    """The transport C{protocol} writes to (TLS included, if any)."""
+    return getattr(protocol, "transport", None) or protocol._channel.transport
 
 
 def isOpen(protocol) -> bool:
@@ -182,9 +190,7 @@ class Drain:
             return
         if now >= self._deadline:
             for protocol in remaining:
-                transport = getattr(protocol, "transport", None)
-                if transport is not None:
-                    transport.abortConnection()
+                _transportOf(protocol).abortConnection()
             log.warn(
                 "drain timeout: aborted {count} connection(s) still open", count=len(remaining)
             )
@@ -198,7 +204,7 @@ class Drain:
             if state is None or state.channel is not channel:
                 state = self._http[id(channel)] = _HTTPDrainState(channel, now)
             if state.idleFor(now) >= self._idleGrace and not _kernelHasUnreadBytes(protocol):
-                protocol.transport.loseConnection()
+                _transportOf(protocol).loseConnection()
 
     def _finish(self, aborted: int) -> None:
         if self._loop is not None and self._loop.running:

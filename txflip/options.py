@@ -105,14 +105,18 @@ def makeService(options: FlipOptions):
 _inheritedForErrors = None
 
 
-def _takeTwistdPidfile(options: FlipOptions) -> str | None:
-    """Take over twistd's own pidfile handling, which cannot survive a restart."""
+def _takeTwistdPidfile(options: FlipOptions) -> tuple[bool, str | None]:
+    """
+    Take over twistd's own pidfile handling, which cannot survive a restart.
+
+    @return: whether this runs under twistd, and the pidfile twistd was given.
+    """
     parent = getattr(options, "parent", None)
-    twistdPidfile = None
-    if parent is not None and "pidfile" in parent:
-        twistdPidfile = parent["pidfile"] or None
-        parent["pidfile"] = ""
-    return twistdPidfile
+    if parent is None or "pidfile" not in parent:
+        return False, None
+    twistdPidfile = parent["pidfile"] or None
+    parent["pidfile"] = ""
+    return True, twistdPidfile
 
 
 def _makeService(options: FlipOptions):
@@ -142,7 +146,7 @@ def _makeService(options: FlipOptions):
         os.set_inheritable(inherited.controlFd, False)
         setGeneration(inherited.generation)
 
-    twistdPidfile = _takeTwistdPidfile(options)
+    underTwistd, twistdPidfile = _takeTwistdPidfile(options)
     pidFile = options["pid-file"] or twistdPidfile
     if inherited is not None and inherited.pidFile:
         pidFile = inherited.pidFile
@@ -200,6 +204,7 @@ def _makeService(options: FlipOptions):
         config.pidFile,
         lambda outcome: service.handedOver(outcome),
         simpleModeReason=simpleReason,
+        underTwistd=underTwistd,
     )
     service = FlipService(
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited

@@ -170,6 +170,10 @@ class FlipService(Service):
 
     def _exited(self, handedOver: bool) -> None:
         self.events.emit("exiting", handedOver=handedOver)
+        # twistd re-raises a SIGTERM/SIGINT that stopped the reactor, so the
+        # process would die by that signal; a completed drain is a clean exit.
+        if hasattr(self._reactor, "_exitSignal"):
+            self._reactor._exitSignal = None
         if not handedOver and self.config.pidFile:
             pidfile.removePIDIfOurs(self.config.pidFile)
         log.info("generation exits ({how})", how="handed over" if handedOver else "shut down")

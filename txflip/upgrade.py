@@ -31,6 +31,7 @@ from txflip.listeners import ListenerRegistry
 from txflip.restartlog import generation, log
 
 KILL_GRACE_SECONDS = 5.0
+CHANNEL_LOST_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Outcome:
     seconds: float
 
 
-def successorArgv(origArgv: list[str], executable: str) -> list[str]:
+def successorArgv(origArgv: list[str], executable: str, underTwistd: bool = True) -> list[str]:
     """
     The command line of the next generation: this one's, run by this interpreter.
 
@@ -53,6 +54,8 @@ def successorArgv(origArgv: list[str], executable: str) -> list[str]:
     rewrote it (DESIGN.md 5.5). txflip writes the PID file itself.
     """
     argv = [executable, *origArgv[1:]]
+    if not underTwistd:
+        return argv
     try:
         at = argv.index("flip", 1)
     except ValueError:
@@ -187,6 +190,12 @@ class UpgradeAttempt:
         self._failureReason = reason
 
     def _channelLost(self) -> None:
+        # The channel usually closes because the child exited: give its exit
+        # status a moment to arrive, since it is the better reason to log.
+        if self._outcome is None:
+            self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._channelLostForGood)
+
+    def _channelLostForGood(self) -> None:
         if self._outcome is None:
             self._fail("closed its control channel before serving")
 
@@ -287,6 +296,7 @@ class Upgrader:
         argv: list[str] | None = None,
         cwd: str | None = None,
         events: Events | None = None,
+        underTwistd: bool = True,
     ) -> None:
         self._reactor = reactor
         self._registry = registry
@@ -295,7 +305,7 @@ class Upgrader:
         self._pidFile = pidFile
         self._onHandedOver = onHandedOver
         self.simpleModeReason = simpleModeReason
-        self._argv = argv or successorArgv(list(sys.orig_argv), sys.executable)
+        self._argv = argv or successorArgv(list(sys.orig_argv), sys.executable, underTwistd)
         self._cwd = cwd or os.getcwd()
         self.state = "starting"
         self.attempt: UpgradeAttempt | None = None

@@ -1,0 +1,79 @@
+"""
+Small apps written into a test's directory, so a test can deploy a new (or
+broken) release by rewriting a file and sending SIGHUP.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+GOOD_RESOURCE = """
+import os
+from twisted.web.resource import Resource
+
+class Hello(Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        return b"release %(release)s pid " + str(os.getpid()).encode()
+
+resource = Hello()
+"""
+
+RAISES_AT_IMPORT = """
+raise RuntimeError("release %(release)s is broken on purpose")
+"""
+
+EXITS_AT_ONCE = """
+import os
+os._exit(3)
+"""
+
+NEVER_READY = """
+import time
+time.sleep(3600)
+"""
+
+SERVICE_THAT_LISTENS = """
+import os
+from twisted.application import service, strports
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+class Hello(Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        return b'{"pid": ' + str(os.getpid()).encode() + b'}'
+
+def makeService():
+    top = service.MultiService()
+    strports.service("tcp:%(port)d:interface=127.0.0.1", Site(Hello())).setServiceParent(top)
+    return top
+"""
+
+ECHO_FACTORY = """
+from twisted.internet.protocol import Factory, Protocol
+
+class Echo(Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data)
+
+factory = Factory.forProtocol(Echo)
+"""
+
+
+def writeApp(directory: str, module: str, template: str, **values) -> None:
+    """Write C{module}.py into C{directory}, replacing any earlier release atomically."""
+    path = os.path.join(directory, module + ".py")
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        f.write(textwrap.dedent(template % values))
+    os.rename(temporary, path)
+
+
+def appEnv(directory: str) -> dict[str, str]:
+    """Environment for a flip whose --app lives in C{directory}."""
+    paths = [directory, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1"}

@@ -1,0 +1,132 @@
+"""
+Draining on SIGTERM and after a handoff: in-flight work finishes, keep-alive
+connections are told to close, and the drain timeout is a hard limit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import threading
+import time
+
+from twisted.trial.unittest import TestCase
+
+from tests.procs import Flip, freePort, httpGet, pidAlive, waitFor
+
+
+def demo(testCase, *extra) -> tuple[Flip, int]:
+    port = freePort()
+    return Flip(testCase, ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra]), port
+
+
+class ShutdownDrainTests(TestCase):
+    def test_sigtermFinishesSlowRequest(self):
+        """SIGTERM with a request in flight: it completes, then the process exits 0."""
+        flip, port = demo(self)
+        pid = flip.start()
+        outcome = {}
+
+        def slow():
+            try:
+                outcome["response"] = httpGet("127.0.0.1", port, "/sleep?seconds=2", timeout=30)
+            except Exception as e:
+                outcome["error"] = e
+
+        thread = threading.Thread(target=slow, daemon=True)
+        thread.start()
+        flip.waitLog(f"sleeping 2.0s for a request (PID {pid})")
+        os.kill(pid, signal.SIGTERM)
+        flip.process.wait(timeout=60)
+        thread.join(30)
+        self.assertNotIn("error", outcome)
+        self.assertEqual(outcome["response"][0], 200)
+        self.assertEqual(flip.process.returncode, 0)
+        self.assertFalse(os.path.exists(flip.pidFile))
+        with self.assertRaises(ConnectionRefusedError):
+            httpGet("127.0.0.1", port, "/", timeout=5)
+
+    def test_sigintDrainsToo(self):
+        flip, port = demo(self)
+        pid = flip.start()
+        os.kill(pid, signal.SIGINT)
+        flip.process.wait(timeout=60)
+        self.assertEqual(flip.process.returncode, 0)
+        self.assertFalse(os.path.exists(flip.pidFile))
+
+    def test_requestLongerThanDrainTimeoutIsAborted(self):
+        """A request that outlives the drain timeout is aborted at the deadline."""
+        flip, port = demo(self, "--drain-timeout", "2")
+        pid = flip.start()
+        outcome = {}
+
+        def slow():
+            try:
+                outcome["response"] = httpGet("127.0.0.1", port, "/sleep?seconds=60", timeout=90)
+            except Exception as e:
+                outcome["error"] = e
+
+        thread = threading.Thread(target=slow, daemon=True)
+        thread.start()
+        flip.waitLog(f"sleeping 60.0s for a request (PID {pid})")
+        os.kill(pid, signal.SIGTERM)
+        flip.process.wait(timeout=30)
+        thread.join(30)
+        self.assertFalse(thread.is_alive())
+        self.assertIn("error", outcome)
+        self.assertIn("drain timeout: aborted 1 connection(s)", flip.log())
+        self.assertEqual(flip.process.returncode, 0)
+
+
+class KeepAliveDrainTests(TestCase):
+    def test_nextResponseSaysConnectionClose(self):
+        """
+        A keep-alive connection that keeps sending during a handoff is answered
+        by the old generation with C{Connection: close}, and its next request
+        (on a new connection) reaches the new generation.
+        """
+        flip, port = demo(self)
+        old = flip.start()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/sleep?seconds=0")
+        first = conn.getresponse()
+        first.read()
+        self.assertFalse(first.will_close)
+        self.assertEqual(first.getheader("X-Served-By"), str(old))
+
+        os.kill(old, signal.SIGHUP)
+        new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
+        flip.waitServing(new)
+        flip.waitLog(f"[txflip gen 1 pid {old}] draining")
+        conn.request("GET", "/sleep?seconds=0")
+        second = conn.getresponse()
+        second.read()
+        self.assertEqual(second.getheader("X-Served-By"), str(old))
+        self.assertEqual(second.getheader("Connection"), "close")
+        self.assertTrue(second.will_close)
+        conn.request("GET", "/sleep?seconds=0")
+        third = conn.getresponse()
+        third.read()
+        self.assertEqual(third.getheader("X-Served-By"), str(new))
+
+    def test_idleConnectionClosedWithoutWaitingForTimeout(self):
+        """
+        An idle keep-alive connection is closed by the draining generation after
+        a short quiet period, so the drain does not last the whole drain timeout.
+        """
+        flip, port = demo(self, "--drain-timeout", "60")
+        old = flip.start()
+        skt = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.addCleanup(skt.close)
+        skt.sendall(b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        waitFor(lambda: b"\r\n\r\n" in skt.recv(65536, socket.MSG_PEEK), "a response")
+        skt.recv(65536)
+        started = time.monotonic()
+        os.kill(old, signal.SIGHUP)
+        waitFor(lambda: not pidAlive(old), "the old generation to exit", 50)
+        self.assertLess(time.monotonic() - started, 50)
+        self.assertEqual(skt.recv(1), b"", "the idle connection should have been closed")
+        self.assertNotIn("drain timeout", flip.log())
