@@ -6,13 +6,11 @@ command, a captured sd_notify socket, and a steady HTTP load.
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 APP_TEMPLATE = '''\
@@ -113,52 +111,7 @@ class NotifyCapture:
             if found:
                 return found
             if time.monotonic() > end:
-                raise AssertionError(f"gave up after {deadline}s waiting for {what}: {self.messages}")
+                raise AssertionError(
+                    f"gave up after {deadline}s waiting for {what}: {self.messages}"
+                )
             self.receive(0.2)
-
-
-class Load:
-    """Clients sending requests back to back on keep-alive connections; every failure counts."""
-
-    def __init__(self, port: int, clients: int = 4, host: str = "127.0.0.1") -> None:
-        self.port = port
-        self.host = host
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: set[int] = set()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def start(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def _run(self) -> None:
-        import json
-
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        while not self._stop.is_set():
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200:
-                    raise OSError(f"HTTP {response.status}")
-                pid = json.loads(body)["pid"]
-                with self._lock:
-                    self.ok += 1
-                    self.pids.add(pid)
-                if response.will_close:
-                    conn.close()
-            except Exception as e:
-                with self._lock:
-                    self.failures.append(f"{type(e).__name__}: {e}")
-                conn.close()
-        conn.close()
