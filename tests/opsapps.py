@@ -62,6 +62,16 @@ def appEnv(workdir: str) -> dict[str, str]:
     }
 
 
+def shortTempDir(testCase) -> str:
+    """A directory short enough for unix socket paths (108 bytes), removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="txflip-ops-")
+    testCase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
 def txflip(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the C{txflip} command (as the console script would) and capture its output."""
     return subprocess.run(

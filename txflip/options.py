@@ -210,8 +210,8 @@ def _makeService(options: FlipOptions):
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
     )
     dispatch.upgrader = upgrader
-    sdnotify.install(reactor, upgrader, notifySettings)
-    _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
+    control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
+    sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
     if simpleReason is not None:
         log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
     if inherited is not None:
@@ -224,7 +224,7 @@ def _makeService(options: FlipOptions):
     return service
 
 
-def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited) -> None:
+def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited):
     """Open the control socket (through the registry, so it is handed over)."""
     from twisted.internet.error import CannotListenError
 
@@ -232,7 +232,7 @@ def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inher
 
     path = options["control"] or (defaultControlPath(pidFile) if pidFile else None)
     if options["no-control"] or not path:
-        return
+        return None
     server = ControlServer(upgrader, registry, tracker, path, pidFile, inherited)
     try:
         server.listen(reactor)
@@ -241,6 +241,7 @@ def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inher
             f"cannot open the control socket {server.path}: {e.socketError}; "
             "give another --control PATH, or --no-control"
         ) from None
+    return server
 
 
 Options = FlipOptions

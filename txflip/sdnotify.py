@@ -139,8 +139,16 @@ def monotonicUsec() -> int:
 class SystemdReporter:
     """Turns this generation's lifecycle events into sd_notify messages."""
 
-    def __init__(self, reactor, notifier: Notifier, upgrader, watchdogUsec: int | None) -> None:
+    def __init__(
+        self,
+        reactor,
+        notifier: Notifier,
+        upgrader,
+        watchdogUsec: int | None,
+        hidden: frozenset[str] = frozenset(),
+    ) -> None:
         self._reactor = reactor
+        self._hidden = hidden
         self._notifier = notifier
         self._upgrader = upgrader
         self._watchdogUsec = watchdogUsec
@@ -158,7 +166,7 @@ class SystemdReporter:
             handler(**fields)
 
     def _on_serving(self, first: bool, listeners: list, **_: object) -> None:
-        on = ", ".join(listeners) or "no listener"
+        on = ", ".join(key for key in listeners if key not in self._hidden) or "no listener"
         self._notifier.send(
             ("MAINPID", os.getpid()),
             ("READY", 1),
@@ -229,8 +237,12 @@ class SystemdReporter:
             self._watchdog.stop()
 
 
-def install(reactor, upgrader, settings: NotifySettings) -> SystemdReporter | None:
-    """Report to systemd if it is listening, and pass the settings on to the next generation."""
+def install(reactor, upgrader, settings: NotifySettings, hidden=()) -> SystemdReporter | None:
+    """
+    Report to systemd if it is listening, and pass the settings on to the next generation.
+
+    @param hidden: listener keys not worth naming in C{STATUS=} (the control socket).
+    """
     if not settings.socket:
         return None
     try:
@@ -239,6 +251,8 @@ def install(reactor, upgrader, settings: NotifySettings) -> SystemdReporter | No
         log.warn("not notifying systemd: {why}", why=e)
         return None
     upgrader.childEnvironment.update(settings.childEnvironment())
-    reporter = SystemdReporter(reactor, notifier, upgrader, settings.watchdogUsec)
+    reporter = SystemdReporter(
+        reactor, notifier, upgrader, settings.watchdogUsec, frozenset(hidden)
+    )
     reporter.subscribe()
     return reporter
