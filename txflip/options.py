@@ -6,7 +6,7 @@ import os
 
 from twisted.python import usage
 
-from txflip import pidfile, sdnotify
+from txflip import activation, pidfile, sdnotify
 from txflip.appload import AppError, loadApp
 from txflip.restartlog import log
 
@@ -136,6 +136,10 @@ def _makeService(options: FlipOptions):
     dispatch.install()
     simpleReason = simpleModeReason()
     notifySettings = sdnotify.takeFromEnvironment()
+    try:
+        activated = activation.takeActivation()
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
 
     try:
         inherited = takeInheritedState()
@@ -171,7 +175,7 @@ def _makeService(options: FlipOptions):
     tracker = ConnectionTracker()
     registry = ListenerRegistry(
         reactor,
-        inherited.listeners if inherited is not None else [],
+        inherited.listeners if inherited is not None else activated.inheritedListeners(),
         factoryHook=tracker.track,
         paused=inherited is not None,
     )
@@ -181,7 +185,11 @@ def _makeService(options: FlipOptions):
     appService = loaded.app if loaded.kind == "service" else None
     listen = config.listen
     if not listen and loaded.kind != "service":
-        listen = [DEFAULT_LISTEN]
+        listen = activated.defaultListen() or [DEFAULT_LISTEN]
+    try:
+        listen = [activated.resolve(description) for description in listen]
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
     factory = None
     if loaded.kind == "resource":
         from twisted.web.server import Site
@@ -210,6 +218,13 @@ def _makeService(options: FlipOptions):
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
     )
     dispatch.upgrader = upgrader
+    upgrader.childEnvironment.update(activated.childEnvironment())
+    if activated.sockets:
+        log.info(
+            "socket activation: adopting {sockets}, read from {source}",
+            sockets=", ".join(f"{s.name}={s.key}" for s in activated.sockets),
+            source=activated.source,
+        )
     control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
     sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
     if simpleReason is not None:
