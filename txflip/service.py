@@ -40,7 +40,13 @@ def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
     """
     if inherited is not None:
         reportFailureSynchronously(inherited.controlFd, message)
-    return SystemExit(f"twistd flip: error: {message}")
+    line = f"twistd flip: error: {message}"
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+        # Once twistd's logging has begun, sys.stderr goes to the log: the
+        # operator at the terminal gets the line too.
+        sys.__stderr__.write(line + "\n")
+        sys.__stderr__.flush()
+    return SystemExit(line)
 
 
 class FlipService(Service):

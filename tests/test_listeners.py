@@ -1,0 +1,146 @@
+"""
+Listeners of every kind across restarts: an app that listens by itself, IPv6,
+unix sockets, plain protocol factories; and no descriptor leaks.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import stat
+import tempfile
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.apps import ECHO_FACTORY, SERVICE_THAT_LISTENS, appEnv, writeApp
+from tests.load import Load
+from tests.procs import Flip, freePort, httpGet, openFds, waitFor
+
+
+class UNIXHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def unixServedBy(path: str) -> int:
+    conn = UNIXHTTPConnection(path)
+    try:
+        conn.request("GET", "/sleep?seconds=0", headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        return int(response.getheader("X-Served-By"))
+    finally:
+        conn.close()
+
+
+def ipv6LoopbackWorks() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class ListenerKindTests(TestCase):
+    def test_serviceThatListensByItself(self):
+        """An IService that calls strports.service gets zero-downtime restarts unchanged."""
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        port = freePort()
+        writeApp(workdir, "selflisten", SERVICE_THAT_LISTENS, port=port)
+        flip = Flip(self, ["--app", "selflisten.makeService"], workdir=workdir, env=appEnv(workdir))
+        pids = [flip.start()]
+        with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
+            waitFor(lambda: load.totalRequests() > 20, "load to get going")
+            for _ in range(3):
+                pids.append(flip.restart())
+        self.assertEqual(load.failures(), {}, load.failureReport())
+        self.assertEqual(len(set(pids)), 4)
+        self.assertIn(f"adopted inherited listener tcp:127.0.0.1:{port}", flip.log())
+        self.assertEqual(flip.aliveGenerations(), [pids[-1]])
+
+    def test_ipv6(self):
+        if not ipv6LoopbackWorks():
+            raise SkipTest("no IPv6 loopback on this machine")
+        port = freePort(socket.AF_INET6, "::1")
+        flip = Flip(self, ["--listen", f"tcp6:{port}:interface=\\:\\:1"])
+        pids = [flip.start()]
+        with Load("::1", port, kinds=("newConnection", "keepAliveGet")) as load:
+            waitFor(lambda: load.totalRequests() > 20, "load to get going")
+            for _ in range(3):
+                pids.append(flip.restart())
+        self.assertEqual(load.failures(), {}, load.failureReport())
+        self.assertEqual(len(set(pids)), 4)
+        self.assertIn(f"adopted inherited listener tcp:[::1]:{port}", flip.log())
+
+    def test_unixSocketPathIsNeverRecreated(self):
+        """The socket file keeps its inode and mode across restarts and goes at shutdown."""
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        path = os.path.join(workdir, "app.sock")
+        flip = Flip(self, ["--listen", f"unix:{path}:mode=0660"], workdir=workdir)
+        first = flip.start()
+        before = os.stat(path)
+        self.assertEqual(stat.S_IMODE(before.st_mode), 0o660)
+        self.assertEqual(unixServedBy(path), first)
+        for _ in range(3):
+            new = flip.restart()
+            self.assertEqual(unixServedBy(path), new)
+            after = os.stat(path)
+            self.assertEqual((after.st_ino, stat.S_IMODE(after.st_mode)), (before.st_ino, 0o660))
+        flip.terminate()
+        self.assertFalse(os.path.exists(path))
+
+    def test_protocolFactory(self):
+        """A plain protocol factory (not HTTP) is served and restarted; the drain waits for it."""
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        writeApp(workdir, "echoapp", ECHO_FACTORY)
+        port = freePort()
+        flip = Flip(
+            self,
+            ["--app", "echoapp.factory", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            workdir=workdir,
+            env=appEnv(workdir),
+        )
+        old = flip.start()
+        held = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.addCleanup(held.close)
+        held.sendall(b"ping")
+        self.assertEqual(held.recv(4), b"ping")
+        os.kill(old, signal.SIGHUP)
+        new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
+        flip.waitServing(new)
+        held.sendall(b"still old")
+        self.assertEqual(held.recv(9), b"still old")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as fresh:
+            fresh.sendall(b"new")
+            self.assertEqual(fresh.recv(3), b"new")
+        held.close()
+        waitFor(lambda: flip.aliveGenerations() == [new], "the old generation to exit")
+
+
+class DescriptorTests(TestCase):
+    def test_noDescriptorLeakAfterTwentyRestarts(self):
+        port = freePort()
+        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        first = flip.start()
+
+        def settle(pid: int) -> int:
+            status, _, _ = httpGet("127.0.0.1", port, "/guestbook")
+            assert status == 200
+            return openFds(pid)
+
+        baseline = settle(first)
+        pid = first
+        for _ in range(20):
+            pid = flip.restart()
+            httpGet("127.0.0.1", port, "/guestbook")
+        waitFor(lambda: settle(pid) == baseline, f"PID {pid} to hold {baseline} descriptors", 30)
+        self.assertEqual(settle(pid), baseline)
