@@ -105,20 +105,6 @@ def makeService(options: FlipOptions):
 _inheritedForErrors = None
 
 
-def _takeTwistdPidfile(options: FlipOptions) -> tuple[bool, str | None]:
-    """
-    Take over twistd's own pidfile handling, which cannot survive a restart.
-
-    @return: whether this runs under twistd, and the pidfile twistd was given.
-    """
-    parent = getattr(options, "parent", None)
-    if parent is None or "pidfile" not in parent:
-        return False, None
-    twistdPidfile = parent["pidfile"] or None
-    parent["pidfile"] = ""
-    return True, twistdPidfile
-
-
 def _makeService(options: FlipOptions):
     global _inheritedForErrors
     from twisted.internet import reactor
@@ -130,6 +116,7 @@ def _makeService(options: FlipOptions):
     from txflip.service import FlipConfig, FlipService
     from txflip.signals import SighupDispatch
     from txflip.simplemode import simpleModeReason
+    from txflip.twistdcompat import takeOverTwistd
     from txflip.upgrade import Upgrader
 
     dispatch = SighupDispatch(reactor)
@@ -150,8 +137,8 @@ def _makeService(options: FlipOptions):
         os.set_inheritable(inherited.controlFd, False)
         setGeneration(inherited.generation)
 
-    underTwistd, twistdPidfile = _takeTwistdPidfile(options)
-    pidFile = options["pid-file"] or twistdPidfile
+    twistd = takeOverTwistd(getattr(options, "parent", None))
+    pidFile = options["pid-file"] or twistd.pidfile
     if inherited is not None and inherited.pidFile:
         pidFile = inherited.pidFile
     if pidFile:
@@ -166,6 +153,7 @@ def _makeService(options: FlipOptions):
                 )
 
     config = FlipConfig(
+        logfile=twistd.logfile,
         listen=list(options["listen"]),
         pidFile=pidFile,
         readyTimeout=_seconds(options, "ready-timeout"),
@@ -212,7 +200,7 @@ def _makeService(options: FlipOptions):
         config.pidFile,
         lambda outcome: service.handedOver(outcome),
         simpleModeReason=simpleReason,
-        underTwistd=underTwistd,
+        successorOptions=twistd.successorOptions,
     )
     service = FlipService(
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited

@@ -29,6 +29,7 @@ from txflip.events import Events
 from txflip.handoff import ENV_STATE, HandoffState
 from txflip.listeners import ListenerRegistry
 from txflip.restartlog import generation, log
+from txflip.twistdcompat import successorArgv
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
@@ -42,25 +43,6 @@ class Outcome:
     childPid: int | None
     reason: str
     seconds: float
-
-
-def successorArgv(origArgv: list[str], executable: str, underTwistd: bool = True) -> list[str]:
-    """
-    The command line of the next generation: this one's, run by this interpreter.
-
-    twistd's own pidfile is switched off (C{--pidfile=} just before the C{flip}
-    subcommand): the parent's file names a live process, so twistd would refuse
-    to start, and twistd would remove it at exit even after a newer generation
-    rewrote it (DESIGN.md 5.5). txflip writes the PID file itself.
-    """
-    argv = [executable, *origArgv[1:]]
-    if not underTwistd:
-        return argv
-    try:
-        at = argv.index("flip", 1)
-    except ValueError:
-        return argv
-    return [*argv[:at], "--pidfile=", *argv[at:]]
 
 
 class _ChildProcess(ProcessProtocol):
@@ -296,7 +278,7 @@ class Upgrader:
         argv: list[str] | None = None,
         cwd: str | None = None,
         events: Events | None = None,
-        underTwistd: bool = True,
+        successorOptions: list[str] | None = None,
     ) -> None:
         self._reactor = reactor
         self._registry = registry
@@ -305,7 +287,9 @@ class Upgrader:
         self._pidFile = pidFile
         self._onHandedOver = onHandedOver
         self.simpleModeReason = simpleModeReason
-        self._argv = argv or successorArgv(list(sys.orig_argv), sys.executable, underTwistd)
+        self._argv = argv or successorArgv(
+            list(sys.orig_argv), sys.executable, successorOptions or []
+        )
         self._cwd = cwd or os.getcwd()
         self.state = "starting"
         self.attempt: UpgradeAttempt | None = None

@@ -1,0 +1,280 @@
+"""
+Restarts under load: txflip against a plain twistd stop-and-start.
+
+Runs the demo app, puts the three clients of the restart tests on it (a new
+connection per request, keep-alive GETs, keep-alive POSTs that never retry),
+and restarts it N times: with SIGHUP under flip, and with SIGTERM followed by a
+new start under plain `twistd web`. Then measures steady throughput of both
+with wrk (no restarts), and the bare start-up time of Python + Twisted + the app.
+
+    python benchmarks/restart_under_load.py [--restarts 10] [--seconds-between 2]
+
+Prints a table. Loopback only; every loop is bounded; every process started is
+stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.load import Load  # noqa: E402
+from tests.procs import freePort, pidAlive, readPidFile, twistdCommand, waitFor  # noqa: E402
+
+APP = "txflip.demo.makeResource"
+started: list[subprocess.Popen] = []
+seenPids: set[int] = set()
+
+
+def launch(args: list[str], workdir: str) -> subprocess.Popen:
+    env = dict(os.environ, TXFLIP_DEMO_DB=os.path.join(workdir, "demo.sqlite3"))
+    process = subprocess.Popen(
+        [*twistdCommand(), "-n", "--pidfile=", *args],
+        cwd=workdir,
+        env=env,
+        stdout=open(os.path.join(workdir, "out.log"), "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started.append(process)
+    seenPids.add(process.pid)
+    return process
+
+
+def servedBy(port: int) -> int | None:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/sleep?seconds=0", headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return int(response.getheader("X-Served-By"))
+    except (OSError, http.client.HTTPException, TypeError, ValueError):
+        return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def split(load: Load, windows: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    inside, outside = [], []
+    for result in load.results():
+        for at, latency in result.latencies:
+            began = at - latency
+            hit = any(start <= at and began <= end for start, end in windows)
+            (inside if hit else outside).append(latency)
+    return inside, outside
+
+
+def runFlip(restarts: int, between: float) -> dict:
+    workdir = tempfile.mkdtemp(prefix="txflip-bench-")
+    port = freePort()
+    pidFile = os.path.join(workdir, "flip.pid")
+    launch(
+        [
+            "flip",
+            "--app",
+            APP,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--pid-file",
+            pidFile,
+        ],
+        workdir,
+    )
+    waitFor(lambda: servedBy(port), "flip to answer")
+    windows, handoffs = [], []
+    with Load("127.0.0.1", port, deadline=600) as load:
+        time.sleep(between)
+        for _ in range(restarts):
+            old = readPidFile(pidFile)
+            seenPids.add(old)
+            begin = time.time()
+            t0 = time.monotonic()
+            os.kill(old, signal.SIGHUP)
+            new = waitFor(lambda old=old: (p := servedBy(port)) not in (None, old) and p, "new PID")
+            handoffs.append(time.monotonic() - t0)
+            seenPids.add(new)
+            waitFor(lambda old=old: not pidAlive(old), "old PID to exit", 120)
+            windows.append((begin, time.time()))
+            time.sleep(between)
+    return summarise("txflip (SIGHUP)", load, windows, handoffs)
+
+
+def runPlain(restarts: int, between: float) -> dict:
+    workdir = tempfile.mkdtemp(prefix="txflip-bench-")
+    port = freePort()
+    args = ["web", "--listen", f"tcp:{port}:interface=127.0.0.1", "--class", APP]
+    process = launch(args, workdir)
+    waitFor(lambda: servedBy(port), "twistd web to answer")
+    windows, handoffs = [], []
+    with Load("127.0.0.1", port, deadline=600) as load:
+        time.sleep(between)
+        for _ in range(restarts):
+            begin = time.time()
+            t0 = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+            process = launch(args, workdir)
+            waitFor(lambda p=process: servedBy(port) == p.pid, "the new twistd to answer", 60)
+            handoffs.append(time.monotonic() - t0)
+            windows.append((begin, time.time()))
+            time.sleep(between)
+    return summarise("plain twistd stop+start", load, windows, handoffs)
+
+
+def summarise(name: str, load: Load, windows, handoffs) -> dict:
+    inside, outside = split(load, windows)
+    failures = load.failures()
+    return {
+        "name": name,
+        "requests": load.totalRequests(),
+        "failures": sum(failures.values()),
+        "kinds": ", ".join(f"{k} {v}" for k, v in failures.most_common()) or "-",
+        "p99in": percentile(inside, 0.99) * 1000,
+        "p99out": percentile(outside, 0.99) * 1000,
+        "handoff": statistics.median(handoffs) * 1000 if handoffs else float("nan"),
+        "restarts": len(windows),
+    }
+
+
+def bareStartup(runs: int = 5) -> float:
+    """Median seconds from exec to first response of plain twistd web with the demo app."""
+    times = []
+    for _ in range(runs):
+        workdir = tempfile.mkdtemp(prefix="txflip-bench-")
+        port = freePort()
+        t0 = time.monotonic()
+        process = launch(
+            ["web", "--listen", f"tcp:{port}:interface=127.0.0.1", "--class", APP], workdir
+        )
+        waitFor(lambda port=port: servedBy(port), "twistd web to answer", 60)
+        times.append(time.monotonic() - t0)
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    return statistics.median(times)
+
+
+def wrkThroughput(args: list[str], seconds: int) -> float | None:
+    """Requests per second from wrk against a fresh server started with C{args}."""
+    if shutil.which("wrk") is None:
+        return None
+    workdir = tempfile.mkdtemp(prefix="txflip-bench-")
+    port = freePort()
+    full = [a.replace("PORT", str(port)) for a in args]
+    if full[0] == "flip":
+        full += ["--pid-file", os.path.join(workdir, "flip.pid")]
+    process = launch(full, workdir)
+    try:
+        waitFor(lambda: servedBy(port), "server to answer", 60)
+        out = subprocess.run(
+            ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/sleep?seconds=0"],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        ).stdout
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        return float(match.group(1)) if match else None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def stopEverything() -> None:
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    for pid in seenPids:
+        if pid and pidAlive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--restarts", type=int, default=10)
+    parser.add_argument("--seconds-between", type=float, default=2.0)
+    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--throughput-rounds", type=int, default=3)
+    options = parser.parse_args()
+    try:
+        rows = [
+            runFlip(options.restarts, options.seconds_between),
+            runPlain(options.restarts, options.seconds_between),
+        ]
+        startup = bareStartup()
+        flipRates, plainRates = [], []
+        for _ in range(options.throughput_rounds):
+            flipRates.append(
+                wrkThroughput(
+                    ["flip", "--app", APP, "--listen", "tcp:PORT:interface=127.0.0.1"],
+                    options.wrk_seconds,
+                )
+            )
+            plainRates.append(
+                wrkThroughput(
+                    ["web", "--listen", "tcp:PORT:interface=127.0.0.1", "--class", APP],
+                    options.wrk_seconds,
+                )
+            )
+    finally:
+        stopEverything()
+
+    print()
+    print(f"Restarts under mixed load ({options.restarts} restarts, 3 clients)")
+    print()
+    print(
+        "| server | restarts | requests | failed | failures by kind "
+        "| p99 in windows (ms) | p99 outside (ms) | handoff median (ms) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['name']} | {r['restarts']} | {r['requests']} | {r['failures']} | {r['kinds']} "
+            f"| {r['p99in']:.1f} | {r['p99out']:.1f} | {r['handoff']:.0f} |"
+        )
+    print()
+    handoff = rows[0]["handoff"] / 1000
+    print(
+        f"bare start-up of Python + Twisted + the demo app (median of 5): {startup * 1000:.0f} ms"
+    )
+    print(
+        f"txflip handoff (SIGHUP -> first response from the new PID): {handoff * 1000:.0f} ms "
+        f"= {handoff / startup:.2f}x bare start-up (target <= 1.2x)"
+    )
+    print(
+        f"p99 inside / outside restart windows under txflip: "
+        f"{rows[0]['p99in'] / rows[0]['p99out']:.2f}x (target <= 2x)"
+    )
+    if all(flipRates) and all(plainRates):
+        f, p = statistics.median(flipRates), statistics.median(plainRates)
+        print(
+            f"steady throughput, wrk -t2 -c16 {options.wrk_seconds}s, median of "
+            f"{options.throughput_rounds}: txflip {f:.0f} req/s, plain twistd {p:.0f} req/s, "
+            f"ratio {f / p:.3f} (target >= 0.97)"
+        )
+    else:
+        print("steady throughput: wrk not available")
+
+
+if __name__ == "__main__":
+    main()

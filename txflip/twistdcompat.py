@@ -1,0 +1,95 @@
+"""
+What flip changes in twistd's own behaviour so that restarts work under it.
+
+- The pidfile: twistd refuses to start while its pidfile names a live process,
+  and removes the file at exit even after a newer generation rewrote it
+  (DESIGN.md 5.5). flip takes the file over and writes it itself.
+- Daemon mode: the first generation may detach (C{twistd} without C{-n},
+  e.g. under systemd's C{Type=forking}); its successors are started by an
+  already-detached process, so they run with C{--nodaemon} (detaching again
+  would hide the PID that reports ready) and log where the first one did.
+- The log file: twistd opens C{--logfile} without C{O_APPEND}, so two
+  generations writing during a handoff would overwrite each other's lines;
+  flip switches the descriptor to append mode.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TwistdSettings:
+    """What flip took over from twistd's options."""
+
+    underTwistd: bool = False
+    pidfile: str | None = None
+    successorOptions: list[str] = field(default_factory=list)
+    logfile: str | None = None
+
+
+def takeOverTwistd(parent) -> TwistdSettings:
+    """
+    Take the pidfile away from twistd and work out the successor's twistd options.
+
+    @param parent: twistd's C{ServerOptions} (the C{flip} options' parent), or
+        L{None} when flip runs under another runner.
+    """
+    if parent is None or "pidfile" not in parent:
+        return TwistdSettings()
+    pidfile = parent["pidfile"] or None
+    parent["pidfile"] = ""
+    successorOptions = ["--pidfile="]
+    logfile = parent.get("logfile") or None
+    if not parent.get("nodaemon"):
+        successorOptions.append("--nodaemon")
+        if logfile is None and not parent.get("syslog"):
+            logfile = "twistd.log"
+    if logfile in ("-",) or parent.get("syslog"):
+        logfile = None
+    if logfile is not None:
+        logfile = os.path.abspath(logfile)
+        successorOptions.append(f"--logfile={logfile}")
+    return TwistdSettings(True, pidfile, successorOptions, logfile)
+
+
+def successorArgv(origArgv: list[str], executable: str, options: list[str]) -> list[str]:
+    """
+    The next generation's command line: this one's, run by this interpreter,
+    with C{options} inserted just before the C{flip} subcommand (so that they
+    override the same twistd options given earlier).
+    """
+    argv = [executable, *origArgv[1:]]
+    if not options:
+        return argv
+    try:
+        at = argv.index("flip", 1)
+    except ValueError:
+        return argv
+    return [*argv[:at], *options, *argv[at:]]
+
+
+def appendOnly(path: str) -> int:
+    """
+    Put every descriptor of this process open on C{path} in append mode.
+
+    @return: how many descriptors were switched.
+    """
+    switched = 0
+    try:
+        entries = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    for entry in entries:
+        fd = int(entry)
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != path:
+                continue
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+            switched += 1
+        except OSError:
+            continue
+    return switched
