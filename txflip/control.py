@@ -64,6 +64,7 @@ class ControlProtocol(LineOnlyReceiver):
         self._server = server
         self._peer: tuple[int, int, int] | None = None
         self.asked = False
+        self.refused = False
         self._idleTimer = None
 
     def connectionMade(self) -> None:
@@ -77,13 +78,16 @@ class ControlProtocol(LineOnlyReceiver):
             return
         pid, uid, _ = self._peer
         if not mayControl(uid, self._server.uid):
+            self.refused = True
             log.warn(
                 "control socket: refused PID {peer} of uid {uid} (only uid {owner} and root)",
                 peer=pid,
                 uid=uid,
                 owner=self._server.uid,
             )
-            self.finish(
+            # Answer now, close once the command is read: closing with unread
+            # data would reset the connection before the client reads why.
+            self.send(
                 {
                     "phase": "refused",
                     "reason": f"uid {uid} may not control this server: "
@@ -97,6 +101,9 @@ class ControlProtocol(LineOnlyReceiver):
             self.finish({"phase": "error", "reason": f"no command within {COMMAND_TIMEOUT:g}s"})
 
     def lineReceived(self, line: bytes) -> None:
+        if self.refused:
+            self.transport.loseConnection()
+            return
         if self.asked or self._peer is None:
             return
         self.asked = True
