@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -211,6 +212,9 @@ class Flip:
         return new
 
     def aliveGenerations(self) -> list[int]:
+        """Every process this flip ever ran that is still alive: first, logged and PID-file PIDs."""
+        for match in re.finditer(r"started generation \d+ as PID (\d+)", self.log()):
+            self.seen.add(int(match.group(1)))
         for pid in list(self.seen):
             for child in childrenOf(pid):
                 self.seen.add(child)

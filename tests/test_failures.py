@@ -103,6 +103,19 @@ class BrokenReleaseTests(TestCase):
 
 
 class SignalTests(TestCase):
+    def test_sigtermDuringUpgradeStopsBoth(self):
+        """SIGTERM while a new generation is starting: the child is killed, the parent drains."""
+        flip, port, workdir = releaseFlip(self)
+        old = flip.start()
+        writeApp(workdir, "myrelease", NEVER_READY, release="2")
+        os.kill(old, signal.SIGHUP)
+        flip.waitLog("started generation 2 as PID")
+        os.kill(old, signal.SIGTERM)
+        self.assertEqual(flip.process.wait(60), 0)
+        waitFor(lambda: flip.aliveGenerations() == [], "no process to be left")
+        self.assertIn("failed: this generation is shutting down", flip.log())
+        self.assertFalse(os.path.exists(flip.pidFile))
+
     def test_sighupStorm(self):
         """Ten SIGHUPs within 100 ms start exactly one new generation."""
         flip, port, _ = releaseFlip(self)

@@ -144,3 +144,32 @@ class DescriptorTests(TestCase):
             httpGet("127.0.0.1", port, "/guestbook")
         waitFor(lambda: settle(pid) == baseline, f"PID {pid} to hold {baseline} descriptors", 30)
         self.assertEqual(settle(pid), baseline)
+
+    def test_everyDescriptorIsCloseOnExec(self):
+        """
+        In a generation started by a restart, every descriptor but 0-2 is
+        close-on-exec: nothing leaks into processes the app starts.
+        """
+        port = freePort()
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        path = os.path.join(workdir, "app.sock")
+        flip = Flip(
+            self, ["--listen", f"tcp:{port}:interface=127.0.0.1", "--listen", f"unix:{path}"]
+        )
+        flip.start()
+        pid = flip.restart()
+        httpGet("127.0.0.1", port, "/guestbook")
+        inheritable = []
+        for entry in os.listdir(f"/proc/{pid}/fd"):
+            fd = int(entry)
+            if fd <= 2:
+                continue
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except (OSError, IndexError):
+                continue
+            if not flags & 0o2000000:
+                inheritable.append((fd, target))
+        self.assertEqual(inheritable, [])
