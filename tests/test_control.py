@@ -4,8 +4,10 @@ The control socket and the C{txflip} command, against real flip processes.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import stat
 import subprocess
 import threading
@@ -202,6 +204,13 @@ class PermissionTests(ControlTestCase):
         """
         if os.geteuid() != 0:
             self.skipTest("needs root to run a client as another user")
+        try:
+            pwd.getpwnam("nobody")
+            grp.getgrnam("nogroup")
+        except KeyError:
+            self.skipTest("no user nobody / group nogroup to run the client as")
+        if not os.access("/usr/bin/python3", os.X_OK):
+            self.skipTest("no /usr/bin/python3 to run the client as nobody")
         flip = self.startFlip(app=False)
         os.chmod(flip.workdir, 0o711)
         old = flip.pid()
