@@ -8,6 +8,7 @@ import grp
 import json
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import threading
@@ -150,6 +151,20 @@ class StatusTests(ControlTestCase):
         self.assertEqual(status["lastRestart"]["outcome"], "succeeded")
         self.assertEqual(status["lastRestart"]["reason"], f"took over from PID {first}")
         self.assertEqual(status["listeners"], [f"tcp:127.0.0.1:{self.port}"])
+
+
+class StaleSocketTests(ControlTestCase):
+    def test_staleSocketAfterACrash(self) -> None:
+        """After SIGKILL leaves the socket file behind, the next start takes its place."""
+        flip = self.startFlip(app=False)
+        crashed = flip.pid()
+        os.kill(crashed, signal.SIGKILL)
+        waitFor(lambda: not pidAlive(crashed), f"PID {crashed} to die")
+        self.assertTrue(os.path.exists(self.control))
+        flip.start()
+        status = json.loads(txflip("status", "-p", flip.pidFile, "--json").stdout)
+        self.assertEqual(status["pid"], flip.pid())
+        self.assertNotEqual(status["pid"], crashed)
 
 
 class PermissionTests(ControlTestCase):
