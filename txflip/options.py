@@ -6,7 +6,7 @@ import os
 
 from twisted.python import usage
 
-from txflip import pidfile
+from txflip import activation, pidfile, sdnotify
 from txflip.appload import AppError, loadApp
 from txflip.restartlog import log
 
@@ -54,7 +54,15 @@ class FlipOptions(usage.Options):
             "The port --redirect-http sends clients to "
             "(default: the port of the first ssl:, flip-tls: or tls: --listen, else 443).",
         ],
+        [
+            "control",
+            None,
+            None,
+            "The control socket for `txflip reload` and `txflip status` "
+            "(default: the PID file's path plus .control).",
+        ],
     ]
+    optFlags = [["no-control", None, "Do not open a control socket."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -150,6 +158,11 @@ def _makeService(options: FlipOptions):
     dispatch = SighupDispatch(reactor)
     dispatch.install()
     simpleReason = simpleModeReason()
+    notifySettings = sdnotify.takeFromEnvironment()
+    try:
+        activated = activation.takeActivation()
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
 
     try:
         inherited = takeInheritedState()
@@ -187,7 +200,7 @@ def _makeService(options: FlipOptions):
     tracker = ConnectionTracker()
     registry = ListenerRegistry(
         reactor,
-        inherited.listeners if inherited is not None else [],
+        inherited.listeners if inherited is not None else activated.inheritedListeners(),
         factoryHook=tracker.track,
         paused=inherited is not None,
     )
@@ -197,7 +210,11 @@ def _makeService(options: FlipOptions):
     appService = loaded.app if loaded.kind == "service" else None
     listen = config.listen
     if not listen and loaded.kind != "service":
-        listen = [DEFAULT_LISTEN]
+        listen = activated.defaultListen() or [DEFAULT_LISTEN]
+    try:
+        listen = [activated.resolve(description) for description in listen]
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
     factory = None
     if loaded.kind == "resource":
         from twisted.web.server import Site
@@ -227,6 +244,15 @@ def _makeService(options: FlipOptions):
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
     )
     dispatch.upgrader = upgrader
+    upgrader.childEnvironment.update(activated.childEnvironment())
+    if activated.sockets:
+        log.info(
+            "socket activation: adopting {sockets}, read from {source}",
+            sockets=", ".join(f"{s.name}={s.key}" for s in activated.sockets),
+            source=activated.source,
+        )
+    control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
+    sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
     if simpleReason is not None:
         log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
     if inherited is not None:
@@ -237,6 +263,26 @@ def _makeService(options: FlipOptions):
             parent=inherited.parentPid,
         )
     return service
+
+
+def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited):
+    """Open the control socket (through the registry, so it is handed over)."""
+    from twisted.internet.error import CannotListenError
+
+    from txflip.control import ControlServer, defaultControlPath
+
+    path = options["control"] or (defaultControlPath(pidFile) if pidFile else None)
+    if options["no-control"] or not path:
+        return None
+    server = ControlServer(upgrader, registry, tracker, path, pidFile, inherited)
+    try:
+        server.listen(reactor)
+    except CannotListenError as e:
+        raise ConfigError(
+            f"cannot open the control socket {server.path}: {e.socketError}; "
+            "give another --control PATH, or --no-control"
+        ) from None
+    return server
 
 
 Options = FlipOptions
