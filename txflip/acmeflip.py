@@ -94,12 +94,14 @@ class FlipAcme:
                     return int(first)
         return None
 
-    def appProblem(self, kind: str) -> str | None:
-        """Why the app cannot answer the challenges asked for, or None."""
-        if acmeservice.settings.challengeTypes == (HTTP01,) and kind != "resource":
+    def appProblem(self, kind: str, redirectHttp: bool = False) -> str | None:
+        """Why nothing can answer the challenges asked for, or None."""
+        onlyHttp = acmeservice.settings.challengeTypes == (HTTP01,)
+        if onlyHttp and kind != "resource" and not redirectHttp:
             return (
                 "--acme-challenge http-01 is answered by wrapping a Resource app, and this "
-                "app is a " + kind + "; use --acme-challenge tls-alpn-01"
+                "app is a " + kind + "; add --redirect-http tcp:80 (which answers it), "
+                "or use --acme-challenge tls-alpn-01"
             )
         return None
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions, TLSVersion
 from zope.interface import implementer
 
 from txflip.acmechallenges import ACME_TLS_ALPN
 from txflip.acmestore import splitPEM
+from txflip.tlsdefaults import contextOptions, toOpenSSL
 
 AlpnCertificateLookup = Callable[[str], "tuple[object, x509.Certificate] | None"]
 
@@ -49,16 +49,11 @@ def matchName(wanted: str, names: list[str]) -> bool:
 
 
 def _context(served: ServedCertificate) -> SSL.Context:
+    """txflip's modern TLS settings (L{txflip.tlsdefaults}) for one certificate."""
     key = serialization.load_pem_private_key(served.keyPEM, password=None)
     _, blocks = splitPEM(served.chainPEM)
     certs = [x509.load_pem_x509_certificate(b) for b in blocks]
-    options = CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(certs[0]),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in certs[1:]],
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-    )
-    context = options.getContext()
+    context = contextOptions(*toOpenSSL(key, certs)).getContext()
     context.check_privatekey()
     return context
 

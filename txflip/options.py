@@ -6,7 +6,7 @@ import os
 
 from twisted.python import usage
 
-from txflip import pidfile
+from txflip import activation, pidfile, sdnotify
 from txflip.acmeflip import OPT_FLAGS as ACME_FLAGS
 from txflip.acmeflip import OPT_PARAMETERS as ACME_PARAMETERS
 from txflip.acmeflip import AcmeOptionsMixin
@@ -50,19 +50,38 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ],
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        [
+            "https-port",
+            None,
+            None,
+            "The port --redirect-http sends clients to "
+            "(default: the port of the first ssl:, flip-tls: or tls: --listen, else 443).",
+        ],
+        [
+            "control",
+            None,
+            None,
+            "The control socket for `txflip reload` and `txflip status` "
+            "(default: the PID file's path plus .control).",
+        ],
         *ACME_PARAMETERS,
     ]
-    optFlags = [*ACME_FLAGS]
+    optFlags = [["no-control", None, "Do not open a control socket."], *ACME_FLAGS]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["redirect-http"] = []
 
     def opt_listen(self, description: str) -> None:
         """An endpoint to serve on (tcp:, tcp6:, unix:, ...); repeatable. Default: tcp:8080."""
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_redirect_http(self, description: str) -> None:
+        """A plain-HTTP endpoint that redirects to HTTPS (301/308); repeatable."""
+        self["redirect-http"].append(description)
 
 
 class ConfigError(Exception):
@@ -76,17 +95,47 @@ def _seconds(options: FlipOptions, name: str) -> float:
         raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
 
 
-def _parseEndpoint(reactor, description: str):
+def _parseEndpoint(reactor, description: str, option: str = "--listen"):
     from twisted.internet.endpoints import serverFromString
 
     try:
         return serverFromString(reactor, description)
+    except (OSError, ImportError) as e:
+        # ssl: reads its certificate files while parsing.
+        raise ConfigError(f"cannot use {option} {description!r}: {_oneLine(e)}") from None
     except Exception as e:
+        if type(e).__module__.startswith("OpenSSL"):
+            raise ConfigError(f"cannot use {option} {description!r}: {_oneLine(e)}") from None
         raise ConfigError(
-            f"bad --listen {description!r}: {e}; "
+            f"bad {option} {description!r}: {_oneLine(e)}; "
             "use Twisted's endpoint syntax, e.g. tcp:8080, "
             "tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
         ) from None
+
+
+def _oneLine(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str], acme=None) -> list:
+    """
+    The C{--redirect-http} listeners: plain HTTP answering with a redirect to
+    HTTPS, and ACME HTTP-01 challenges when ACME is configured.
+    """
+    if not options["redirect-http"]:
+        return []
+    from txflip.redirect import DEFAULT_HTTPS_PORT, httpsPortOf, redirectSite
+
+    port = options["https-port"]
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--https-port {port!r}: give a port number, e.g. --https-port 443")
+    httpsPort = int(port) if port else httpsPortOf(listen) or (acme and acme.httpsPort())
+    site = redirectSite(httpsPort or DEFAULT_HTTPS_PORT)
+    if acme is not None:
+        site.redirect.challengeResponder = acme.challengeResource()
+    return [
+        (d, _parseEndpoint(reactor, d, "--redirect-http"), site) for d in options["redirect-http"]
+    ]
 
 
 def makeService(options: FlipOptions):
@@ -113,12 +162,17 @@ def _makeService(options: FlipOptions):
     from txflip.service import FlipConfig, FlipService
     from txflip.signals import SighupDispatch
     from txflip.simplemode import simpleModeReason
-    from txflip.twistdcompat import takeOverTwistd
+    from txflip.twistdcompat import openLogFilesForAppending, takeOverTwistd
     from txflip.upgrade import Upgrader
 
     dispatch = SighupDispatch(reactor)
     dispatch.install()
     simpleReason = simpleModeReason()
+    notifySettings = sdnotify.takeFromEnvironment()
+    try:
+        activated = activation.takeActivation()
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
 
     try:
         inherited = takeInheritedState()
@@ -130,6 +184,8 @@ def _makeService(options: FlipOptions):
         setGeneration(inherited.generation)
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
+    if twistd.logfile:
+        openLogFilesForAppending()
     pidFile = options["pid-file"] or twistd.pidfile
     if inherited is not None and inherited.pidFile:
         pidFile = inherited.pidFile
@@ -145,7 +201,6 @@ def _makeService(options: FlipOptions):
                 )
 
     config = FlipConfig(
-        logfile=twistd.logfile,
         listen=list(options["listen"]),
         pidFile=pidFile,
         readyTimeout=_seconds(options, "ready-timeout"),
@@ -155,7 +210,7 @@ def _makeService(options: FlipOptions):
     tracker = ConnectionTracker()
     registry = ListenerRegistry(
         reactor,
-        inherited.listeners if inherited is not None else [],
+        inherited.listeners if inherited is not None else activated.inheritedListeners(),
         factoryHook=tracker.track,
         paused=inherited is not None,
     )
@@ -170,11 +225,15 @@ def _makeService(options: FlipOptions):
 
     loaded = loadApp(options["app"] or DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
-    if acme and (problem := acme.appProblem(loaded.kind)):
+    if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
     listen = config.listen
     if not listen and loaded.kind != "service" and not (acme and acme.listen):
-        listen = [DEFAULT_LISTEN]
+        listen = activated.defaultListen() or [DEFAULT_LISTEN]
+    try:
+        listen = [activated.resolve(description) for description in listen]
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
     factory = None
     if loaded.kind == "resource":
         from twisted.web.server import Site
@@ -195,6 +254,7 @@ def _makeService(options: FlipOptions):
                 "--acme-listen needs a Resource or protocol factory"
             )
         endpoints += acme.endpoints(reactor, factory, _parseEndpoint)
+    endpoints += _redirectEndpoints(reactor, options, listen, acme)
 
     service: FlipService | None = None
     upgrader = Upgrader(
@@ -210,6 +270,15 @@ def _makeService(options: FlipOptions):
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
     )
     dispatch.upgrader = upgrader
+    upgrader.childEnvironment.update(activated.childEnvironment())
+    if activated.sockets:
+        log.info(
+            "socket activation: adopting {sockets}, read from {source}",
+            sockets=", ".join(f"{s.name}={s.key}" for s in activated.sockets),
+            source=activated.source,
+        )
+    control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
+    sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
     if simpleReason is not None:
         log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
     if inherited is not None:
@@ -220,6 +289,26 @@ def _makeService(options: FlipOptions):
             parent=inherited.parentPid,
         )
     return service
+
+
+def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited):
+    """Open the control socket (through the registry, so it is handed over)."""
+    from twisted.internet.error import CannotListenError
+
+    from txflip.control import ControlServer, defaultControlPath
+
+    path = options["control"] or (defaultControlPath(pidFile) if pidFile else None)
+    if options["no-control"] or not path:
+        return None
+    server = ControlServer(upgrader, registry, tracker, path, pidFile, inherited)
+    try:
+        server.listen(reactor)
+    except CannotListenError as e:
+        raise ConfigError(
+            f"cannot open the control socket {server.path}: {e.socketError}; "
+            "give another --control PATH, or --no-control"
+        ) from None
+    return server
 
 
 Options = FlipOptions

@@ -19,7 +19,6 @@ from txflip.drain import ConnectionTracker, Drain
 from txflip.handoff import HandoffState
 from txflip.listeners import ListenerRegistry
 from txflip.restartlog import generation, log
-from txflip.twistdcompat import appendOnly
 from txflip.upgrade import Outcome, Upgrader
 
 
@@ -31,7 +30,6 @@ class FlipConfig:
     pidFile: str | None = None
     readyTimeout: float = 60.0
     drainTimeout: float = 30.0
-    logfile: str | None = None
 
 
 def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
@@ -110,8 +108,6 @@ class FlipService(Service):
 
     def _becomeReady(self) -> None:
         self.registry.closeUnclaimed()
-        if self.config.logfile:
-            appendOnly(self.config.logfile)
         if self.config.pidFile:
             try:
                 pidfile.writePID(self.config.pidFile)

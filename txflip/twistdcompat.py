@@ -10,7 +10,7 @@ What flip changes in twistd's own behaviour so that restarts work under it.
   would hide the PID that reports ready) and log where the first one did.
 - The log file: twistd opens C{--logfile} without C{O_APPEND}, so two
   generations writing during a handoff would overwrite each other's lines;
-  flip switches the descriptor to append mode.
+  flip makes twistd open it (and every rotated successor) in append mode.
 """
 
 from __future__ import annotations
@@ -71,25 +71,24 @@ def successorArgv(origArgv: list[str], executable: str, options: list[str]) -> l
     return [*argv[:at], *options, *argv[at:]]
 
 
-def appendOnly(path: str) -> int:
+def openLogFilesForAppending() -> None:
     """
-    Put every descriptor of this process open on C{path} in append mode.
+    Make twistd's L{LogFile} open its file with C{O_APPEND}.
 
-    @return: how many descriptors were switched.
+    Called from C{makeService}, which runs before twistd opens the log file,
+    so that even the first lines a new generation writes land at the end of
+    the file rather than over its predecessor's latest lines.
     """
-    switched = 0
-    try:
-        entries = os.listdir("/proc/self/fd")
-    except OSError:
-        return 0
-    for entry in entries:
-        fd = int(entry)
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") != path:
-                continue
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
-            switched += 1
-        except OSError:
-            continue
-    return switched
+    from twisted.python.logfile import LogFile
+
+    if getattr(LogFile._openFile, "txflipAppends", False):
+        return
+    original = LogFile._openFile
+
+    def _openFile(self) -> None:
+        original(self)
+        fd = self._file.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+
+    _openFile.txflipAppends = True
+    LogFile._openFile = _openFile

@@ -74,10 +74,12 @@ class UpgradeAttempt:
         readyTimeout: float,
         pidFile: str | None,
         events: Events | None = None,
+        extraEnv: dict[str, str] | None = None,
     ) -> None:
         self._reactor = reactor
         self._registry = registry
         self._events = events or Events()
+        self._extraEnv = extraEnv or {}
         self._argv = argv
         self._cwd = cwd
         self._readyTimeout = readyTimeout
@@ -106,6 +108,7 @@ class UpgradeAttempt:
             pidFile=self._pidFile,
         )
         env = dict(os.environ)
+        env.update(self._extraEnv)
         env[ENV_STATE] = state.encode()
         try:
             self._process = self._reactor.spawnProcess(
@@ -291,6 +294,8 @@ class Upgrader:
         self.state = "starting"
         self.attempt: UpgradeAttempt | None = None
         self.lastOutcome: Outcome | None = None
+        self.childEnvironment: dict[str, str] = {}
+        """Variables the next generation gets on top of this one's environment."""
 
     def refusal(self) -> str | None:
         """Why an upgrade cannot start now, or L{None} if it can."""
@@ -326,6 +331,7 @@ class Upgrader:
             self._readyTimeout,
             self._pidFile,
             self.events,
+            self.childEnvironment,
         )
         d = self.attempt.start()
         self.events.emit(

@@ -1,0 +1,400 @@
+"""
+The TLS pieces in this process: certificate checks, the certificate directory,
+self-signed certificates, the C{flip-tls:} parser and the HTTPS redirect
+(over a real socket, with Twisted's HTTP client).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import stat
+import tempfile
+
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.static import Data
+
+from tests.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePrivate, writePublic
+from txflip.certdir import CertificateDirectory
+from txflip.certfiles import CertificateError, loadCombined, loadPair
+from txflip.redirect import HTTPSRedirect, httpsPortOf, redirectSite
+from txflip.selfsigned import ensureSelfSigned
+from txflip.tlsdefaults import ALPN_PROTOCOLS
+from txflip.tlsendpoint import EndpointSyntaxError, TLSServerEndpoint, TLSServerParser, parseTLS
+
+
+class LogCapture:
+    """Every formatted txflip log line emitted while the test runs."""
+
+    def __init__(self, testCase: TestCase) -> None:
+        from twisted.logger import formatEvent
+
+        self.lines: list[str] = []
+        self._observer = lambda event: self.lines.append(formatEvent(event))
+        globalLogPublisher.addObserver(self._observer)
+        testCase.addCleanup(globalLogPublisher.removeObserver, self._observer)
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+class CADir(TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="txflip-tls-")
+        self.ca = TestCA(self.dir)
+        self.logs = LogCapture(self)
+
+
+class CertificateFileTests(CADir):
+    def test_pairWithChain(self) -> None:
+        keyPath, certPath, chainPath = self.ca.pair(self.dir, ["example.test", "www.example.test"])
+        loaded = loadPair(keyPath, certPath, chainPath)
+        self.assertEqual(loaded.names(), ["example.test", "www.example.test"])
+        self.assertEqual(len(loaded.chain), 2)
+        self.assertEqual(loaded.chain[1].subject, self.ca.intermediate.subject)
+
+    def test_leafFoundWhereverItIs(self) -> None:
+        """A combined file with the chain before the leaf still serves the leaf first."""
+        key, cert = self.ca.issue(["x.test"])
+        path = writePrivate(
+            os.path.join(self.dir, "x.pem"),
+            certPEM(self.ca.intermediate) + keyPEM(key) + certPEM(cert),
+        )
+        self.assertEqual(loadCombined(path).leaf.serial_number, cert.serial_number)
+
+    def assertOneLineError(self, call, *words: str) -> str:
+        error = self.assertRaises(CertificateError, call)
+        message = str(error)
+        self.assertNotIn("\n", message)
+        for word in words:
+            self.assertIn(word, message)
+        return message
+
+    def test_missing(self) -> None:
+        missing = os.path.join(self.dir, "nope.pem")
+        self.assertOneLineError(lambda: loadPair(missing), missing, "does not exist")
+
+    def test_unreadable(self) -> None:
+        if os.geteuid() == 0:
+            self.skipTest("root reads any file")
+        keyPath, certPath, _ = self.ca.pair(self.dir, ["a.test"])
+        os.chmod(keyPath, 0)
+        self.assertOneLineError(lambda: loadPair(keyPath, certPath), keyPath, "cannot read")
+
+    def test_mismatch(self) -> None:
+        keyPath, _, _ = self.ca.pair(self.dir, ["a.test"])
+        _, other = self.ca.issue(["b.test"])
+        otherPath = writePublic(os.path.join(self.dir, "other.pem"), certPEM(other))
+        self.assertOneLineError(lambda: loadPair(keyPath, otherPath), "do not match", otherPath)
+
+    def test_directoryGiven(self) -> None:
+        self.assertOneLineError(lambda: loadPair(self.dir), self.dir, "is a directory")
+
+    def test_notPEM(self) -> None:
+        path = writePrivate(os.path.join(self.dir, "junk.pem"), b"hello\n")
+        self.assertOneLineError(lambda: loadCombined(path), "no PEM private key", path)
+
+    def test_keyWithoutCertificate(self) -> None:
+        key, _ = self.ca.issue(["a.test"])
+        path = writePrivate(os.path.join(self.dir, "key-only.pem"), keyPEM(key))
+        self.assertOneLineError(lambda: loadCombined(path), "no PEM certificate", path)
+
+    def test_encryptedKey(self) -> None:
+        key, cert = self.ca.issue(["a.test"])
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+        path = writePrivate(os.path.join(self.dir, "enc.pem"), encrypted + certPEM(cert))
+        self.assertOneLineError(lambda: loadCombined(path), "encrypted", path)
+
+    def test_keyReadableByOthersWarns(self) -> None:
+        keyPath, certPath, _ = self.ca.pair(self.dir, ["a.test"])
+        loadPair(keyPath, certPath)
+        self.assertEqual(self.logs.matching("readable by other users"), [])
+        os.chmod(keyPath, 0o644)
+        loadPair(keyPath, certPath)
+        [line] = self.logs.matching("readable by other users")
+        self.assertIn(keyPath, line)
+        self.assertIn("chmod 600", line)
+
+    def test_expiredWarns(self) -> None:
+        keyPath, certPath, _ = self.ca.pair(
+            self.dir,
+            ["old.test"],
+            notBefore=NOW - datetime.timedelta(days=20),
+            notAfter=NOW - datetime.timedelta(days=1),
+        )
+        loadPair(keyPath, certPath)
+        [line] = self.logs.matching("expired on")
+        self.assertIn("old.test", line)
+
+    def test_notYetValidWarns(self) -> None:
+        keyPath, certPath, _ = self.ca.pair(
+            self.dir, ["new.test"], notBefore=NOW + datetime.timedelta(days=1)
+        )
+        loadPair(keyPath, certPath)
+        self.assertEqual(len(self.logs.matching("is not valid before")), 1)
+
+
+class ModernDefaultsTests(CADir):
+    def test_contextOptions(self) -> None:
+        keyPath, certPath, chainPath = self.ca.pair(self.dir, ["a.test"])
+        context = loadPair(keyPath, certPath, chainPath).options().getContext()
+        options = context.set_options(0)  # adds nothing, returns what is set
+        self.assertTrue(options & SSL.OP_NO_COMPRESSION)
+        self.assertTrue(options & SSL.OP_NO_TLSv1)
+        self.assertTrue(options & SSL.OP_NO_TLSv1_1)
+        self.assertEqual(context.get_session_cache_mode(), SSL.SESS_CACHE_SERVER)
+        self.assertEqual(ALPN_PROTOCOLS, (b"http/1.1",))
+
+
+class CertificateDirectoryTests(CADir):
+    def setUp(self) -> None:
+        super().setUp()
+        self.certs = os.path.join(self.dir, "certs")
+        os.mkdir(self.certs, 0o700)
+
+    def add(self, fileName: str, names: list[str]):
+        return self.ca.combined(os.path.join(self.certs, fileName), names)
+
+    def test_oneContextPerNameBuiltOnce(self) -> None:
+        self.add("a.test.pem", ["a.test", "alias.a.test"])
+        self.add("b.test.pem", ["b.test"])
+        directory = CertificateDirectory(self.certs)
+        directory.load()
+        a = directory.contextFor(b"a.test")
+        self.assertIsInstance(a, SSL.Context)
+        self.assertIs(directory.contextFor(b"A.TEST."), a)
+        self.assertIs(directory.contextFor(b"alias.a.test"), a)
+        self.assertIsNot(directory.contextFor(b"b.test"), a)
+        self.assertIs(directory.contextFor(b"b.test"), directory.contextFor(b"b.test"))
+
+    def test_unknownAndMissingNamesKeepTheDefault(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        directory = CertificateDirectory(self.certs)
+        directory.load()
+        self.assertIsNone(directory.contextForName(b"unknown.test"))
+        self.assertIsNone(directory.contextForName(None))
+        self.assertIsNone(directory.contextForName(b"\xff\x00weird"))
+
+    def test_wildcardFile(self) -> None:
+        self.add("*.w.test.pem", ["*.w.test"])
+        self.add("a.test.pem", ["a.test"])
+        directory = CertificateDirectory(self.certs)
+        directory.load()
+        self.assertIs(directory.contextFor(b"x.w.test"), directory.contexts["*.w.test"])
+        self.assertIsNone(directory.contextFor(b"x.y.w.test"))
+
+    def test_defaultChoice(self) -> None:
+        self.add("b.test.pem", ["b.test"])
+        self.add("c.test.pem", ["c.test"])
+        first = CertificateDirectory(self.certs)
+        first.load()
+        self.assertEqual(first.default, "b.test")
+        named = CertificateDirectory(self.certs, defaultName="c.test")
+        named.load()
+        self.assertEqual(named.default, "c.test")
+        self.add("DEFAULT.pem", ["fallback.test"])
+        fromFile = CertificateDirectory(self.certs, defaultName="c.test")
+        fromFile.load()
+        self.assertEqual(fromFile.default, "default")
+
+    def test_unknownDefaultName(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        error = self.assertRaises(
+            CertificateError, CertificateDirectory(self.certs, defaultName="z.test").load
+        )
+        self.assertIn("no z.test.pem", str(error))
+
+    def test_emptyAndMissingDirectory(self) -> None:
+        error = self.assertRaises(CertificateError, CertificateDirectory(self.certs).load)
+        self.assertIn("holds no *.pem", str(error))
+        missing = os.path.join(self.dir, "none")
+        error = self.assertRaises(CertificateError, CertificateDirectory(missing).load)
+        self.assertIn("does not exist", str(error))
+
+    def test_reloadPicksUpChangedFiles(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        self.add("b.test.pem", ["b.test"])
+        directory = CertificateDirectory(self.certs)
+        factory = directory.load()
+        oldA = directory.contextFor(b"a.test")
+        self.assertIs(factory.getContext(), oldA)
+        self.assertFalse(directory.reload())
+
+        renewed = self.add("a.test.pem.new", ["a.test"])
+        aside = os.path.join(self.certs, "a.test.pem.new")
+        os.replace(aside, os.path.join(self.certs, "a.test.pem"))
+        self.assertTrue(directory.reload())
+        self.assertIsNot(directory.contextFor(b"a.test"), oldA)
+        self.assertIs(factory.getContext(), directory.contextFor(b"a.test"))
+        self.assertEqual(directory.certificates["a.test"].leaf, renewed)
+        self.assertFalse(directory.reload())
+        self.add("c.test.pem", ["c.test"])
+        self.assertTrue(directory.reload())
+        self.assertIsNotNone(directory.contextFor(b"c.test"))
+
+    def test_reloadKeepsServingOnBadFiles(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        directory = CertificateDirectory(self.certs)
+        directory.load()
+        before = directory.contextFor(b"a.test")
+        writePrivate(os.path.join(self.certs, "a.test.pem"), b"half a file")
+        self.assertFalse(directory.reload())
+        self.assertFalse(directory.reload())
+        self.assertIs(directory.contextFor(b"a.test"), before)
+        self.assertEqual(len(self.logs.matching("changed but cannot be used")), 1)
+        self.add("a.test.pem", ["a.test"])
+        self.assertTrue(directory.reload())
+        self.assertIsNot(directory.contextFor(b"a.test"), before)
+
+    def test_badFileFailsTheWholeDirectory(self) -> None:
+        self.add("a.test.pem", ["a.test"])
+        bad = writePrivate(os.path.join(self.certs, "b.test.pem"), b"not a certificate\n")
+        error = self.assertRaises(CertificateError, CertificateDirectory(self.certs).load)
+        self.assertIn(bad, str(error))
+
+
+class SelfSignedTests(CADir):
+    def test_storedPrivatelyAndReused(self) -> None:
+        where = os.path.join(self.dir, "dev")
+        path = ensureSelfSigned(where, ["localhost", "127.0.0.1"])
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(where).st_mode), 0o700)
+        first = loadCombined(path).leaf
+        self.assertEqual(loadCombined(ensureSelfSigned(where, ["localhost"])).leaf, first)
+        self.assertEqual(len(self.logs.matching("SELF-SIGNED CERTIFICATE")), 2)
+        self.assertEqual(len(self.logs.matching("generated")), 1)
+
+    def test_newNamesMakeANewCertificate(self) -> None:
+        where = os.path.join(self.dir, "dev")
+        first = loadCombined(ensureSelfSigned(where, ["localhost"])).leaf
+        second = loadCombined(ensureSelfSigned(where, ["dev.test"])).leaf
+        self.assertNotEqual(first.serial_number, second.serial_number)
+        self.assertEqual(loadCombined(os.path.join(where, "selfsigned.pem")).names(), ["dev.test"])
+
+    def test_unwritableDirectory(self) -> None:
+        if os.geteuid() == 0:
+            self.skipTest("root writes anywhere")
+        locked = os.path.join(self.dir, "locked")
+        os.mkdir(locked, 0o500)
+        error = self.assertRaises(
+            CertificateError, ensureSelfSigned, os.path.join(locked, "dev"), ["localhost"]
+        )
+        self.assertIn("cannot store a self-signed certificate", str(error))
+
+
+class ParserTests(TestCase):
+    def test_modes(self) -> None:
+        self.assertIsInstance(parseTLS(reactor, "8443", certDir="/x"), TLSServerEndpoint)
+        self.assertIsInstance(parseTLS(reactor, "8443", privateKey="/k"), TLSServerEndpoint)
+        self.assertIsInstance(parseTLS(reactor, "8443", selfSigned="/d"), TLSServerEndpoint)
+        self.assertIsInstance(parseTLS(reactor, "8443"), TLSServerEndpoint)
+
+    def test_ipv6Interface(self) -> None:
+        self.assertEqual(parseTLS(reactor, "8443", interface="::1")._interface, "::1")
+        self.assertEqual(parseTLS(reactor, "8443", interface="[::1]")._interface, "::1")
+
+    def test_errors(self) -> None:
+        for args, kwargs, words in [
+            (("8443",), {"certDir": "/x", "privateKey": "/k"}, "not privateKey and certDir"),
+            (("8443",), {"colour": "blue"}, "no option colour"),
+            (("port",), {}, "must be numbers"),
+            (("8443",), {"certDir": "/x", "certKey": "/c"}, "go with privateKey"),
+            (("8443",), {"names": "a"}, None),
+            (("8443",), {"reload": "5"}, "go with certDir"),
+            (("8443",), {"certDir": "/x", "reload": "soon"}, "reload= takes seconds"),
+            (("8443",), {"certDir": "/x", "reload": "0.5"}, None),
+        ]:
+            if words is None:
+                parseTLS(reactor, *args, **kwargs)
+                continue
+            error = self.assertRaises(EndpointSyntaxError, parseTLS, reactor, *args, **kwargs)
+            self.assertIn(words, str(error))
+        self.assertRaises(EndpointSyntaxError, TLSServerParser().parseStreamServer, reactor)
+
+    def test_pluginFound(self) -> None:
+        from twisted.internet.endpoints import serverFromString
+
+        endpoint = serverFromString(reactor, "flip-tls:8443:interface=\\:\\:1:certDir=/x")
+        self.assertIsInstance(endpoint, TLSServerEndpoint)
+        self.assertEqual(endpoint._interface, "::1")
+        self.assertEqual(serverFromString(reactor, "flip-tls:port=8444")._port, 8444)
+
+    def test_httpsPortOf(self) -> None:
+        self.assertEqual(httpsPortOf(["tcp:80", "ssl:8443:privateKey=k"]), 8443)
+        self.assertEqual(httpsPortOf(["flip-tls:port=9443:certDir=/x"]), 9443)
+        self.assertEqual(httpsPortOf(["flip-tls:9444:interface=\\:\\:1"]), 9444)
+        self.assertEqual(httpsPortOf(["tls:/certs:port=8444"]), 8444)
+        self.assertEqual(httpsPortOf(["tls:/certs"]), 443)
+        self.assertIsNone(httpsPortOf(["tcp:80"]))
+
+
+class RedirectTests(TestCase):
+    """The redirect resource over a real socket, fetched by Twisted's HTTP client."""
+
+    def serve(self, site) -> str:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    @inlineCallbacks
+    def fetch(self, url: str, method: bytes = b"GET", host: bytes | None = None):
+        headers = Headers({b"host": [host]}) if host else None
+        response = yield Agent(reactor).request(method, url.encode(), headers)
+        body = yield readBody(response)
+        location = response.headers.getRawHeaders(b"location", [None])[0]
+        return response.code, location, body
+
+    @inlineCallbacks
+    def test_statusAndLocation(self) -> None:
+        base = self.serve(redirectSite(8443))
+        code, location, _ = yield self.fetch(base + "/a/b?c=d&e=%20f", host=b"Example.TEST:80")
+        self.assertEqual((code, location), (301, b"https://example.test:8443/a/b?c=d&e=%20f"))
+        code, location, _ = yield self.fetch(base + "/form", b"POST", host=b"example.test")
+        self.assertEqual((code, location), (308, b"https://example.test:8443/form"))
+        code, location, _ = yield self.fetch(base + "/", b"HEAD", host=b"[::1]:8080")
+        self.assertEqual((code, location), (301, b"https://[::1]:8443/"))
+
+    @inlineCallbacks
+    def test_defaultPortLeftOut(self) -> None:
+        base = self.serve(redirectSite(443))
+        code, location, _ = yield self.fetch(base + "/x", host=b"example.test")
+        self.assertEqual((code, location), (301, b"https://example.test/x"))
+
+    @inlineCallbacks
+    def test_badHost(self) -> None:
+        base = self.serve(redirectSite(443))
+        code, location, _ = yield self.fetch(base + "/x", host=b"evil.test/path@x")
+        self.assertEqual((code, location), (400, None))
+
+    @inlineCallbacks
+    def test_challengeResponderHook(self) -> None:
+        """The ACME hook: /.well-known/acme-challenge/TOKEN goes to the responder."""
+        site = redirectSite(8443)
+        base = self.serve(site)
+        code, location, _ = yield self.fetch(base + "/.well-known/acme-challenge/tok")
+        self.assertEqual(code, 301)  # no responder yet: redirected like the rest
+
+        responder = Resource()
+        responder.putChild(b"tok", Data(b"tok.thumbprint", "application/octet-stream"))
+        site.redirect.challengeResponder = responder
+        self.assertIsInstance(site.redirect, HTTPSRedirect)
+        code, location, body = yield self.fetch(base + "/.well-known/acme-challenge/tok")
+        self.assertEqual((code, location, body), (200, None, b"tok.thumbprint"))
+        code, _, _ = yield self.fetch(base + "/.well-known/acme-challenge/other")
+        self.assertEqual(code, 404)
+        code, location, _ = yield self.fetch(base + "/x/.well-known/acme-challenge/tok")
+        self.assertEqual(code, 301)
+        code, location, _ = yield self.fetch(base + "/.well-known/other")
+        self.assertEqual(code, 301)

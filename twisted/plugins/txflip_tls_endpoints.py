@@ -1,0 +1,5 @@
+"""The C{flip-tls:} server endpoint string: TLS listeners that survive txflip restarts."""
+
+from txflip.tlsendpoint import TLSServerParser
+
+tlsServerParser = TLSServerParser()
