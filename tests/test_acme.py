@@ -19,7 +19,7 @@ import josepy as jose
 from twisted.trial.unittest import TestCase
 
 from tests.acmehelpers import HoldingProxy, Pebble, fetchTLS
-from tests.procs import Flip, freePort, pidAlive, waitFor
+from tests.procs import Flip, freePort, httpGet, pidAlive, waitFor
 from txflip.acmestore import AcmeStore
 
 NAMES = ("a.test", "b.test")
@@ -38,11 +38,11 @@ class AcmeTestMixin:
             self.pebble.start()
         self.store = tempfile.mkdtemp(prefix="txflip-acme-store-")
 
-    def flip(self, challenge="http-01", domains="a.test,b.test", extra=()):
+    def flip(self, challenge="http-01", domains="a.test,b.test", extra=(), plain="--listen"):
         flip = Flip(
             self,
             [
-                "--listen",
+                plain,
                 f"tcp:{self.httpPort}:interface=127.0.0.1",
                 "--acme-listen",
                 f"tcp:{self.tlsPort}:interface=127.0.0.1",
@@ -100,6 +100,20 @@ class IssueTests(AcmeTestMixin, TestCase):
         ):
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600, path)
         self.assertEqual(self.orders(), 1)
+
+    def test_http01OnTheRedirectListener(self):
+        """
+        With --redirect-http as the only plain-HTTP listener, it answers HTTP-01
+        and sends everything else to the --acme-listen port.
+        """
+        self.setUpAcme()
+        flip = self.flip("http-01", plain="--redirect-http")
+        flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        self.assertVerifiedFor(NAMES, self.rootFile())
+        status, headers, _ = httpGet("127.0.0.1", self.httpPort, "/page?x=1")
+        self.assertEqual(status, 301)
+        self.assertEqual(headers["Location"], f"https://127.0.0.1:{self.tlsPort}/page?x=1")
 
     def test_tlsAlpn01TwoNames(self):
         """The same over TLS-ALPN-01, answered inside the TLS handshake."""
