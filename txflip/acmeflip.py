@@ -16,53 +16,9 @@ from txflip.acmeclient import LETSENCRYPT, LETSENCRYPT_STAGING
 from txflip.acmestore import StoreError, checkName, splitPEM
 
 DAY = acmeservice.DAY
-
-OPT_PARAMETERS = [
-    [
-        "acme-dir",
-        None,
-        None,
-        "ACME store: account key and one PEM file per certificate (created, mode 0700).",
-    ],
-    ["acme-email", None, None, "Contact e-mail for the ACME account (optional)."],
-    [
-        "acme-directory",
-        None,
-        None,
-        "ACME directory URL (default: Let's Encrypt; a private CA's URL, or pebble's).",
-    ],
-    [
-        "acme-ca-bundle",
-        None,
-        None,
-        "PEM file of the roots that sign the ACME directory's HTTPS certificate "
-        "(default: the system's).",
-    ],
-    [
-        "acme-challenge",
-        None,
-        None,
-        "tls-alpn-01 (answered on --acme-listen, the default) or http-01 "
-        "(answered on the plain --listen listeners); both, comma-separated, in order "
-        "of preference.",
-    ],
-    ["acme-renew-days", None, "30", "Renew this many days before expiry."],
-    ["acme-check-interval", None, str(int(DAY / 2)), "Seconds between renewal checks."],
-    ["acme-retry-min", None, "60", "Seconds before the first retry after a failure (doubles)."],
-]
-OPT_FLAGS = [["acme-staging", None, "Use Let's Encrypt's staging directory."]]
-
-
-class AcmeOptionsMixin:
-    """Adds the C{--acme-*} options to a L{usage.Options}."""
-
-    def opt_acme_domain(self, names: str) -> None:
-        """Names for one certificate, comma-separated (SAN); repeatable."""
-        self.setdefault("acme-domain", []).append(names)
-
-    def opt_acme_listen(self, description: str) -> None:
-        """An HTTPS endpoint serving the app with the ACME certificates (e.g. tcp:443)."""
-        self.setdefault("acme-listen", []).append(description)
+# The option definitions live in txflip.acmeoptions, which options.py imports
+# early: this module imports treq, and so twisted.internet.endpoints, which must
+# not be imported before socket activation has read LISTEN_FDS (DESIGN.md 5.8).
 
 
 @dataclass

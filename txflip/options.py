@@ -7,9 +7,9 @@ import os
 from twisted.python import usage
 
 from txflip import activation, pidfile, sdnotify
-from txflip.acmeflip import OPT_FLAGS as ACME_FLAGS
-from txflip.acmeflip import OPT_PARAMETERS as ACME_PARAMETERS
-from txflip.acmeflip import AcmeOptionsMixin
+from txflip.acmeoptions import OPT_FLAGS as ACME_FLAGS
+from txflip.acmeoptions import OPT_PARAMETERS as ACME_PARAMETERS
+from txflip.acmeoptions import AcmeOptionsMixin
 from txflip.appload import AppError, loadApp
 from txflip.restartlog import log
 
