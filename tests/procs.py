@@ -80,6 +80,18 @@ def openFds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fdTargets(pid: int) -> list[str]:
+    """What each open descriptor of C{pid} points at, sorted."""
+    targets = []
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        targets.append("socket" if target.startswith("socket:") else target)
+    return sorted(targets)
+
+
 def httpGet(
     host: str, port: int, path: str = "/", timeout: float = 10.0, family=socket.AF_INET
 ) -> tuple[int, dict, bytes]:
