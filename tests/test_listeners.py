@@ -5,7 +5,6 @@ unix sockets, plain protocol factories; and no descriptor leaks.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
@@ -16,18 +15,15 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.apps import ECHO_FACTORY, SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.load import Load
-from tests.procs import Flip, fdTargets, freePort, httpGet, waitFor
-
-
-class UNIXHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+from tests.procs import (
+    Flip,
+    UNIXHTTPConnection,
+    fdTargets,
+    freePort,
+    httpGet,
+    ipv6LoopbackWorks,
+    waitFor,
+)
 
 
 def unixServedBy(path: str) -> int:
@@ -39,15 +35,6 @@ def unixServedBy(path: str) -> int:
         return int(response.getheader("X-Served-By"))
     finally:
         conn.close()
-
-
-def ipv6LoopbackWorks() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class ListenerKindTests(TestCase):

@@ -17,18 +17,15 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.apps import GOOD_RESOURCE, RELEASE_NAMED, STOPS_ITSELF, appEnv, writeApp
-from tests.procs import Flip, freePort, httpGet, pidAlive, twistdCommand, waitFor
-
-
-class UNIXConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(10)
-        self.sock.connect(self._path)
+from tests.procs import (
+    Flip,
+    UNIXHTTPConnection,
+    freePort,
+    httpGet,
+    pidAlive,
+    twistdCommand,
+    waitFor,
+)
 
 
 class ReleaseGivesUpTests(TestCase):
@@ -65,7 +62,7 @@ class ReleaseGivesUpTests(TestCase):
         self.assertEqual(os.stat(path).st_ino, inode)
         self.assertTrue(os.path.exists(flip.pidFile + ".control"))
         self.assertIn(f"pid {old}".encode(), httpGet("127.0.0.1", port, "/")[2])
-        conn = UNIXConnection(path)
+        conn = UNIXHTTPConnection(path)
         conn.request("GET", "/")
         self.assertIn(f"pid {old}".encode(), conn.getresponse().read())
         conn.close()

@@ -76,15 +76,22 @@ def _json(request, code: int, body: dict | list) -> bytes:
     return json.dumps(body).encode() + b"\n"
 
 
+def _seconds(request) -> float | None:
+    """The C{seconds} argument, within 0 to L{MAX_SLEEP}; L{None} if it is not a number."""
+    try:
+        seconds = float(request.args.get(b"seconds", [b"1"])[0])
+    except ValueError:
+        return None
+    return max(0.0, min(seconds, MAX_SLEEP))
+
+
 class Sleep(Resource):
     isLeaf = True
 
     def render_GET(self, request):
-        try:
-            seconds = float(request.args.get(b"seconds", [b"1"])[0])
-        except ValueError:
+        seconds = _seconds(request)
+        if seconds is None:
             return _json(request, 400, {"error": "seconds must be a number"})
-        seconds = max(0.0, min(seconds, MAX_SLEEP))
         if seconds:
             _log.info(
                 "demo: sleeping {seconds}s for a request (PID {pid})",
@@ -106,11 +113,9 @@ class Stream(Resource):
     isLeaf = True
 
     def render_GET(self, request):
-        try:
-            seconds = float(request.args.get(b"seconds", [b"1"])[0])
-        except ValueError:
+        seconds = _seconds(request)
+        if seconds is None:
             return _json(request, 400, {"error": "seconds must be a number"})
-        seconds = max(0.0, min(seconds, MAX_SLEEP))
         request.setHeader(b"content-type", b"text/plain")
         request.setHeader(b"x-served-by", str(os.getpid()).encode())
         request.write(b"started\n")
