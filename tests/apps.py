@@ -77,3 +77,33 @@ def appEnv(directory: str) -> dict[str, str]:
     """Environment for a flip whose --app lives in C{directory}."""
     paths = [directory, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {"PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+STOPS_ITSELF = """
+import os
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.web.resource import Resource
+
+class Hello(Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        return b"release %(release)s pid " + str(os.getpid()).encode()
+
+resource = Hello()
+# A release that gives up at start ("no database") and takes a while to shut down.
+reactor.callWhenRunning(reactor.stop)
+reactor.addSystemEventTrigger("before", "shutdown", lambda: deferLater(reactor, 2, lambda: None))
+"""
+
+RELEASE_NAMED = """
+import os
+from twisted.web.resource import Resource
+
+class Hello(Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        return b"release %(release)s pid " + str(os.getpid()).encode()
+
+resource = Hello()
+"""

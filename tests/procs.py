@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +81,18 @@ def openFds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fdTargets(pid: int) -> list[str]:
+    """What each open descriptor of C{pid} points at, sorted."""
+    targets = []
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        targets.append("socket" if target.startswith("socket:") else target)
+    return sorted(targets)
+
+
 def httpGet(
     host: str, port: int, path: str = "/", timeout: float = 10.0, family=socket.AF_INET
 ) -> tuple[int, dict, bytes]:
@@ -90,6 +103,50 @@ def httpGet(
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
+
+
+class BackgroundGet:
+    """One GET in a thread: C{response} or C{error} once C{join} returns."""
+
+    def __init__(self, host: str, port: int, path: str, timeout: float = 30.0) -> None:
+        self.response: tuple[int, dict, bytes] | None = None
+        self.error: Exception | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(host, port, path, timeout), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, host: str, port: int, path: str, timeout: float) -> None:
+        try:
+            self.response = httpGet(host, port, path, timeout=timeout)
+        except Exception as e:
+            self.error = e
+
+    def join(self, timeout: float = 60.0) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the request never ended"
+
+
+def ipv6LoopbackWorks() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class UNIXHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection over a unix socket."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
 
 
 def servedBy(port: int, host: str = "127.0.0.1", path: str = "/sleep?seconds=0") -> int | None:

@@ -9,12 +9,11 @@ import http.client
 import os
 import signal
 import socket
-import threading
 import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from tests.procs import BackgroundGet, Flip, freePort, httpGet, pidAlive, waitFor
 
 
 def demo(testCase, *extra) -> tuple[Flip, int]:
@@ -27,22 +26,13 @@ class ShutdownDrainTests(TestCase):
         """SIGTERM with a request in flight: it completes, then the process exits 0."""
         flip, port = demo(self)
         pid = flip.start()
-        outcome = {}
-
-        def slow():
-            try:
-                outcome["response"] = httpGet("127.0.0.1", port, "/sleep?seconds=2", timeout=30)
-            except Exception as e:
-                outcome["error"] = e
-
-        thread = threading.Thread(target=slow, daemon=True)
-        thread.start()
+        slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=2")
         flip.waitLog(f"sleeping 2.0s for a request (PID {pid})")
         os.kill(pid, signal.SIGTERM)
         flip.process.wait(timeout=60)
-        thread.join(30)
-        self.assertNotIn("error", outcome)
-        self.assertEqual(outcome["response"][0], 200)
+        slow.join()
+        self.assertIsNone(slow.error)
+        self.assertEqual(slow.response[0], 200)
         self.assertEqual(flip.process.returncode, 0)
         self.assertFalse(os.path.exists(flip.pidFile))
         with self.assertRaises(ConnectionRefusedError):
@@ -60,22 +50,12 @@ class ShutdownDrainTests(TestCase):
         """A request that outlives the drain timeout is aborted at the deadline."""
         flip, port = demo(self, "--drain-timeout", "2")
         pid = flip.start()
-        outcome = {}
-
-        def slow():
-            try:
-                outcome["response"] = httpGet("127.0.0.1", port, "/sleep?seconds=60", timeout=90)
-            except Exception as e:
-                outcome["error"] = e
-
-        thread = threading.Thread(target=slow, daemon=True)
-        thread.start()
+        slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=60", timeout=90)
         flip.waitLog(f"sleeping 60.0s for a request (PID {pid})")
         os.kill(pid, signal.SIGTERM)
         flip.process.wait(timeout=30)
-        thread.join(30)
-        self.assertFalse(thread.is_alive())
-        self.assertIn("error", outcome)
+        slow.join(30)
+        self.assertIsNotNone(slow.error)
         self.assertIn("drain timeout: aborted 1 connection(s)", flip.log())
         self.assertEqual(flip.process.returncode, 0)
 

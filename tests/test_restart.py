@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import threading
 
 from twisted.trial.unittest import TestCase
 
 from tests.load import Load
-from tests.procs import Flip, freePort, httpGet, pidAlive, servedBy, waitFor
+from tests.procs import BackgroundGet, Flip, freePort, pidAlive, servedBy, waitFor
 
 
 def demoFlip(testCase, *extra: str) -> tuple[Flip, int]:
@@ -68,25 +67,16 @@ class RestartUnderLoadTests(TestCase):
         """A request in flight at SIGHUP completes on the old PID; new ones reach the new PID."""
         flip, port = demoFlip(self)
         old = flip.start()
-        outcome = {}
-
-        def slow():
-            try:
-                outcome["response"] = httpGet("127.0.0.1", port, "/sleep?seconds=3", timeout=30)
-            except Exception as e:
-                outcome["error"] = e
-
-        thread = threading.Thread(target=slow, daemon=True)
-        thread.start()
+        slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=3")
         flip.waitLog(f"sleeping 3.0s for a request (PID {old})")
         os.kill(old, signal.SIGHUP)
         new = waitFor(lambda: (p := flip.pid()) != old and p, "new PID")
         flip.waitServing(new)
         self.assertEqual(servedBy(port), new)
         self.assertTrue(pidAlive(old), "the old generation should still be draining")
-        thread.join(timeout=30)
-        self.assertNotIn("error", outcome)
-        status, headers, body = outcome["response"]
+        slow.join()
+        self.assertIsNone(slow.error)
+        status, headers, body = slow.response
         self.assertEqual(status, 200)
         self.assertIn(f'"pid": {old}'.encode(), body)
         waitFor(lambda: not pidAlive(old), "old PID to exit after its last request")

@@ -16,7 +16,7 @@ import subprocess
 from twisted.python.log import msg
 from twisted.trial.unittest import TestCase
 
-from tests.procs import Flip, freePort, pidAlive, waitFor
+from tests.procs import Flip, freePort, ipv6LoopbackWorks, pidAlive, waitFor
 from tests.tlshelpers import (
     NOW,
     TestCA,
@@ -32,15 +32,6 @@ from tests.tlshelpers import (
 from tests.tlsload import TLSLoad, summary
 
 RESTARTS = 10
-
-
-def ipv6Available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def curl(*args: str) -> subprocess.CompletedProcess:
@@ -126,7 +117,7 @@ class SSLEndpointTests(TLSFlipCase):
         self.assertIn(f'"pid": {newPid}'.encode(), result.stdout)
 
     def test_ipv6Interface(self) -> None:
-        if not ipv6Available():
+        if not ipv6LoopbackWorks():
             self.skipTest("no IPv6 loopback")
         flip = Flip(self, [])
         self.flip = flip

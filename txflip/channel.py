@@ -9,7 +9,8 @@ never a moment when nobody will accept a queued connection:
     parent -> child    go              parent has paused accepting
     child  -> parent   serving         child accepts; the parent may now let go
 
-and, from a child that cannot start, C{failed <reason>}.
+and, from a child that cannot start, C{failed <reason>}; from a parent that
+gives up on its child (a timeout, its own shutdown), C{abort}.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class SuccessorChannel(LineOnlyReceiver):
     def go(self) -> None:
         self.sendLine(b"go")
 
+    def abort(self) -> None:
+        self.sendLine(b"abort")
+
     def connectionLost(self, reason=None) -> None:
         self._onLost()
 
@@ -64,9 +68,16 @@ class PredecessorChannel(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
 
-    def __init__(self, onGo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        onGo: Callable[[str], None],
+        onAbort: Callable[[str], None],
+        parentPid: int,
+    ) -> None:
         self._onGo = onGo
-        self._released = False
+        self._onAbort = onAbort
+        self._parentPid = parentPid
+        self._decided = False
 
     def ready(self) -> None:
         self.sendLine(f"ready {os.getpid()}".encode())
@@ -74,17 +85,28 @@ class PredecessorChannel(LineOnlyReceiver):
     def serving(self) -> None:
         self.sendLine(b"serving")
 
+    def failed(self, reason: str) -> None:
+        self.sendLine(("failed " + " ".join(reason.split()))[: MAX_LINE - 1].encode())
+
     def lineReceived(self, line: bytes) -> None:
-        if line.strip() == b"go":
-            self._release("parent has stopped accepting")
+        word = line.strip()
+        if word == b"go":
+            self._decide(self._onGo, "parent has stopped accepting")
+        elif word == b"abort":
+            self._decide(self._onAbort, "it said abort")
 
     def connectionLost(self, reason=None) -> None:
-        self._release("parent went away before saying go")
+        # End of file means go only if the parent really died; a parent that is
+        # alive and closed the channel has given up on this generation.
+        if os.getppid() == self._parentPid:
+            self._decide(self._onAbort, "it closed the channel")
+        else:
+            self._decide(self._onGo, "parent went away before saying go")
 
-    def _release(self, why: str) -> None:
-        if not self._released:
-            self._released = True
-            self._onGo(why)
+    def _decide(self, then: Callable[[str], None], why: str) -> None:
+        if not self._decided:
+            self._decided = True
+            then(why)
 
 
 def adoptChannel(reactor, skt: socket.socket, protocol):

@@ -3,6 +3,7 @@ The demo app: who is serving, a slow request, and a guestbook that survives rest
 
     GET  /                    PID, generation, uptime, recent guestbook entries
     GET  /sleep?seconds=N     answers after N seconds (at most 600): watch a drain
+    GET  /stream?seconds=N    sends its headers and a first line at once, the rest after N seconds
     GET  /guestbook           the entries, as JSON
     POST /guestbook           add one (form field or JSON "message"); 201 once committed
 
@@ -75,15 +76,22 @@ def _json(request, code: int, body: dict | list) -> bytes:
     return json.dumps(body).encode() + b"\n"
 
 
+def _seconds(request) -> float | None:
+    """The C{seconds} argument, within 0 to L{MAX_SLEEP}; L{None} if it is not a number."""
+    try:
+        seconds = float(request.args.get(b"seconds", [b"1"])[0])
+    except ValueError:
+        return None
+    return max(0.0, min(seconds, MAX_SLEEP))
+
+
 class Sleep(Resource):
     isLeaf = True
 
     def render_GET(self, request):
-        try:
-            seconds = float(request.args.get(b"seconds", [b"1"])[0])
-        except ValueError:
+        seconds = _seconds(request)
+        if seconds is None:
             return _json(request, 400, {"error": "seconds must be a number"})
-        seconds = max(0.0, min(seconds, MAX_SLEEP))
         if seconds:
             _log.info(
                 "demo: sleeping {seconds}s for a request (PID {pid})",
@@ -96,6 +104,28 @@ class Sleep(Resource):
 
     def _finish(self, request, seconds: float) -> None:
         request.write(_json(request, 200, {"slept": seconds, **_identity()}))
+        request.finish()
+
+
+class Stream(Resource):
+    """A response that is under way for a while: headers out first, body later."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        seconds = _seconds(request)
+        if seconds is None:
+            return _json(request, 400, {"error": "seconds must be a number"})
+        request.setHeader(b"content-type", b"text/plain")
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        request.write(b"started\n")
+        call = reactor.callLater(seconds, self._finish, request)
+        request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
+        return NOT_DONE_YET
+
+    @staticmethod
+    def _finish(request) -> None:
+        request.write(f"finished by PID {os.getpid()}\n".encode())
         request.finish()
 
 
@@ -204,5 +234,6 @@ def makeResource(databasePath: str | None = None) -> Resource:
     pool = openPool(os.path.abspath(path))
     root = Home(pool)
     root.putChild(b"sleep", Sleep())
+    root.putChild(b"stream", Stream())
     root.putChild(b"guestbook", Guestbook(pool))
     return root

@@ -98,8 +98,21 @@ class _HTTPDrainState:
             self.lastActivity = time.monotonic()
             originalDataReceived(data)
 
+        originalRequestDone = channel.requestDone
+
+        def requestDone(request) -> None:
+            # A response just ended: the client may be about to send the next
+            # request, so the quiet period starts now.
+            self.lastActivity = time.monotonic()
+            originalRequestDone(request)
+
         channel.dataReceived = dataReceived
+        channel.requestDone = requestDone
         channel.checkPersistence = _refuseKeepAlive
+        if channel._dataBuffer:
+            # Pipelined requests are already buffered: each gets its answer, and
+            # the last one's carries Connection: close (checkPersistence above).
+            return
         for request in channel.requests:
             if not request.startedWriting:
                 request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
@@ -166,6 +179,7 @@ class Drain:
         self._http: dict[int, _HTTPDrainState] = {}
         self.done: Deferred = Deferred()
         self._loop: LoopingCall | None = None
+        self._deadlineCall = None
         self._deadline = 0.0
 
     def start(self) -> Deferred:
@@ -177,10 +191,25 @@ class Drain:
             count=len(connections),
             timeout=self._timeout,
         )
+        self._deadlineCall = self._reactor.callLater(self._timeout + 1, self._abortAll)
         self._loop = LoopingCall(self._check)
         self._loop.clock = self._reactor
-        self._loop.start(self._interval, now=True)
+        self._loop.start(self._interval, now=True).addErrback(self._loopFailed)
         return self.done
+
+    def _loopFailed(self, failure) -> None:
+        log.error("drain check failed: {error}; aborting at the deadline", error=failure.value)
+
+    def _abortAll(self) -> None:
+        """The deadline, enforced even if the periodic check has died."""
+        remaining = self._tracker.open()
+        for protocol in remaining:
+            _transportOf(protocol).abortConnection()
+        if remaining:
+            log.warn(
+                "drain timeout: aborted {count} connection(s) still open", count=len(remaining)
+            )
+        self._finish(len(remaining))
 
     def _check(self) -> None:
         now = time.monotonic()
@@ -189,12 +218,7 @@ class Drain:
             self._finish(0)
             return
         if now >= self._deadline:
-            for protocol in remaining:
-                _transportOf(protocol).abortConnection()
-            log.warn(
-                "drain timeout: aborted {count} connection(s) still open", count=len(remaining)
-            )
-            self._finish(len(remaining))
+            self._abortAll()
             return
         for protocol in remaining:
             channel = httpChannelOf(protocol)
@@ -203,11 +227,16 @@ class Drain:
             state = self._http.get(id(channel))
             if state is None or state.channel is not channel:
                 state = self._http[id(channel)] = _HTTPDrainState(channel, now)
-            if state.idleFor(now) >= self._idleGrace and not _kernelHasUnreadBytes(protocol):
-                _transportOf(protocol).loseConnection()
+            try:
+                if state.idleFor(now) >= self._idleGrace and not _kernelHasUnreadBytes(protocol):
+                    _transportOf(protocol).loseConnection()
+            except Exception as e:
+                log.warn("drain: could not close an idle connection: {error}", error=e)
 
     def _finish(self, aborted: int) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self._deadlineCall is not None and self._deadlineCall.active():
+            self._deadlineCall.cancel()
         if not self.done.called:
             self.done.callback(aborted)

@@ -249,6 +249,7 @@ class ListenerRegistry:
                 self._reactor, fd, self._factoryHook(factory)
             )
             adopted.mode = mode
+            adopted.backlog = backlog
             adopted.startListening()
         finally:
             os.close(fd)

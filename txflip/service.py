@@ -40,7 +40,7 @@ def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
     """
     if inherited is not None:
         reportFailureSynchronously(inherited.controlFd, message)
-    line = f"twistd flip: error: {message}"
+    line = "twistd flip: error: " + " ".join(message.split())
     if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
         # Once twistd's logging has begun, sys.stderr goes to the log: the
         # operator at the terminal gets the line too.
@@ -108,29 +108,51 @@ class FlipService(Service):
 
     def _becomeReady(self) -> None:
         self.registry.closeUnclaimed()
-        if self.config.pidFile:
-            try:
-                pidfile.writePID(self.config.pidFile)
-            except OSError as e:
-                message = f"cannot write PID file {self.config.pidFile}: {e.strerror}"
-                if self._inherited is not None:
-                    reportFailureSynchronously(self._inherited.controlFd, message)
-                sys.stderr.write(f"twistd flip: error: {message}\n")
-                sys.stderr.flush()
-                os._exit(1)
         if self._inherited is None:
+            self._writePIDFile()
             self._serving("first generation")
             return
         channelSocket = socket.socket(fileno=self._inherited.controlFd)
-        self._channel = adoptChannel(self._reactor, channelSocket, PredecessorChannel(self._go))
+        self._channel = adoptChannel(
+            self._reactor,
+            channelSocket,
+            PredecessorChannel(self._go, self._abandoned, self._inherited.parentPid),
+        )
         self._channel.ready()
 
+    def _writePIDFile(self) -> None:
+        if not self.config.pidFile:
+            return
+        try:
+            pidfile.writePID(self.config.pidFile)
+        except OSError as e:
+            message = f"cannot write PID file {self.config.pidFile}: {e.strerror}"
+            if self._channel is not None:
+                self._channel.failed(message)
+            sys.__stderr__.write(f"twistd flip: error: {message}\n")
+            sys.__stderr__.flush()
+            os._exit(1)
+
     def _go(self, why: str) -> None:
+        """The parent paused accepting (or is gone): take over, unless stopping."""
+        if not self.running or not self.registry.active():
+            reason = "it is shutting down" if not self.running else "it listens on nothing"
+            log.error("cannot take over: {reason}", reason=reason)
+            if self._channel is not None:
+                self._channel.failed(f"cannot take over: {reason}")
+            return
+        self._writePIDFile()
         self.registry.resumeAll()
         if self._channel is not None and self._channel.transport is not None:
             self._channel.serving()
             self._channel.transport.loseConnection()
         self._serving(why)
+
+    def _abandoned(self, why: str) -> None:
+        """The parent gave up on this generation: never accept, exit."""
+        log.error("the previous generation abandoned this one ({why}); exiting", why=why)
+        if self.running:
+            self._reactor.stop()
 
     def _serving(self, why: str) -> None:
         if self.upgrader.state == "starting":
@@ -160,14 +182,22 @@ class FlipService(Service):
     def stopService(self) -> Deferred:
         Service.stopService(self)
         handedOver = self.upgrader.state == "handedOver"
+        neverServed = self.upgrader.state == "starting" and self._inherited is not None
         stopped = self.upgrader.stopping()
-        if not handedOver:
+        if handedOver:
+            pass
+        elif neverServed:
+            # The sockets still belong to the generation that started this one:
+            # let go of them without removing UNIX paths or shutting them down.
+            log.info("stopping before serving: letting go of inherited listeners")
+            stopped.addCallback(lambda _: self.registry.releaseAll())
+        else:
             log.info("shutting down: closing listeners and draining")
             stopped.addCallback(lambda _: self.registry.stopAll())
         stopped.addCallback(lambda _: self._drain(handedOver))
         if self.appService is not None:
             stopped.addCallback(lambda _: maybeDeferred(self.appService.stopService))
-        stopped.addCallback(lambda _: self._exited(handedOver))
+        stopped.addCallback(lambda _: self._exited(handedOver or neverServed))
         return stopped
 
     def _drain(self, handedOver: bool) -> Deferred:
@@ -175,6 +205,10 @@ class FlipService(Service):
         return Drain(self._reactor, self.tracker, self.config.drainTimeout).start()
 
     def _exited(self, handedOver: bool) -> None:
+        """
+        @param handedOver: whether the listeners (and the PID file) belong to
+            another generation now, or still did when this one gave up.
+        """
         self.events.emit("exiting", handedOver=handedOver)
         # twistd re-raises a SIGTERM/SIGINT that stopped the reactor, so the
         # process would die by that signal; a completed drain is a clean exit.

@@ -68,7 +68,9 @@ def successorArgv(origArgv: list[str], executable: str, options: list[str]) -> l
         at = argv.index("flip", 1)
     except ValueError:
         return argv
-    return [*argv[:at], *options, *argv[at:]]
+    # An earlier generation inserted the same options: keep one copy.
+    before = [arg for arg in argv[:at] if arg not in options]
+    return [*before, *options, *argv[at:]]
 
 
 def openLogFilesForAppending() -> None:

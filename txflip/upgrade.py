@@ -92,25 +92,45 @@ class UpgradeAttempt:
         self._channel: SuccessorChannel | None = None
         self._process = None
         self._killTimer = None
+        self._timer = None
         self.childPid: int | None = None
         self.result: Deferred = Deferred()
 
-    def start(self) -> Deferred:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        childFDs, described = self._registry.handoffDescriptors(firstFd=3)
-        controlFd = 3 + len(described)
-        childFDs.update({0: 0, 1: 1, 2: 2, controlFd: theirs.fileno()})
-        state = HandoffState(
-            generation=generation() + 1,
-            parentPid=os.getpid(),
-            controlFd=controlFd,
-            listeners=described,
-            pidFile=self._pidFile,
-        )
-        env = dict(os.environ)
-        env.update(self._extraEnv)
-        env[ENV_STATE] = state.encode()
+    def start(self, source: str = "SIGHUP") -> Deferred:
+        """Spawn the child; the L{Deferred} fires with the L{Outcome}."""
         try:
+            self._spawn()
+        except Exception as e:
+            self._events.emit(
+                "upgrade-started", source=source, childPid=None, nextGeneration=generation() + 1
+            )
+            self._finish(False, f"could not be started: {type(e).__name__}: {e}")
+            return self.result
+        self._events.emit(
+            "upgrade-started",
+            source=source,
+            childPid=self.childPid,
+            nextGeneration=generation() + 1,
+        )
+        self._timer = self._reactor.callLater(self._readyTimeout, self._timedOut)
+        return self.result
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            childFDs, described = self._registry.handoffDescriptors(firstFd=3)
+            controlFd = 3 + len(described)
+            childFDs.update({0: 0, 1: 1, 2: 2, controlFd: theirs.fileno()})
+            state = HandoffState(
+                generation=generation() + 1,
+                parentPid=os.getpid(),
+                controlFd=controlFd,
+                listeners=described,
+                pidFile=self._pidFile,
+            )
+            env = dict(os.environ)
+            env.update(self._extraEnv)
+            env[ENV_STATE] = state.encode()
             self._process = self._reactor.spawnProcess(
                 _ChildProcess(self._ended),
                 self._argv[0],
@@ -119,14 +139,11 @@ class UpgradeAttempt:
                 path=self._cwd,
                 childFDs=childFDs,
             )
-        except Exception as e:
+        except BaseException:
             ours.close()
-            theirs.close()
-            self._finish(False, f"could not start: {e}")
-            return self.result
+            raise
         finally:
-            if theirs.fileno() != -1:
-                theirs.close()
+            theirs.close()
         self.childPid = self._process.pid
         self._channel = adoptChannel(
             self._reactor,
@@ -139,8 +156,6 @@ class UpgradeAttempt:
             child=self.childPid,
             count=len(described),
         )
-        self._timer = self._reactor.callLater(self._readyTimeout, self._timedOut)
-        return self.result
 
     def _elapsedMs(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
@@ -170,6 +185,8 @@ class UpgradeAttempt:
 
     def _failed(self, reason: str) -> None:
         self._failureReason = reason
+        if self._outcome is None:
+            self._fail("it reported that it cannot start")
 
     def _channelLost(self) -> None:
         # The channel usually closes because the child exited: give its exit
@@ -209,8 +226,16 @@ class UpgradeAttempt:
         if self._failureReason:
             reason = f"{self._failureReason} ({why})"
         self._outcome = Outcome(False, self.childPid, reason, time.monotonic() - self._started)
-        if self._timer.active():
+        if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._channel is not None and self._channel.transport is not None:
+            self._channel.abort()
+            self._channel.transport.loseConnection()
+        if not self._childEnded:
+            self._signal(signal.SIGTERM)
+            self._killTimer = self._reactor.callLater(
+                KILL_GRACE_SECONDS, self._signal, signal.SIGKILL
+            )
         log.error(
             "generation {next} (PID {child}) failed: {reason}; generation {gen} keeps serving",
             next=generation() + 1,
@@ -221,15 +246,18 @@ class UpgradeAttempt:
         self._events.emit(
             "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
         )
-        if self._pidFile and pidfile.readPID(self._pidFile) == self.childPid:
-            pidfile.writePID(self._pidFile)
-        if self._channel is not None and self._channel.transport is not None:
-            self._channel.transport.loseConnection()
+        self._restorePIDFile()
         if self._childEnded:
             self.result.callback(self._outcome)
+
+    def _restorePIDFile(self) -> None:
+        """If the child wrote the PID file before failing, it names this process again."""
+        if not self._pidFile or pidfile.readPID(self._pidFile) != self.childPid:
             return
-        self._signal(signal.SIGTERM)
-        self._killTimer = self._reactor.callLater(KILL_GRACE_SECONDS, self._signal, signal.SIGKILL)
+        try:
+            pidfile.writePID(self._pidFile)
+        except OSError as e:
+            log.error("cannot restore PID file {path}: {error}", path=self._pidFile, error=e)
 
     def _signal(self, signum: int) -> None:
         if self._childEnded or self._process is None:
@@ -241,9 +269,8 @@ class UpgradeAttempt:
 
     def _finish(self, succeeded: bool, reason: str) -> None:
         self._outcome = Outcome(succeeded, self.childPid, reason, time.monotonic() - self._started)
-        timer = getattr(self, "_timer", None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         if succeeded:
             log.info(
                 "handed over to generation {next} (PID {child}) in {ms} ms",
@@ -253,10 +280,35 @@ class UpgradeAttempt:
             )
             self._events.emit("upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs())
         else:
+            log.error(
+                "generation {next} {reason}; generation {gen} keeps serving",
+                next=generation() + 1,
+                reason=reason,
+                gen=generation(),
+            )
             self._events.emit(
                 "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
             )
         self.result.callback(self._outcome)
+
+
+def workingDirectory() -> str:
+    """
+    This process's working directory as the operator named it.
+
+    C{os.getcwd()} resolves symlinks, so a deploy that switches a C{current}
+    symlink would start the next generation in the old release; C{$PWD} keeps
+    the link, when it names the same directory.
+    """
+    resolved = os.getcwd()
+    named = os.environ.get("PWD")
+    if named and os.path.isabs(named):
+        try:
+            if os.path.samefile(named, resolved):
+                return named
+        except OSError:
+            pass
+    return resolved
 
 
 class Upgrader:
@@ -290,7 +342,7 @@ class Upgrader:
         self._argv = argv or successorArgv(
             list(sys.orig_argv), sys.executable, successorOptions or []
         )
-        self._cwd = cwd or os.getcwd()
+        self._cwd = cwd or workingDirectory()
         self.state = "starting"
         self.attempt: UpgradeAttempt | None = None
         self.lastOutcome: Outcome | None = None
@@ -333,14 +385,7 @@ class Upgrader:
             self.events,
             self.childEnvironment,
         )
-        d = self.attempt.start()
-        self.events.emit(
-            "upgrade-started",
-            source=source,
-            childPid=self.attempt.childPid,
-            nextGeneration=generation() + 1,
-        )
-        return d.addCallback(self._attemptEnded)
+        return self.attempt.start(source).addCallback(self._attemptEnded)
 
     def _attemptEnded(self, outcome: Outcome) -> Outcome:
         self.lastOutcome = outcome
