@@ -13,6 +13,7 @@ from twisted.python import usage
 from txflip import acmeservice
 from txflip.acmechallenges import HTTP01, TLSALPN01, WithChallenges
 from txflip.acmeclient import LETSENCRYPT, LETSENCRYPT_STAGING
+from txflip.acmeendpoint import AcmeServerEndpoint
 from txflip.acmestore import StoreError, checkName, splitPEM
 
 DAY = acmeservice.DAY
@@ -68,7 +69,7 @@ class FlipAcme:
             result.append(
                 (
                     f"acme:{description}",
-                    acmeservice.AcmeServerEndpoint(reactor, self.manager, sub),
+                    AcmeServerEndpoint(reactor, self.manager, sub),
                     factory,
                 )
             )
