@@ -218,3 +218,28 @@ class OptionErrorTests(TestCase):
             ],
             "--acme-ca-bundle /nonexistent/bundle.pem: No such file or directory",
         )
+
+
+class EndpointStringTests(TestCase):
+    """txacme's strings, through Twisted's plugin lookup."""
+
+    def parse(self, prefix: str):
+        from twisted.internet.endpoints import serverFromString
+
+        store = tempfile.mkdtemp()
+        open(f"{store}/a.test.pem", "w").close()
+        open(f"{store}/www.a.test.pem", "w").close()
+        return serverFromString(reactor, f"{prefix}:{store}:tcp:0:interface=127.0.0.1")
+
+    def test_le(self):
+        from txflip.acmeclient import LETSENCRYPT
+
+        endpoint = self.parse("le")
+        self.assertEqual(endpoint.manager.directoryUrl, LETSENCRYPT)
+        self.assertEqual(endpoint.manager.specs, [("a.test",), ("www.a.test",)])
+
+    def test_lets(self):
+        from txflip.acmeclient import LETSENCRYPT_STAGING
+
+        endpoint = self.parse("lets")
+        self.assertEqual(endpoint.manager.directoryUrl, LETSENCRYPT_STAGING)
