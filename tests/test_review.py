@@ -23,6 +23,7 @@ from tests.procs import (
     freePort,
     httpGet,
     pidAlive,
+    readPidFile,
     twistdCommand,
     waitFor,
 )
@@ -168,7 +169,7 @@ class CommandLineTests(TestCase):
         seen = {process.pid}
 
         def cleanup():
-            for pid in seen:
+            for pid in seen | {readPidFile(pidFile) or process.pid}:
                 if pidAlive(pid):
                     os.kill(pid, signal.SIGKILL)
             process.wait(10)
