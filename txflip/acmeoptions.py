@@ -57,3 +57,25 @@ class AcmeOptionsMixin:
     def opt_acme_listen(self, description: str) -> None:
         """An HTTPS endpoint serving the app with the ACME certificates (e.g. tcp:443)."""
         self.setdefault("acme-listen", []).append(description)
+
+
+def acmeRequested(options) -> bool:
+    """
+    Whether any C{--acme-*} option without a default, or an C{le:}/C{lets:}
+    listener, was given. The ACME code (acme, josepy, treq and requests) is
+    imported only then: it would add about a tenth of a second to every
+    generation's start, and so to every handoff.
+    """
+    for name in (
+        "acme-domain",
+        "acme-listen",
+        "acme-dir",
+        "acme-email",
+        "acme-directory",
+        "acme-ca-bundle",
+        "acme-challenge",
+        "acme-staging",
+    ):
+        if options.get(name):
+            return True
+    return any(d.split(":", 1)[0] in ("le", "lets") for d in options.get("listen", []))

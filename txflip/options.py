@@ -9,7 +9,7 @@ from twisted.python import usage
 from txflip import activation, pidfile, sdnotify
 from txflip.acmeoptions import OPT_FLAGS as ACME_FLAGS
 from txflip.acmeoptions import OPT_PARAMETERS as ACME_PARAMETERS
-from txflip.acmeoptions import AcmeOptionsMixin
+from txflip.acmeoptions import AcmeOptionsMixin, acmeRequested
 from txflip.appload import AppError, loadApp
 from txflip.restartlog import log
 
@@ -216,12 +216,14 @@ def _makeService(options: FlipOptions):
     )
     registry.install()
 
-    from txflip.acmeflip import configure as configureAcme
+    acme = None
+    if acmeRequested(options):
+        from txflip.acmeflip import configure as configureAcme
 
-    try:
-        acme = configureAcme(reactor, options)
-    except usage.UsageError as e:
-        raise ConfigError(str(e)) from None
+        try:
+            acme = configureAcme(reactor, options)
+        except usage.UsageError as e:
+            raise ConfigError(str(e)) from None
 
     loaded = loadApp(options["app"] or DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
