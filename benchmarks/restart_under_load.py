@@ -216,29 +216,56 @@ def bareStartup(runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def wrkThroughput(args: list[str], seconds: int) -> float | None:
-    """Requests per second from wrk against a fresh server started with C{args}."""
+def cpuSeconds(pid: int) -> float:
+    """User plus system CPU time of C{pid} so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().split(")")[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steadyThroughput(rounds: int, seconds: int) -> dict[str, tuple[float, float]] | None:
+    """
+    Requests per second and server CPU microseconds per request, flip against
+    plain twistd web, both warm and running side by side, wrk rounds alternating.
+
+    @return: name -> (median rate, median CPU per request), or None without wrk.
+    """
     if shutil.which("wrk") is None:
         return None
-    workdir = tempfile.mkdtemp(prefix="txflip-bench-")
-    port = freePort()
-    full = [a.replace("PORT", str(port)) for a in args]
-    if full[0] == "flip":
-        full += ["--pid-file", os.path.join(workdir, "flip.pid")]
-    process = launch(full, workdir)
-    try:
-        waitFor(lambda: servedBy(port), "server to answer", 60)
-        out = subprocess.run(
-            ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/sleep?seconds=0"],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-        ).stdout
-        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        return float(match.group(1)) if match else None
-    finally:
+    servers = {}
+    for name, args in (
+        ("txflip", ["flip", "--app", APP, "--listen", "tcp:PORT:interface=127.0.0.1"]),
+        ("plain twistd", ["web", "--listen", "tcp:PORT:interface=127.0.0.1", "--class", APP]),
+    ):
+        workdir = tempfile.mkdtemp(prefix="txflip-bench-")
+        port = freePort()
+        full = [a.replace("PORT", str(port)) for a in args]
+        if name == "txflip":
+            full += ["--pid-file", os.path.join(workdir, "flip.pid")]
+        process = launch(full, workdir)
+        pollUntil(lambda port=port: servedBy(port), f"{name} to answer")
+        servers[name] = (process, port)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name, (process, port) in servers.items():
+            before = cpuSeconds(process.pid)
+            out = subprocess.run(
+                ["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/sleep?seconds=0"],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+            ).stdout
+            spent = cpuSeconds(process.pid) - before
+            rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+            count = int(re.search(r"(\d+) requests in", out).group(1))
+            samples[name].append((rate, spent / count * 1e6))
+    for process, _ in servers.values():
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+    return {
+        name: (statistics.median(r for r, _ in values), statistics.median(c for _, c in values))
+        for name, values in samples.items()
+    }
 
 
 def stopEverything() -> None:
@@ -259,7 +286,7 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--seconds-between", type=float, default=2.0)
     parser.add_argument("--wrk-seconds", type=int, default=10)
-    parser.add_argument("--throughput-rounds", type=int, default=3)
+    parser.add_argument("--throughput-rounds", type=int, default=5)
     options = parser.parse_args()
     try:
         rows = [
@@ -268,20 +295,7 @@ def main() -> None:
         ]
         startup = bareStartup()
         idle = idleHandoff()
-        flipRates, plainRates = [], []
-        for _ in range(options.throughput_rounds):
-            flipRates.append(
-                wrkThroughput(
-                    ["flip", "--app", APP, "--listen", "tcp:PORT:interface=127.0.0.1"],
-                    options.wrk_seconds,
-                )
-            )
-            plainRates.append(
-                wrkThroughput(
-                    ["web", "--listen", "tcp:PORT:interface=127.0.0.1", "--class", APP],
-                    options.wrk_seconds,
-                )
-            )
+        steady = steadyThroughput(options.throughput_rounds, options.wrk_seconds)
     finally:
         stopEverything()
 
@@ -317,15 +331,16 @@ def main() -> None:
         f"p99 inside / outside restart windows under txflip: "
         f"{rows[0]['p99in'] / rows[0]['p99out']:.2f}x (target <= 2x)"
     )
-    if all(flipRates) and all(plainRates):
-        f, p = statistics.median(flipRates), statistics.median(plainRates)
-        print(
-            f"steady throughput, wrk -t2 -c16 {options.wrk_seconds}s, median of "
-            f"{options.throughput_rounds}: txflip {f:.0f} req/s, plain twistd {p:.0f} req/s, "
-            f"ratio {f / p:.3f} (target >= 0.97)"
-        )
-    else:
+    if steady is None:
         print("steady throughput: wrk not available")
+    else:
+        (flipRate, flipCpu), (plainRate, plainCpu) = steady["txflip"], steady["plain twistd"]
+        print(
+            f"steady throughput, both servers warm, wrk -t2 -c16 {options.wrk_seconds}s rounds "
+            f"alternating, median of {options.throughput_rounds}: txflip {flipRate:.0f} req/s, "
+            f"plain twistd {plainRate:.0f} req/s, ratio {flipRate / plainRate:.3f} "
+            f"(target >= 0.97); server CPU per request {flipCpu:.0f} us vs {plainCpu:.0f} us"
+        )
 
 
 if __name__ == "__main__":
