@@ -93,7 +93,8 @@ def split(load: Load, windows: list[tuple[float, float]]) -> tuple[list[float], 
     return inside, outside
 
 
-def runFlip(restarts: int, between: float) -> dict:
+def startFlip() -> tuple[int, str]:
+    """Run the demo under flip; return its port and PID file once it answers."""
     workdir = tempfile.mkdtemp(prefix="txflip-bench-")
     port = freePort()
     pidFile = os.path.join(workdir, "flip.pid")
@@ -109,22 +110,31 @@ def runFlip(restarts: int, between: float) -> dict:
         ],
         workdir,
     )
-    waitFor(lambda: servedBy(port), "flip to answer")
+    pollUntil(lambda: servedBy(port), "flip to answer")
+    return port, pidFile
+
+
+def sighup(port: int, pidFile: str) -> float:
+    """Restart flip; return seconds from SIGHUP to the first response of the new PID."""
+    old = readPidFile(pidFile)
+    seenPids.add(old)
+    started = time.monotonic()
+    os.kill(old, signal.SIGHUP)
+    new = pollUntil(lambda: (p := servedBy(port)) not in (None, old) and p, "new PID")
+    handoff = time.monotonic() - started
+    seenPids.add(new)
+    pollUntil(lambda: not pidAlive(old), "old PID to exit", 120)
+    return handoff
+
+
+def runFlip(restarts: int, between: float) -> dict:
+    port, pidFile = startFlip()
     windows, handoffs = [], []
     with Load("127.0.0.1", port, deadline=600) as load:
         time.sleep(between)
         for _ in range(restarts):
-            old = readPidFile(pidFile)
-            seenPids.add(old)
             begin = time.time()
-            t0 = time.monotonic()
-            os.kill(old, signal.SIGHUP)
-            new = pollUntil(
-                lambda old=old: (p := servedBy(port)) not in (None, old) and p, "new PID"
-            )
-            handoffs.append(time.monotonic() - t0)
-            seenPids.add(new)
-            waitFor(lambda old=old: not pidAlive(old), "old PID to exit", 120)
+            handoffs.append(sighup(port, pidFile))
             windows.append((begin, time.time()))
             time.sleep(between)
     return summarise("txflip (SIGHUP)", load, windows, handoffs)
@@ -169,32 +179,8 @@ def summarise(name: str, load: Load, windows, handoffs) -> dict:
 
 def idleHandoff(runs: int = 5) -> float:
     """Median seconds from SIGHUP to the first response of the new PID, with no other load."""
-    workdir = tempfile.mkdtemp(prefix="txflip-bench-")
-    port = freePort()
-    pidFile = os.path.join(workdir, "flip.pid")
-    launch(
-        [
-            "flip",
-            "--app",
-            APP,
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--pid-file",
-            pidFile,
-        ],
-        workdir,
-    )
-    pollUntil(lambda: servedBy(port), "flip to answer")
-    times = []
-    for _ in range(runs):
-        old = readPidFile(pidFile)
-        seenPids.add(old)
-        t0 = time.monotonic()
-        os.kill(old, signal.SIGHUP)
-        new = pollUntil(lambda old=old: (p := servedBy(port)) not in (None, old) and p, "new PID")
-        times.append(time.monotonic() - t0)
-        seenPids.add(new)
-        pollUntil(lambda old=old: not pidAlive(old), "old PID to exit")
+    port, pidFile = startFlip()
+    times = [sighup(port, pidFile) for _ in range(runs)]
     os.kill(readPidFile(pidFile), signal.SIGTERM)
     return statistics.median(times)
 

@@ -17,19 +17,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from txflip.acmechallenges import HTTP01, TLSALPN01, ChallengeResponder
 from txflip.acmeclient import LETSENCRYPT, AcmeClient, httpClient
-from txflip.acmestore import AcmeStore, StoredCertificate, newPrivateKey, privateKeyPEM
+from txflip.acmestore import (
+    AcmeStore,
+    StoredCertificate,
+    newPrivateKey,
+    privateKeyPEM,
+    splitPEM,
+)
 from txflip.acmetls import ServedCertificate, SwappableContexts, matchName
 from txflip.restartlog import log
+from txflip.selfsigned import generate as generateSelfSigned
 
 DAY = 86400.0
 URGENT = 7 * DAY
@@ -59,25 +62,8 @@ _managers: dict[str, AcmeManager] = {}
 
 def selfSigned(names: Sequence[str]) -> ServedCertificate:
     """A throwaway self-signed certificate for C{names}: what is served until ACME succeeds."""
-    key = newPrivateKey()
-    now = datetime.now(UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return ServedCertificate(
-        privateKeyPEM(key), cert.public_bytes(serialization.Encoding.PEM), list(names)
-    )
+    keys, certificates = splitPEM(generateSelfSigned(list(names)))
+    return ServedCertificate(keys[0], b"".join(certificates), list(names))
 
 
 class AcmeManager:
