@@ -1,5 +1,6 @@
 """
-The tests' DNS server: A 127.0.0.1 for every name, nothing else (no AAAA).
+The tests' DNS server: A 127.0.0.1 for every name, nothing else (no AAAA);
+names under C{nowhere.} get no address at all, for a name that cannot be validated.
 
     python tests/acmedns.py PORTFILE
 
@@ -19,7 +20,7 @@ def _runDNS(portFile: str) -> None:
     class Everything127:
         def query(self, query, timeout=None):
             name = query.name.name
-            if query.type == dns.A:
+            if query.type == dns.A and not name.startswith(b"nowhere."):
                 answer = dns.RRHeader(
                     name=name, type=dns.A, ttl=0, payload=dns.Record_A("127.0.0.1", ttl=0)
                 )

@@ -314,6 +314,21 @@ class FailureTests(AcmeTestMixin, TestCase):
         self.assertEqual(cert.issuer, cert.subject)
         self.assertNotIn(ISSUED, flip.log())
 
+    def test_oneFailingNameDoesNotStopTheOthers(self):
+        """
+        A certificate whose name cannot be validated backs off on its own; the
+        next certificate in the same store is still issued.
+        """
+        self.setUpAcme()
+        flip = self.flip("http-01", domains="nowhere.a.test", extra=("--acme-domain", "b.test"))
+        flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        flip.waitLog("nowhere.a.test failed (attempt 2)", deadline=60)
+        status, _, cert = fetchTLS(self.tlsPort, "b.test", cafile=self.rootFile())
+        self.assertEqual(status, 200)
+        _, _, fallback = fetchTLS(self.tlsPort, "nowhere.a.test")
+        self.assertEqual(fallback.issuer, fallback.subject)
+
     def test_lockHeldByAnotherProcess(self):
         """While another process holds the store's lock, flip waits, then issues."""
         self.setUpAcme()

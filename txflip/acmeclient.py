@@ -19,7 +19,7 @@ import treq
 from acme import jws, messages
 from acme.crypto_util import make_csr
 from cryptography import x509
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.web.http_headers import Headers
 
@@ -193,9 +193,18 @@ class AcmeClient:
 
     async def _request(self, method: str, url: str, **kwargs):
         """One HTTP request and its body; a network failure becomes an L{AcmeError}."""
+
+        async def exchange():
+            response = await self._http.request(method, url, **kwargs)
+            return response, await response.content()
+
+        # One deadline for the headers and the body: treq's own timeout= stops
+        # at the headers, and a CA that stalls mid-body would hold the issue
+        # lock for ever.
+        exchanged = ensureDeferred(exchange())
+        exchanged.addTimeout(self._requestTimeout, self._reactor)
         try:
-            response = await self._http.request(method, url, timeout=self._requestTimeout, **kwargs)
-            body = await response.content()
+            response, body = await exchanged
         except CancelledError:
             raise
         except Exception as e:

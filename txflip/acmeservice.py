@@ -94,7 +94,8 @@ class AcmeManager:
         self._prepared = False
         self._started = False
         self._stopped = False
-        self._failures = 0
+        self._failures: dict[tuple[str, ...], int] = {}
+        self._retryAt: dict[tuple[str, ...], float] = {}
         self._running: Deferred | None = None
         for spec in specs:
             self.addSpec(spec)
@@ -241,7 +242,8 @@ class AcmeManager:
             self._logServing("stored by another process")
         due = [(spec, why) for spec in self.specs if (why := self.due(spec))]
         if not due:
-            self._failures = 0
+            self._failures.clear()
+            self._retryAt.clear()
             return self.settings.checkInterval
         if not self.store.lock.tryAcquire():
             log.info(
@@ -256,9 +258,16 @@ class AcmeManager:
             if self._loadStore():
                 self._publish()
                 self._logServing("stored by another process")
+            # Each certificate fails and backs off on its own: one name whose DNS
+            # moved away must not keep the others from renewing.
+            delays: list[float] = []
             for spec in self.specs:
                 why = self.due(spec)
                 if why is None or self._stopped:
+                    continue
+                wait = self._retryAt.get(spec, 0.0) - self._reactor.seconds()
+                if wait > 0:
+                    delays.append(wait)
                     continue
                 log.info(
                     "ACME: requesting a certificate for {names}: {why}",
@@ -280,9 +289,9 @@ class AcmeManager:
                     # Start afresh next time: directory, nonces and account URL may
                     # be stale if the CA restarted or moved.
                     self._client = None
-                    self._failures += 1
+                    failures = self._failures[spec] = self._failures.get(spec, 0) + 1
                     delay = min(
-                        self.settings.retryMin * 2 ** (self._failures - 1), self.settings.retryMax
+                        self.settings.retryMin * 2 ** (failures - 1), self.settings.retryMax
                     )
                     asked = getattr(e, "retryAfter", None)
                     if asked:
@@ -299,14 +308,17 @@ class AcmeManager:
                         "ACME: issuing a certificate for {names} failed (attempt {n}): "
                         "{error}; {keeping}; retrying in {delay:.0f}s",
                         names=", ".join(spec),
-                        n=self._failures,
+                        n=failures,
                         error=f"{type(e).__name__}: {e}" if not _isAcme(e) else str(e),
                         keeping=keeping,
                         delay=delay,
                     )
-                    return delay
-            self._failures = 0
-            return self.settings.checkInterval
+                    self._retryAt[spec] = self._reactor.seconds() + delay
+                    delays.append(delay)
+                    continue
+                self._failures.pop(spec, None)
+                self._retryAt.pop(spec, None)
+            return min(delays) if delays else self.settings.checkInterval
         finally:
             self.store.lock.release()
 

@@ -29,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from txflip.privatefile import writePrivate
+
 ACCOUNT_KEY = "client.key"
 LOCK_FILE = ".txflip.lock"
 CHALLENGES = ".txflip-challenges"
@@ -95,23 +97,8 @@ class StoredCertificate:
         return (self.notAfter - now).total_seconds()
 
 
-def _writePrivate(path: str, data: bytes) -> None:
-    """Write C{data} to C{path} atomically; the file is never readable by others."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.replace(tmp, path)
+_CHALLENGE_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
+"""What a token or name may look like before it becomes part of a file name."""
 
 
 def splitPEM(data: bytes) -> tuple[list[bytes], list[bytes]]:
@@ -209,15 +196,7 @@ class AcmeStore:
         except FileNotFoundError:
             data = b""
         if not data.strip():
-            data = privateKeyPEM(newPrivateKey())
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileExistsError:
-                return self.accountKey()
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            data = self._createAccountKey(path)
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except ValueError as e:
@@ -225,6 +204,30 @@ class AcmeStore:
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return jose.JWKEC(key=key)
         return jose.JWKRSA(key=key)
+
+    @staticmethod
+    def _createAccountKey(path: str) -> bytes:
+        """
+        Make the account key: complete on disk before its name appears, and
+        never replacing one another generation made first (but replacing an
+        empty file a crash left behind).
+        """
+        temporary = f"{path}.new.{os.getpid()}"
+        writePrivate(temporary, privateKeyPEM(newPrivateKey()))
+        try:
+            if os.path.exists(path):
+                os.replace(temporary, path)
+            else:
+                os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+        with open(path, "rb") as f:
+            return f.read()
 
     # Certificates.
 
@@ -262,7 +265,20 @@ class AcmeStore:
 
     def save(self, name: str, keyPEM: bytes, chainPEM: bytes) -> StoredCertificate:
         """Store key and chain for C{name} atomically (mode 0600) and return what was stored."""
-        _writePrivate(self.certPath(name), keyPEM.strip() + b"\n" + chainPEM.strip() + b"\n")
+        _, certificates = splitPEM(chainPEM)
+        key = serialization.load_pem_private_key(keyPEM, password=None)
+        if not certificates or x509.load_pem_x509_certificate(
+            certificates[0]
+        ).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
+            raise StoreError(
+                f"the CA's certificate for {name} does not match the key it was ordered with; "
+                "not stored"
+            )
+        writePrivate(self.certPath(name), keyPEM.strip() + b"\n" + chainPEM.strip() + b"\n")
         stored = self.load(name)
         assert stored is not None
         return stored
@@ -275,12 +291,12 @@ class AcmeStore:
         return path
 
     def putChallenge(self, kind: str, label: str, keyAuthorization: str) -> None:
-        _writePrivate(
+        writePrivate(
             os.path.join(self.challengeDir(), f"{kind}-{label}"), keyAuthorization.encode()
         )
 
     def getChallenge(self, kind: str, label: str) -> str | None:
-        if "/" in label or label.startswith("."):
+        if not _CHALLENGE_LABEL.match(label):
             return None
         try:
             with open(os.path.join(self.path, CHALLENGES, f"{kind}-{label}"), "rb") as f:

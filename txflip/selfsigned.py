@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from txflip.certfiles import CertificateError, LoadedCertificate, loadCombined
+from txflip.privatefile import writePrivate
 from txflip.restartlog import log
 
 FILE_NAME = "selfsigned.pem"
@@ -102,24 +103,6 @@ def generate(names: list[str], now: datetime.datetime | None = None) -> bytes:
     return keyPEM + certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def _writePrivate(path: str, data: bytes) -> None:
-    """Write C{data} to C{path} atomically; the file is never readable by others."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 def _reusable(path: str, names: list[str]) -> LoadedCertificate | None:
     if not os.path.exists(path):
         return None
@@ -156,7 +139,7 @@ def ensureSelfSigned(directory: str, names: list[str] | None = None) -> str:
         loaded = _reusable(path, names)
         made = loaded is None
         if made:
-            _writePrivate(path, generate(names))
+            writePrivate(path, generate(names))
             loaded = loadCombined(path)
     except OSError as e:
         raise CertificateError(
