@@ -107,3 +107,10 @@ class Hello(Resource):
 
 resource = Hello()
 """
+
+LISTENS_ON_NOTHING = """
+from twisted.application import service
+
+def makeService():
+    return service.MultiService()
+"""

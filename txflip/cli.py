@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import struct
 import sys
 import time
 
@@ -61,6 +63,14 @@ def connect(path: str, timeout: float) -> socket.socket:
     except OSError as e:
         skt.close()
         raise Unreachable(f"cannot connect to {path}: {e.strerror or e}") from None
+    serverUid = struct.unpack(
+        "3i", skt.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )[1]
+    if serverUid not in (0, os.geteuid()):
+        skt.close()
+        raise Unreachable(
+            f"{path} is served by uid {serverUid}, neither root nor you: not trusting it"
+        )
     return skt
 
 
@@ -84,7 +94,12 @@ def messages(skt: socket.socket, deadline: float):
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    raise Unreachable(
+                        f"the control socket answered something that is not txflip's: {line[:80]!r}"
+                    ) from None
 
 
 def describe(message: dict) -> str:

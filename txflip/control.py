@@ -187,7 +187,9 @@ class ControlServer(Factory):
 
     def listen(self, reactor):
         """Listen through the reactor (the registry), so the socket is handed over."""
-        return reactor.listenUNIX(self.path, self, mode=0o600)
+        port = reactor.listenUNIX(self.path, self, mode=0o600)
+        self.registry.internal.add(self.key())
+        return port
 
     def key(self) -> str:
         return "unix:" + self.path

@@ -144,7 +144,10 @@ def _clearStaleUNIXPath(path: str) -> None:
     try:
         probe.connect(path)
     except ConnectionRefusedError:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except OSError as e:
+            raise CannotListenError(None, path, e) from None
         return
     except OSError:
         return
@@ -198,6 +201,8 @@ class ListenerRegistry:
         self._paused = paused
         self._keysAsked: dict[str, int] = {}
         self.listeners: list[Listener] = []
+        self.internal: set[str] = set()
+        """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
 
     # The reactor's listen methods, as this generation offers them.
 
@@ -276,6 +281,10 @@ class ListenerRegistry:
 
     def active(self) -> list[Listener]:
         return [listener for listener in self.listeners if listener.listening]
+
+    def serving(self) -> list[Listener]:
+        """The active listeners that carry the app's traffic."""
+        return [listener for listener in self.active() if listener.key not in self.internal]
 
     def handoffDescriptors(
         self, firstFd: int = 3

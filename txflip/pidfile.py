@@ -86,8 +86,14 @@ def removePIDIfOurs(path: str, pid: int | None = None) -> bool:
 
 
 def processIsAlive(pid: int) -> bool:
+    """Whether C{pid} names a running process (a zombie waiting to be reaped is not)."""
     try:
         os.kill(pid, 0)
     except OSError as e:
-        return e.errno == errno.EPERM
-    return True
+        if e.errno != errno.EPERM:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True

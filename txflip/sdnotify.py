@@ -154,6 +154,7 @@ class SystemdReporter:
         self._watchdogUsec = watchdogUsec
         self._watchdog: LoopingCall | None = None
         self._stoppingSent = False
+        self._served = False
         self._nextGeneration: int | None = None
 
     def subscribe(self) -> None:
@@ -166,6 +167,7 @@ class SystemdReporter:
             handler(**fields)
 
     def _on_serving(self, first: bool, listeners: list, **_: object) -> None:
+        self._served = True
         on = ", ".join(key for key in listeners if key not in self._hidden) or "no listener"
         self._notifier.send(
             ("MAINPID", os.getpid()),
@@ -215,7 +217,9 @@ class SystemdReporter:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        if self._upgrader.state == "handedOver" or self._stoppingSent:
+        # A generation that never served (a failed release) is not the service:
+        # STOPPING=1 from it would make systemd stop the one that serves.
+        if not self._served or self._upgrader.state == "handedOver" or self._stoppingSent:
             return
         self._stoppingSent = True
         self._notifier.send(

@@ -78,6 +78,7 @@ class FlipService(Service):
         self._inherited = inherited
         self.events = upgrader.events
         self._channel: PredecessorChannel | None = None
+        self._abandonedByParent = False
         self._startupFailure: str | None = None
 
     # Starting.
@@ -135,7 +136,7 @@ class FlipService(Service):
 
     def _go(self, why: str) -> None:
         """The parent paused accepting (or is gone): take over, unless stopping."""
-        if not self.running or not self.registry.active():
+        if not self.running or not self.registry.serving():
             reason = "it is shutting down" if not self.running else "it listens on nothing"
             log.error("cannot take over: {reason}", reason=reason)
             if self._channel is not None:
@@ -149,8 +150,10 @@ class FlipService(Service):
         self._serving(why)
 
     def _abandoned(self, why: str) -> None:
-        """The parent gave up on this generation: never accept, exit."""
+        """The parent gave up on this generation: its sockets are the parent's again; exit."""
         log.error("the previous generation abandoned this one ({why}); exiting", why=why)
+        self._abandonedByParent = True
+        self.registry.pauseAll()
         if self.running:
             self._reactor.stop()
 
@@ -182,7 +185,9 @@ class FlipService(Service):
     def stopService(self) -> Deferred:
         Service.stopService(self)
         handedOver = self.upgrader.state == "handedOver"
-        neverServed = self.upgrader.state == "starting" and self._inherited is not None
+        neverServed = self._abandonedByParent or (
+            self.upgrader.state == "starting" and self._inherited is not None
+        )
         stopped = self.upgrader.stopping()
         if handedOver:
             pass

@@ -31,6 +31,9 @@ class SighupDispatch:
 
     def _dispatch(self, refusalAtSignal: str | None) -> None:
         if refusalAtSignal is not None or self.upgrader is None:
-            log.warn("SIGHUP refused: {why}", why=refusalAtSignal or "no upgrader")
+            why = refusalAtSignal or "no upgrader"
+            log.warn("SIGHUP refused: {why}", why=why)
+            if self.upgrader is not None:
+                self.upgrader.events.emit("upgrade-refused", source="SIGHUP", reason=why)
             return
         self.upgrader.upgrade("SIGHUP")

@@ -33,6 +33,7 @@ from txflip.twistdcompat import successorArgv
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
+SERVING_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,12 @@ class UpgradeAttempt:
             ms=self._elapsedMs(),
         )
         self._events.emit("child-ready", childPid=pid, ms=self._elapsedMs())
+        # From "go" on, the child may be accepting: the ready timeout no longer
+        # applies (a late timer must not kill a child that took over); only a
+        # child that does not confirm within SERVING_TIMEOUT_SECONDS is given up.
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self._reactor.callLater(SERVING_TIMEOUT_SECONDS, self._servingTimedOut)
         self._registry.pauseAll()
         self._paused = True
         self._channel.go()
@@ -206,6 +213,10 @@ class UpgradeAttempt:
             self._fail(why + " before serving")
         elif not self._outcome.succeeded and not self.result.called:
             self.result.callback(self._outcome)
+
+    def _servingTimedOut(self) -> None:
+        if self._outcome is None:
+            self._fail(f"did not confirm serving within {SERVING_TIMEOUT_SECONDS:g}s of go")
 
     def _timedOut(self) -> None:
         if self._outcome is None:
