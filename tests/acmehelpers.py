@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.procs import freePort, pidAlive, waitFor
+from txflip.privatefile import writePrivate
 
 PEBBLE = "/usr/bin/pebble"
 DNS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acmedns.py")
@@ -89,15 +90,14 @@ def makeTestCA(directory: str) -> tuple[str, str, str]:
         f.write(caCert.public_bytes(serialization.Encoding.PEM))
     with open(paths[1], "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(paths[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    writePrivate(
+        paths[2],
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
     return paths
 
 

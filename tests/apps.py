@@ -96,18 +96,6 @@ reactor.callWhenRunning(reactor.stop)
 reactor.addSystemEventTrigger("before", "shutdown", lambda: deferLater(reactor, 2, lambda: None))
 """
 
-RELEASE_NAMED = """
-import os
-from twisted.web.resource import Resource
-
-class Hello(Resource):
-    isLeaf = True
-    def render_GET(self, request):
-        return b"release %(release)s pid " + str(os.getpid()).encode()
-
-resource = Hello()
-"""
-
 LISTENS_ON_NOTHING = """
 from twisted.application import service
 

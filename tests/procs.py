@@ -268,6 +268,22 @@ class Flip:
         waitFor(lambda: not pidAlive(old), f"old PID {old} to exit", deadline)
         return new
 
+    def restartsUnderLoad(self, load, count: int) -> list[int]:
+        """
+        C{count} restarts while C{load} runs, each followed by more requests,
+        so that every generation is really loaded; return the new PIDs.
+        """
+        waitFor(lambda: load.totalRequests() > 20, "load to get going")
+        pids = []
+        for _ in range(count):
+            before = load.totalRequests()
+            pids.append(self.restart())
+            waitFor(
+                lambda before=before: load.totalRequests() > before + 10,
+                "requests after a restart",
+            )
+        return pids
+
     def aliveGenerations(self) -> list[int]:
         """Every process this flip ever ran that is still alive: first, logged and PID-file PIDs."""
         for match in re.finditer(r"started generation \d+ as PID (\d+)", self.log()):

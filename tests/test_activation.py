@@ -113,14 +113,7 @@ class SocketActivateTests(TestCase):
             flip.log(),
         )
         with Load("127.0.0.1", port) as load:
-            waitFor(lambda: load.totalRequests() > 30, "load to get going")
-            for _ in range(5):
-                before = load.totalRequests()
-                pids.append(flip.restart())
-                waitFor(
-                    lambda before=before: load.totalRequests() > before + 10,
-                    "requests after a restart",
-                )
+            pids += flip.restartsUnderLoad(load, 5)
         self.assertEqual(load.failures(), {}, load.failureReport())
         self.assertEqual(len(set(pids)), 6, pids)
         self.assertEqual(servedBy(port), pids[-1])

@@ -46,9 +46,7 @@ class ListenerKindTests(TestCase):
         flip = Flip(self, ["--app", "selflisten.makeService"], workdir=workdir, env=appEnv(workdir))
         pids = [flip.start()]
         with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
-            waitFor(lambda: load.totalRequests() > 20, "load to get going")
-            for _ in range(3):
-                pids.append(flip.restart())
+            pids += flip.restartsUnderLoad(load, 3)
         self.assertEqual(load.failures(), {}, load.failureReport())
         self.assertEqual(len(set(pids)), 4)
         self.assertIn(f"adopted inherited listener tcp:127.0.0.1:{port}", flip.log())
@@ -61,9 +59,7 @@ class ListenerKindTests(TestCase):
         flip = Flip(self, ["--listen", f"tcp6:{port}:interface=\\:\\:1"])
         pids = [flip.start()]
         with Load("::1", port, kinds=("newConnection", "keepAliveGet")) as load:
-            waitFor(lambda: load.totalRequests() > 20, "load to get going")
-            for _ in range(3):
-                pids.append(flip.restart())
+            pids += flip.restartsUnderLoad(load, 3)
         self.assertEqual(load.failures(), {}, load.failureReport())
         self.assertEqual(len(set(pids)), 4)
         self.assertIn(f"adopted inherited listener tcp:[::1]:{port}", flip.log())

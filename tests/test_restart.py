@@ -42,14 +42,7 @@ class RestartUnderLoadTests(TestCase):
         first = flip.start()
         pids = [first]
         with Load("127.0.0.1", port) as load:
-            waitFor(lambda: load.totalRequests() > 30, "load to get going")
-            for _ in range(20):
-                before = load.totalRequests()
-                pids.append(flip.restart())
-                waitFor(
-                    lambda before=before: load.totalRequests() > before + 10,
-                    "requests after a restart",
-                )
+            pids += flip.restartsUnderLoad(load, 20)
         self.assertEqual(load.failures(), {}, load.failureReport())
         self.assertEqual(len(set(pids)), 21, pids)
         stored = guestbookMessages(flip)

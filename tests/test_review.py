@@ -16,7 +16,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.apps import GOOD_RESOURCE, RELEASE_NAMED, STOPS_ITSELF, appEnv, writeApp
+from tests.apps import GOOD_RESOURCE, STOPS_ITSELF, appEnv, writeApp
 from tests.procs import (
     Flip,
     UNIXHTTPConnection,
@@ -135,7 +135,7 @@ class CommandLineTests(TestCase):
         for release in ("1", "2"):
             os.makedirs(os.path.join(root, "releases", release))
             writeApp(
-                os.path.join(root, "releases", release), "myrelease", RELEASE_NAMED, release=release
+                os.path.join(root, "releases", release), "myrelease", GOOD_RESOURCE, release=release
             )
         current = os.path.join(root, "current")
         os.symlink(os.path.join(root, "releases", "1"), current)

@@ -128,10 +128,6 @@ class IssueLock:
         self._path = path
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def tryAcquire(self) -> bool:
         """Take the lock if nobody holds it; never waits."""
         if self._fd is not None:

@@ -32,8 +32,6 @@ from txflip.restartlog import log
 
 FactoryHook = Callable[[IProtocolFactory], IProtocolFactory]
 
-_FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6, "AF_UNIX": socket.AF_UNIX}
-
 
 class HandoffUNIXPort(unix.Port):
     """
@@ -88,9 +86,6 @@ class Listener:
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
         return self.port.stopListening()
-
-    def describe(self) -> str:
-        return self.key
 
 
 def tcpKey(port: int, interface: str) -> str:
@@ -335,7 +330,3 @@ class ListenerRegistry:
         return gatherResults(
             [maybeDeferred(listener.port.stopListening) for listener in self.active()]
         )
-
-
-def familyFromName(name: str) -> int:
-    return _FAMILIES[name]

@@ -140,33 +140,34 @@ def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str], acme=No
 
 def makeService(options: FlipOptions):
     """Build this generation's L{FlipService} from C{twistd flip}'s options."""
-    try:
-        return _makeService(options)
-    except (ConfigError, AppError, pidfile.PIDFileError) as e:
-        from txflip.service import fatal
-
-        raise fatal(str(e), _inheritedForErrors) from None
-
-
-_inheritedForErrors = None
-
-
-def _makeService(options: FlipOptions):
-    global _inheritedForErrors
     from twisted.internet import reactor
 
-    from txflip.drain import ConnectionTracker
     from txflip.handoff import takeInheritedState
+    from txflip.service import fatal
+    from txflip.signals import SighupDispatch
+
+    # Before anything imports the app: a stray SIGHUP would kill a plain twistd.
+    dispatch = SighupDispatch(reactor)
+    dispatch.install()
+    try:
+        inherited = takeInheritedState()
+    except ValueError as e:
+        raise fatal(str(e)) from None
+    try:
+        return _makeService(options, reactor, dispatch, inherited)
+    except (ConfigError, AppError, pidfile.PIDFileError) as e:
+        raise fatal(str(e), inherited) from None
+
+
+def _makeService(options: FlipOptions, reactor, dispatch, inherited):
+    from txflip.drain import ConnectionTracker
     from txflip.listeners import ListenerRegistry
     from txflip.restartlog import setGeneration
     from txflip.service import FlipConfig, FlipService
-    from txflip.signals import SighupDispatch
     from txflip.simplemode import simpleModeReason
     from txflip.twistdcompat import openLogFilesForAppending, takeOverTwistd
     from txflip.upgrade import Upgrader
 
-    dispatch = SighupDispatch(reactor)
-    dispatch.install()
     simpleReason = simpleModeReason()
     notifySettings = sdnotify.takeFromEnvironment()
     try:
@@ -174,11 +175,6 @@ def _makeService(options: FlipOptions):
     except activation.ActivationError as e:
         raise ConfigError(str(e)) from None
 
-    try:
-        inherited = takeInheritedState()
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    _inheritedForErrors = inherited
     if inherited is not None:
         os.set_inheritable(inherited.controlFd, False)
         setGeneration(inherited.generation)

@@ -79,7 +79,6 @@ class FlipService(Service):
         self.events = upgrader.events
         self._channel: PredecessorChannel | None = None
         self._abandonedByParent = False
-        self._startupFailure: str | None = None
 
     # Starting.
 

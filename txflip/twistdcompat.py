@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 class TwistdSettings:
     """What flip took over from twistd's options."""
 
-    underTwistd: bool = False
     pidfile: str | None = None
     successorOptions: list[str] = field(default_factory=list)
     logfile: str | None = None
@@ -52,7 +51,7 @@ def takeOverTwistd(parent) -> TwistdSettings:
     if logfile is not None:
         logfile = os.path.abspath(logfile)
         successorOptions.append(f"--logfile={logfile}")
-    return TwistdSettings(True, pidfile, successorOptions, logfile)
+    return TwistdSettings(pidfile, successorOptions, logfile)
 
 
 def successorArgv(origArgv: list[str], executable: str, options: list[str]) -> list[str]:

@@ -356,7 +356,6 @@ class Upgrader:
         self._cwd = cwd or workingDirectory()
         self.state = "starting"
         self.attempt: UpgradeAttempt | None = None
-        self.lastOutcome: Outcome | None = None
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""
 
@@ -399,7 +398,6 @@ class Upgrader:
         return self.attempt.start(source).addCallback(self._attemptEnded)
 
     def _attemptEnded(self, outcome: Outcome) -> Outcome:
-        self.lastOutcome = outcome
         self.attempt = None
         if outcome.succeeded:
             self.state = "handedOver"
