@@ -10,7 +10,16 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=["txflip", "twisted.plugins"],
+    packages=[
+        "txflip",
+        "txflip.core",
+        "txflip.twistd",
+        "txflip.systemd",
+        "txflip.control",
+        "txflip.tls",
+        "txflip.acme",
+        "twisted.plugins",
+    ],
     package_data={"twisted.plugins": ["txflip_plugin.py", "txflip_acme_endpoints.py"]},
     install_requires=[
         "twisted[tls]>=24.3",
@@ -21,7 +30,7 @@ setup(
         "pyopenssl>=24",
         "service-identity>=24",
     ],
-    entry_points={"console_scripts": ["txflip = txflip.cli:main"]},
+    entry_points={"console_scripts": ["txflip = txflip.control.client:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3 :: Only",

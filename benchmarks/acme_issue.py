@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 
-from tests.acmehelpers import Pebble, fetchTLS
-from tests.procs import Flip, freePort, waitFor
+from tests.support.acmehelpers import Pebble, fetchTLS
+from tests.support.procs import Flip, freePort, waitFor
 
 ISSUED = "ACME: now serving the newly issued certificate"
 

@@ -29,8 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.load import Load  # noqa: E402
-from tests.procs import freePort, pidAlive, readPidFile, twistdCommand, waitFor  # noqa: E402
+from tests.support.load import Load  # noqa: E402
+from tests.support.procs import freePort, pidAlive, readPidFile, twistdCommand, waitFor  # noqa: E402
 
 APP = "txflip.demo.makeResource"
 started: list[subprocess.Popen] = []

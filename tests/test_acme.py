@@ -18,9 +18,9 @@ import threading
 import josepy as jose
 from twisted.trial.unittest import TestCase
 
-from tests.acmehelpers import HoldingProxy, Pebble, fetchTLS
-from tests.procs import Flip, freePort, httpGet, pidAlive, waitFor
-from txflip.acmestore import AcmeStore
+from tests.support.acmehelpers import HoldingProxy, Pebble, fetchTLS
+from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from txflip.acme.store import AcmeStore
 
 NAMES = ("a.test", "b.test")
 ISSUED = "ACME: now serving the newly issued certificate"

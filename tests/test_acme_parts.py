@@ -20,17 +20,17 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tests.procs import Flip, freePort, waitFor
-from txflip.acmechallenges import (
+from tests.support.procs import Flip, freePort, waitFor
+from txflip.acme.challenges import (
     HTTP01,
     ID_PE_ACME_IDENTIFIER,
     TLSALPN01,
     ChallengeResponder,
     WithChallenges,
 )
-from txflip.acmeclient import AcmeError, retryAfter
-from txflip.acmestore import AcmeStore
-from txflip.acmetls import matchName
+from txflip.acme.client import AcmeError, retryAfter
+from txflip.acme.store import AcmeStore
+from txflip.acme.tls import matchName
 
 
 class RetryAfterTests(TestCase):
@@ -232,14 +232,14 @@ class EndpointStringTests(TestCase):
         return serverFromString(reactor, f"{prefix}:{store}:tcp:0:interface=127.0.0.1")
 
     def test_le(self):
-        from txflip.acmeclient import LETSENCRYPT
+        from txflip.acme.client import LETSENCRYPT
 
         endpoint = self.parse("le")
         self.assertEqual(endpoint.manager.directoryUrl, LETSENCRYPT)
         self.assertEqual(endpoint.manager.specs, [("a.test",), ("www.a.test",)])
 
     def test_lets(self):
-        from txflip.acmeclient import LETSENCRYPT_STAGING
+        from txflip.acme.client import LETSENCRYPT_STAGING
 
         endpoint = self.parse("lets")
         self.assertEqual(endpoint.manager.directoryUrl, LETSENCRYPT_STAGING)

@@ -16,9 +16,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
-from txflip.acmechallenges import HTTP01
-from txflip.acmeclient import AcmeClient, AcmeError
-from txflip.acmestore import ACCOUNT_KEY, AcmeStore
+from txflip.acme.challenges import HTTP01
+from txflip.acme.client import AcmeClient, AcmeError
+from txflip.acme.store import ACCOUNT_KEY, AcmeStore
 
 
 class AccountKeyTests(TestCase):

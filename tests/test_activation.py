@@ -13,10 +13,10 @@ import socket
 
 from twisted.trial.unittest import TestCase
 
-from tests.load import Load
-from tests.opsapps import appEnv, shortTempDir, writeApp
-from tests.procs import Flip, freePort, httpGet, servedBy, waitFor
-from txflip import activation
+from tests.support.load import Load
+from tests.support.opsapps import appEnv, shortTempDir, writeApp
+from tests.support.procs import Flip, freePort, httpGet, servedBy, waitFor
+from txflip.systemd import activation
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 

@@ -11,7 +11,7 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.procs import Flip, freePort, pidAlive, readPidFile, twistdCommand, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, readPidFile, twistdCommand, waitFor
 
 
 class BadInputTests(TestCase):

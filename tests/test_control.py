@@ -15,8 +15,8 @@ import threading
 
 from twisted.trial.unittest import TestCase
 
-from tests.opsapps import appEnv, txflip, writeApp
-from tests.procs import Flip, freePort, pidAlive, servedBy, waitFor
+from tests.support.opsapps import appEnv, txflip, writeApp
+from tests.support.procs import Flip, freePort, pidAlive, servedBy, waitFor
 
 
 class ControlTestCase(TestCase):

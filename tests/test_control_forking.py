@@ -12,8 +12,8 @@ import signal
 
 from twisted.trial.unittest import TestCase
 
-from tests.opsapps import txflip
-from tests.procs import Flip, freePort, pidAlive, readPidFile, servedBy, waitFor
+from tests.support.opsapps import txflip
+from tests.support.procs import Flip, freePort, pidAlive, readPidFile, servedBy, waitFor
 
 
 class DetachedFlip(Flip):

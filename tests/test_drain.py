@@ -13,7 +13,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.procs import BackgroundGet, Flip, freePort, httpGet, pidAlive, waitFor
+from tests.support.procs import BackgroundGet, Flip, freePort, httpGet, pidAlive, waitFor
 
 
 def demo(testCase, *extra) -> tuple[Flip, int]:

@@ -12,7 +12,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.apps import (
+from tests.support.apps import (
     EXITS_AT_ONCE,
     GOOD_RESOURCE,
     NEVER_READY,
@@ -20,7 +20,7 @@ from tests.apps import (
     appEnv,
     writeApp,
 )
-from tests.procs import Flip, freePort, httpGet, pidAlive, servedBy, waitFor
+from tests.support.procs import Flip, freePort, httpGet, pidAlive, servedBy, waitFor
 
 
 def releaseFlip(testCase, *extra: str) -> tuple[Flip, int, str]:

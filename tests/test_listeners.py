@@ -13,9 +13,9 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.apps import ECHO_FACTORY, SERVICE_THAT_LISTENS, appEnv, writeApp
-from tests.load import Load
-from tests.procs import (
+from tests.support.apps import ECHO_FACTORY, SERVICE_THAT_LISTENS, appEnv, writeApp
+from tests.support.load import Load
+from tests.support.procs import (
     Flip,
     UNIXHTTPConnection,
     fdTargets,

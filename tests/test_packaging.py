@@ -9,7 +9,7 @@ import subprocess
 
 from twisted.trial.unittest import TestCase
 
-from tests.procs import twistdCommand
+from tests.support.procs import twistdCommand
 
 
 class PluginTests(TestCase):

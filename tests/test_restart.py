@@ -10,8 +10,8 @@ import sqlite3
 
 from twisted.trial.unittest import TestCase
 
-from tests.load import Load
-from tests.procs import BackgroundGet, Flip, freePort, pidAlive, servedBy, waitFor
+from tests.support.load import Load
+from tests.support.procs import BackgroundGet, Flip, freePort, pidAlive, servedBy, waitFor
 
 
 def demoFlip(testCase, *extra: str) -> tuple[Flip, int]:

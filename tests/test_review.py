@@ -16,8 +16,8 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.apps import GOOD_RESOURCE, STOPS_ITSELF, appEnv, writeApp
-from tests.procs import (
+from tests.support.apps import GOOD_RESOURCE, STOPS_ITSELF, appEnv, writeApp
+from tests.support.procs import (
     Flip,
     UNIXHTTPConnection,
     freePort,

@@ -13,7 +13,7 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.apps import (
+from tests.support.apps import (
     GOOD_RESOURCE,
     LISTENS_ON_NOTHING,
     SERVICE_THAT_LISTENS,
@@ -21,8 +21,8 @@ from tests.apps import (
     appEnv,
     writeApp,
 )
-from tests.opsapps import NotifyCapture, shortTempDir, txflip
-from tests.procs import Flip, freePort, servedBy, waitFor
+from tests.support.opsapps import NotifyCapture, shortTempDir, txflip
+from tests.support.procs import Flip, freePort, servedBy, waitFor
 
 
 class FailedReleaseTests(TestCase):

@@ -13,9 +13,9 @@ import uuid
 
 from twisted.trial.unittest import TestCase
 
-from tests.opsapps import NotifyCapture, appEnv, shortTempDir, txflip, writeApp
-from tests.procs import Flip, freePort, httpGet, pidAlive, waitFor
-from txflip import sdnotify
+from tests.support.opsapps import NotifyCapture, appEnv, shortTempDir, txflip, writeApp
+from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from txflip.systemd import notify as sdnotify
 
 
 class EnvironmentTests(TestCase):

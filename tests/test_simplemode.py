@@ -15,7 +15,7 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.procs import childrenOf, freePort, httpGet, pidAlive, twistdCommand, waitFor
+from tests.support.procs import childrenOf, freePort, httpGet, pidAlive, twistdCommand, waitFor
 
 
 def unshareAvailable() -> str | None:
@@ -90,17 +90,17 @@ class SimpleModeDecisionTests(TestCase):
     """
 
     def test_windowsCannotInheritDescriptors(self):
-        from txflip.simplemode import simpleModeReason
+        from txflip.core.simplemode import simpleModeReason
 
         reason = simpleModeReason(pid=4242, platformType="win32")
         self.assertIn("cannot hand listening sockets to a new process", reason)
 
     def test_pidOne(self):
-        from txflip.simplemode import simpleModeReason
+        from txflip.core.simplemode import simpleModeReason
 
         self.assertIn("PID 1", simpleModeReason(pid=1, platformType="posix"))
 
     def test_ordinaryProcessRestarts(self):
-        from txflip.simplemode import simpleModeReason
+        from txflip.core.simplemode import simpleModeReason
 
         self.assertIsNone(simpleModeReason(pid=4242, platformType="posix"))

@@ -16,8 +16,8 @@ import subprocess
 from twisted.python.log import msg
 from twisted.trial.unittest import TestCase
 
-from tests.procs import Flip, freePort, ipv6LoopbackWorks, pidAlive, waitFor
-from tests.tlshelpers import (
+from tests.support.procs import Flip, freePort, ipv6LoopbackWorks, pidAlive, waitFor
+from tests.support.tlshelpers import (
     NOW,
     TestCA,
     certPEM,
@@ -29,7 +29,7 @@ from tests.tlshelpers import (
     writePrivate,
     writePublic,
 )
-from tests.tlsload import TLSLoad, summary
+from tests.support.tlsload import TLSLoad, summary
 
 RESTARTS = 10
 

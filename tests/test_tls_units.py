@@ -22,13 +22,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from tests.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePrivate, writePublic
-from txflip.certdir import CertificateDirectory
-from txflip.certfiles import CertificateError, loadCombined, loadPair
-from txflip.redirect import HTTPSRedirect, httpsPortOf, redirectSite
-from txflip.selfsigned import ensureSelfSigned
-from txflip.tlsdefaults import ALPN_PROTOCOLS
-from txflip.tlsendpoint import EndpointSyntaxError, TLSServerEndpoint, TLSServerParser, parseTLS
+from tests.support.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePrivate, writePublic
+from txflip.tls.certdir import CertificateDirectory
+from txflip.tls.certfiles import CertificateError, loadCombined, loadPair
+from txflip.tls.defaults import ALPN_PROTOCOLS
+from txflip.tls.endpoint import EndpointSyntaxError, TLSServerEndpoint, TLSServerParser, parseTLS
+from txflip.tls.redirect import HTTPSRedirect, httpsPortOf, redirectSite
+from txflip.tls.selfsigned import ensureSelfSigned
 
 
 class LogCapture:

@@ -14,8 +14,8 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
-from tests.load import Load
-from tests.procs import freePort, pidAlive, readPidFile, servedBy, twistdCommand, waitFor
+from tests.support.load import Load
+from tests.support.procs import freePort, pidAlive, readPidFile, servedBy, twistdCommand, waitFor
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[")
 

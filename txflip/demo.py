@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from txflip.restartlog import generation
+from txflip.core.log import generation
 
 MAX_SLEEP = 600.0
 MAX_MESSAGE = 2000

@@ -4,7 +4,7 @@ txacme's endpoint strings, served by txflip's ACMEv2 client.
     le:CERTDIR:SUBENDPOINT      Let's Encrypt
     lets:CERTDIR:SUBENDPOINT    Let's Encrypt staging
 
-Kept light: txflip.acmeendpoint is imported only when an endpoint is parsed.
+Kept light: txflip.acme.endpoint is imported only when an endpoint is parsed.
 """
 
 from twisted.internet.interfaces import IStreamServerEndpointStringParser
@@ -19,7 +19,7 @@ class _AcmeEndpointParser:
         self._directory = directory
 
     def parseStreamServer(self, reactor, *args, **kwargs):
-        from txflip.acmeendpoint import parseAcmeEndpoint
+        from txflip.acme.endpoint import parseAcmeEndpoint
 
         return parseAcmeEndpoint(reactor, self.prefix, self._directory, args, kwargs)
 

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 flip = ServiceMaker(
     "txflip",
-    "txflip.options",
+    "txflip.twistd.options",
     "Serve a Twisted app with zero-downtime restarts on SIGHUP.",
     "flip",
 )

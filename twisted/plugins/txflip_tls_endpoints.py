@@ -1,5 +1,5 @@
 """The C{flip-tls:} server endpoint string: TLS listeners that survive txflip restarts."""
 
-from txflip.tlsendpoint import TLSServerParser
+from txflip.tls.endpoint import TLSServerParser
 
 tlsServerParser = TLSServerParser()

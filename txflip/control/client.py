@@ -1,0 +1,265 @@
+"""
+The C{txflip} command: ask a running C{twistd flip} for a restart and report
+how it ended, or print its status, over its control socket.
+
+Exit codes of C{txflip reload}: 0 the new generation serves; 1 the restart
+failed or was refused (the old generation keeps serving); 2 the server could
+not be asked (no control socket, not allowed, bad usage); 124 the timeout
+ended the wait before the outcome was known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+from txflip.control.server import defaultControlPath
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 2
+EXIT_TIMEOUT = 124
+DEFAULT_TIMEOUT = 120.0
+
+
+class Unreachable(Exception):
+    """The control socket could not be used; the message says why and what to do."""
+
+
+def controlPath(args: argparse.Namespace) -> str:
+    if args.control:
+        return args.control
+    if args.pid_file:
+        return defaultControlPath(args.pid_file)
+    raise Unreachable(
+        "say which server: --pid-file FILE (as given to twistd flip) or --control PATH"
+    )
+
+
+def connect(path: str, timeout: float) -> socket.socket:
+    skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    skt.settimeout(timeout)
+    try:
+        skt.connect(path)
+    except FileNotFoundError:
+        skt.close()
+        raise Unreachable(
+            f"no control socket at {path}: is twistd flip running with this PID file "
+            "(and without --no-control)?"
+        ) from None
+    except PermissionError:
+        skt.close()
+        raise Unreachable(
+            f"permission denied on {path}: run as the user the server runs as, or as root"
+        ) from None
+    except ConnectionRefusedError:
+        skt.close()
+        raise Unreachable(f"nothing listens on {path}: the server is not running") from None
+    except OSError as e:
+        skt.close()
+        raise Unreachable(f"cannot connect to {path}: {e.strerror or e}") from None
+    serverUid = struct.unpack(
+        "3i", skt.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    )[1]
+    if serverUid not in (0, os.geteuid()):
+        skt.close()
+        raise Unreachable(
+            f"{path} is served by uid {serverUid}, neither root nor you: not trusting it"
+        )
+    return skt
+
+
+def messages(skt: socket.socket, deadline: float):
+    """Yield each JSON line the server sends until it closes; raise TimeoutError at the deadline."""
+    buffer = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        skt.settimeout(remaining)
+        try:
+            data = skt.recv(65536)
+        except TimeoutError:
+            raise
+        except OSError:
+            data = b""
+        if not data:
+            return
+        buffer += data
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    raise Unreachable(
+                        f"the control socket answered something that is not txflip's: {line[:80]!r}"
+                    ) from None
+
+
+def describe(message: dict) -> str:
+    phase = message.get("phase")
+    if phase == "started":
+        return (
+            f"child started: generation {message['childGeneration']} as PID "
+            f"{message['childPid']} (parent: generation {message['generation']}, "
+            f"PID {message['pid']})"
+        )
+    if phase == "ready":
+        return f"ready after {message['ms']} ms: PID {message['childPid']}"
+    if phase == "serving":
+        return (
+            f"serving: generation {message['childGeneration']} (PID {message['childPid']}) "
+            f"took over after {message['ms']} ms"
+        )
+    if phase == "draining":
+        return (
+            f"parent draining: generation {message['generation']} (PID {message['pid']}), "
+            f"{message['connections']} connection(s) in flight"
+        )
+    if phase == "done":
+        return f"done: generation {message['childGeneration']} (PID {message['childPid']}) serves"
+    if phase == "failed" and message.get("refused"):
+        return (
+            f"failed: {message['reason']}; generation {message['generation']} "
+            f"(PID {message['pid']}) keeps serving"
+        )
+    if phase == "failed":
+        return (
+            f"failed: generation {message['childGeneration']} (PID {message['childPid']}) "
+            f"{message['reason']}; generation {message['generation']} (PID {message['pid']}) "
+            "keeps serving"
+        )
+    return f"{phase}: {message.get('reason', '')}".rstrip(": ")
+
+
+def reload(args: argparse.Namespace) -> int:
+    path = controlPath(args)
+    deadline = time.monotonic() + args.timeout
+    skt = connect(path, args.timeout)
+    lastPhase = None
+    succeeded = False
+    try:
+        skt.sendall(b"reload\n")
+        for message in messages(skt, deadline):
+            lastPhase = message.get("phase")
+            print(json.dumps(message) if args.json else describe(message), flush=True)
+            if lastPhase == "serving":
+                succeeded = True
+            if lastPhase == "done":
+                return EXIT_OK
+            if lastPhase in ("failed",):
+                return EXIT_FAILED
+            if lastPhase in ("refused", "error"):
+                return EXIT_UNREACHABLE
+    except TimeoutError:
+        print(
+            f"txflip reload: timed out after {args.timeout:g}s waiting for the outcome "
+            f"(last phase: {lastPhase or 'none'}); the restart may still finish: "
+            "check with txflip status",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    finally:
+        skt.close()
+    if succeeded:
+        # The old generation went away before saying "done"; the new one serves.
+        print("done: the new generation serves", flush=True)
+        return EXIT_OK
+    print(
+        f"txflip reload: the server closed the control connection without an outcome "
+        f"(last phase: {lastPhase or 'none'}); check with txflip status",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def formatStatus(status: dict) -> str:
+    last = status.get("lastRestart")
+    if not last:
+        lastText = "none"
+    elif last["outcome"] == "refused":
+        lastText = f"refused at {last['at']}: {last['reason']}"
+    else:
+        ms = f" in {last['ms']} ms" if last.get("ms") is not None else ""
+        lastText = (
+            f"{last['outcome']} at {last['at']}: generation {last.get('generation')} "
+            f"(PID {last.get('pid')}) {last.get('reason')}{ms}"
+        )
+    lines = [
+        f"pid:         {status['pid']}",
+        f"generation:  {status['generation']}",
+        f"state:       {status['state']}",
+        f"uptime:      {status['uptimeSeconds']:g}s (since {status['startedAt']})",
+        f"listeners:   {', '.join(status['listeners']) or 'none'}",
+        f"connections: {status['connections']} in flight",
+        f"last restart: {lastText}",
+    ]
+    if status.get("simpleMode"):
+        lines.append(f"simple mode: {status['simpleMode']}")
+    return "\n".join(lines)
+
+
+def status(args: argparse.Namespace) -> int:
+    path = controlPath(args)
+    skt = connect(path, args.timeout)
+    try:
+        skt.sendall(b"status\n")
+        for message in messages(skt, time.monotonic() + args.timeout):
+            if message.get("phase") == "status":
+                message.pop("phase")
+                print(json.dumps(message) if args.json else formatStatus(message))
+                return EXIT_OK
+            print(f"txflip status: {describe(message)}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+    except TimeoutError:
+        print(f"txflip status: no answer within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    finally:
+        skt.close()
+    print("txflip status: the server closed the connection without an answer", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="txflip", description="Control a running twistd flip server."
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    for name, helpText, defaultTimeout in (
+        ("reload", "restart without downtime and report the outcome", DEFAULT_TIMEOUT),
+        ("status", "print PID, generation, listeners and the last restart", 10.0),
+    ):
+        sub = commands.add_parser(name, help=helpText)
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--pid-file", "-p", help="the server's PID file (socket: FILE.control)")
+        where.add_argument("--control", "-c", help="the server's control socket")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=defaultTimeout,
+            help=f"seconds to wait for the outcome (default {defaultTimeout:g})",
+        )
+        sub.add_argument("--json", action="store_true", help="print the server's JSON lines")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.timeout > 0:
+        print("txflip: --timeout must be a number of seconds above 0", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        return {"reload": reload, "status": status}[args.command](args)
+    except Unreachable as e:
+        print(f"txflip {args.command}: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""
+Connection tracking and draining.
+
+twisted.web's Site does not track its connections (DESIGN.md 5.6), so txflip
+records every protocol its listeners build, at no cost per request: the
+factory's C{buildProtocol} is wrapped once, and the drain alone touches the
+connections.
+
+The drain, after a handoff or on SIGTERM/SIGINT:
+
+  - HTTP/1.x connections (any L{HTTPChannel}, inside TLS or not): the response
+    being written, if its headers are not out yet, and every later response on
+    that connection carries C{Connection: close}. A connection with no request
+    in progress, nothing buffered and nothing waiting in the kernel, that has
+    been quiet for C{idleGrace} seconds, is closed. A request that crosses
+    such a close is thus only possible from a client that waited that long
+    and then sent at that very instant.
+  - Other protocols: the drain waits for them to close.
+  - At the drain timeout, whatever is left is aborted.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import weakref
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.web.http import HTTPChannel
+
+from txflip.core.log import log
+
+_TRACKED_MARK = "_txflipTracked"
+
+
+def lowestTransport(protocol):
+    """The transport that owns the socket, below any TLS or wrapping layers."""
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        # twisted.web's Site builds a proxy whose channel holds the transport.
+        transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+    while transport is not None and getattr(transport, "transport", None) is not None:
+        transport = transport.transport
+    return transport
+
+
+def _transportOf(protocol):
+    """The transport C{protocol} writes to (TLS included, if any)."""
+    return getattr(protocol, "transport", None) or protocol._channel.transport
+
+
+def isOpen(protocol) -> bool:
+    transport = lowestTransport(protocol)
+    if transport is None:
+        return False
+    return not getattr(transport, "disconnected", False)
+
+
+def httpChannelOf(protocol) -> HTTPChannel | None:
+    """The HTTP/1.x channel behind C{protocol}, if it is one."""
+    if isinstance(protocol, HTTPChannel):
+        return protocol
+    inner = getattr(protocol, "_channel", None)
+    if isinstance(inner, HTTPChannel):
+        return inner
+    return None
+
+
+def _kernelHasUnreadBytes(protocol) -> bool:
+    transport = lowestTransport(protocol)
+    skt = getattr(transport, "socket", None)
+    if skt is None:
+        return False
+    try:
+        return bool(skt.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False
+
+
+def _refuseKeepAlive(request, version) -> bool:
+    """A replacement for L{HTTPChannel.checkPersistence} while draining."""
+    request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+    return False
+
+
+class _HTTPDrainState:
+    """What the drain needs to know about one HTTP channel."""
+
+    def __init__(self, channel: HTTPChannel, now: float) -> None:
+        self.channel = channel
+        self.lastActivity = now
+        originalDataReceived = channel.dataReceived
+
+        def dataReceived(data: bytes) -> None:
+            self.lastActivity = time.monotonic()
+            originalDataReceived(data)
+
+        originalRequestDone = channel.requestDone
+
+        def requestDone(request) -> None:
+            # A response just ended: the client may be about to send the next
+            # request, so the quiet period starts now.
+            self.lastActivity = time.monotonic()
+            originalRequestDone(request)
+
+        channel.dataReceived = dataReceived
+        channel.requestDone = requestDone
+        channel.checkPersistence = _refuseKeepAlive
+        if channel._dataBuffer:
+            # Pipelined requests are already buffered: each gets its answer, and
+            # the last one's carries Connection: close (checkPersistence above).
+            return
+        for request in channel.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+                channel.persistent = False
+
+    def idleFor(self, now: float) -> float:
+        """Seconds with nothing in progress, or 0 if a request is under way."""
+        channel = self.channel
+        if channel.requests or channel._handlingRequest:
+            return 0.0
+        if getattr(channel, "_buffer", b"") or channel._dataBuffer:
+            return 0.0
+        return now - self.lastActivity
+
+
+class ConnectionTracker:
+    """Remembers every connection built by the factories it has seen."""
+
+    def __init__(self) -> None:
+        self._protocols: weakref.WeakSet = weakref.WeakSet()
+
+    def track(self, factory):
+        """Wrap C{factory.buildProtocol} so its connections are remembered; return C{factory}."""
+        if getattr(factory, _TRACKED_MARK, False):
+            return factory
+        build = factory.buildProtocol
+        protocols = self._protocols
+
+        def buildProtocol(addr):
+            protocol = build(addr)
+            if protocol is not None:
+                protocols.add(protocol)
+            return protocol
+
+        factory.buildProtocol = buildProtocol
+        setattr(factory, _TRACKED_MARK, True)
+        return factory
+
+    def open(self) -> list:
+        """The connections still open."""
+        return [p for p in list(self._protocols) if isOpen(p)]
+
+
+class Drain:
+    """
+    One drain of every tracked connection, bounded by C{timeout}.
+
+    @ivar done: fires with the number of connections aborted at the deadline.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        tracker: ConnectionTracker,
+        timeout: float,
+        idleGrace: float = 1.0,
+        interval: float = 0.05,
+    ) -> None:
+        self._reactor = reactor
+        self._tracker = tracker
+        self._timeout = timeout
+        self._idleGrace = min(idleGrace, timeout)
+        self._interval = interval
+        self._http: dict[int, _HTTPDrainState] = {}
+        self.done: Deferred = Deferred()
+        self._loop: LoopingCall | None = None
+        self._deadlineCall = None
+        self._deadline = 0.0
+
+    def start(self) -> Deferred:
+        now = time.monotonic()
+        self._deadline = now + self._timeout
+        connections = self._tracker.open()
+        log.info(
+            "draining {count} connection(s), at most {timeout}s",
+            count=len(connections),
+            timeout=self._timeout,
+        )
+        self._deadlineCall = self._reactor.callLater(self._timeout + 1, self._abortAll)
+        self._loop = LoopingCall(self._check)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=True).addErrback(self._loopFailed)
+        return self.done
+
+    def _loopFailed(self, failure) -> None:
+        log.error("drain check failed: {error}; aborting at the deadline", error=failure.value)
+
+    def _abortAll(self) -> None:
+        """The deadline, enforced even if the periodic check has died."""
+        remaining = self._tracker.open()
+        for protocol in remaining:
+            _transportOf(protocol).abortConnection()
+        if remaining:
+            log.warn(
+                "drain timeout: aborted {count} connection(s) still open", count=len(remaining)
+            )
+        self._finish(len(remaining))
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        remaining = self._tracker.open()
+        if not remaining:
+            self._finish(0)
+            return
+        if now >= self._deadline:
+            self._abortAll()
+            return
+        for protocol in remaining:
+            channel = httpChannelOf(protocol)
+            if channel is None:
+                continue
+            state = self._http.get(id(channel))
+            if state is None or state.channel is not channel:
+                state = self._http[id(channel)] = _HTTPDrainState(channel, now)
+            try:
+                if state.idleFor(now) >= self._idleGrace and not _kernelHasUnreadBytes(protocol):
+                    _transportOf(protocol).loseConnection()
+            except Exception as e:
+                log.warn("drain: could not close an idle connection: {error}", error=e)
+
+    def _finish(self, aborted: int) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._deadlineCall is not None and self._deadlineCall.active():
+            self._deadlineCall.cancel()
+        if not self.done.called:
+            self.done.callback(aborted)

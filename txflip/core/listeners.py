@@ -1,0 +1,332 @@
+"""
+Listening sockets that can be handed from one generation to the next.
+
+txflip creates every listening socket itself (socket, bind, listen,
+non-blocking, close-on-exec) and adopts it into the reactor, in every
+generation, the first one included. A port made by C{listenTCP} would be shut
+down when it stops, killing the listener the next generation shares; an
+adopted one is only closed (DESIGN.md 5.1).
+
+L{ListenerRegistry} also stands in for the reactor's C{listenTCP},
+C{listenUNIX} and C{listenSSL}, so that an app that listens by itself (through
+C{strports}, endpoints or the reactor) adopts the socket its predecessor
+handed down for the same address, without changing a line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet import tcp, unix
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IProtocolFactory
+
+from txflip.core.handoff import InheritedListener
+from txflip.core.log import log
+
+FactoryHook = Callable[[IProtocolFactory], IProtocolFactory]
+
+
+class HandoffUNIXPort(unix.Port):
+    """
+    A UNIX port that can stop accepting without unlinking its path.
+
+    Twisted's UNIX port unlinks its path and shuts the socket down when it
+    stops (DESIGN.md 5.2). At a handoff the next generation is listening on
+    the same socket, so the path and the socket must stay as they are.
+    """
+
+    keepPath = False
+
+    def release(self):
+        """Stop accepting here; leave the path and the shared socket alone."""
+        self.keepPath = True
+        self._shouldShutdown = False
+        return self.stopListening()
+
+    def connectionLost(self, reason):
+        if self.keepPath:
+            tcp.Port.connectionLost(self, reason)
+        else:
+            unix.Port.connectionLost(self, reason)
+
+
+@dataclass
+class Listener:
+    """One listening port of this generation and the key it is handed down by."""
+
+    key: str
+    family: int
+    port: tcp.Port
+
+    @property
+    def familyName(self) -> str:
+        return socket.AddressFamily(self.family).name
+
+    @property
+    def listening(self) -> bool:
+        return bool(getattr(self.port, "connected", False))
+
+    def pause(self) -> None:
+        """Leave new connections in the kernel's queue for now."""
+        self.port.stopReading()
+
+    def resume(self) -> None:
+        """Accept again."""
+        self.port.startReading()
+
+    def release(self):
+        """Stop accepting for good; the socket lives on in the next generation."""
+        if isinstance(self.port, HandoffUNIXPort):
+            return self.port.release()
+        return self.port.stopListening()
+
+
+def tcpKey(port: int, interface: str) -> str:
+    """The name a TCP listener is handed down by: what was asked for, not what was got."""
+    if not interface:
+        interface = "0.0.0.0"
+    if isIPv6Address(interface):
+        return f"tcp:[{interface}]:{port}"
+    return f"tcp:{interface}:{port}"
+
+
+def unixKey(path: str | bytes) -> str:
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    return "unix:" + os.path.abspath(path)
+
+
+def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
+    """A new, non-blocking, close-on-exec TCP listening socket."""
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    try:
+        if family == socket.AF_INET6:
+            address = socket.getaddrinfo(
+                interface, port, socket.AF_INET6, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+            )[0][4]
+        else:
+            address = (interface, port)
+        skt = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise CannotListenError(interface, port, e)
+    try:
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        skt.bind(address)
+        skt.listen(backlog)
+        skt.setblocking(False)
+    except OSError as e:
+        skt.close()
+        raise CannotListenError(interface, port, e)
+    return skt
+
+
+def _clearStaleUNIXPath(path: str) -> None:
+    """Remove a socket file nobody listens on; refuse anything else in the way."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise CannotListenError(None, path, OSError(errno.EEXIST, "exists and is not a socket"))
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        try:
+            os.unlink(path)
+        except OSError as e:
+            raise CannotListenError(None, path, e) from None
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise CannotListenError(None, path, OSError(errno.EADDRINUSE, "another process listens there"))
+
+
+def bindUNIX(path: str, backlog: int, mode: int) -> socket.socket:
+    """A new UNIX listening socket whose path never exists with looser permissions than C{mode}."""
+    _clearStaleUNIXPath(path)
+    skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    oldUmask = os.umask(0o777 & ~mode)
+    try:
+        skt.bind(path)
+        os.chmod(path, mode)
+        skt.listen(backlog)
+        skt.setblocking(False)
+    except OSError as e:
+        skt.close()
+        raise CannotListenError(None, path, e)
+    finally:
+        os.umask(oldUmask)
+    return skt
+
+
+class ListenerRegistry:
+    """
+    Every listening port of this generation, and those its parent handed down.
+
+    @param reactor: the reactor to adopt sockets into.
+    @param inherited: the descriptors the parent handed down.
+    @param factoryHook: applied to every factory before it serves (connection
+        tracking for the drain).
+    @param paused: whether new ports start without accepting (a child
+        generation accepts only once its parent has stopped).
+    """
+
+    def __init__(
+        self,
+        reactor,
+        inherited: list[InheritedListener] = (),
+        factoryHook: FactoryHook = lambda f: f,
+        paused: bool = False,
+    ) -> None:
+        self._reactor = reactor
+        self._inherited: dict[str, InheritedListener] = {i.key: i for i in inherited}
+        for item in inherited:
+            os.set_inheritable(item.fd, False)
+        self._factoryHook = factoryHook
+        self._paused = paused
+        self._keysAsked: dict[str, int] = {}
+        self.listeners: list[Listener] = []
+        self.internal: set[str] = set()
+        """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
+
+    # The reactor's listen methods, as this generation offers them.
+
+    def install(self) -> None:
+        """Stand in for the reactor's C{listenTCP}, C{listenUNIX} and C{listenSSL}."""
+        self._reactor.listenTCP = self.listenTCP
+        self._reactor.listenUNIX = self.listenUNIX
+        self._reactor.listenSSL = self.listenSSL
+
+    def listenTCP(self, port: int, factory, backlog: int = 50, interface: str = ""):
+        return self._adoptTCP(port, self._factoryHook(factory), backlog, interface)
+
+    def listenSSL(self, port: int, factory, contextFactory, backlog: int = 50, interface: str = ""):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tlsFactory = TLSMemoryBIOFactory(contextFactory, False, self._factoryHook(factory))
+        adopted = self._adoptTCP(port, tlsFactory, backlog, interface)
+        adopted._type = "TLS"
+        return adopted
+
+    def _adoptTCP(self, port: int, factory, backlog: int, interface: str):
+        key = self._uniqueKey(tcpKey(port, interface))
+        family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+        inherited = self._inherited.pop(key, None)
+        if inherited is not None:
+            adopted = self._reactor.adoptStreamPort(inherited.fd, family, factory)
+            os.close(inherited.fd)
+        else:
+            skt = bindTCP(port, interface, backlog)
+            try:
+                adopted = self._reactor.adoptStreamPort(skt.fileno(), family, factory)
+            finally:
+                skt.close()
+        return self._register(key, family, adopted, inherited is not None)
+
+    def listenUNIX(self, address, factory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0):
+        path = os.path.abspath(os.fsdecode(address))
+        key = self._uniqueKey(unixKey(path))
+        inherited = self._inherited.pop(key, None)
+        if inherited is not None:
+            fd = inherited.fd
+        else:
+            skt = bindUNIX(path, backlog, mode)
+            fd = os.dup(skt.fileno())
+            skt.close()
+            os.set_inheritable(fd, False)
+        try:
+            adopted = HandoffUNIXPort._fromListeningDescriptor(
+                self._reactor, fd, self._factoryHook(factory)
+            )
+            adopted.mode = mode
+            adopted.backlog = backlog
+            adopted.startListening()
+        finally:
+            os.close(fd)
+        return self._register(key, socket.AF_UNIX, adopted, inherited is not None)
+
+    # Handing over.
+
+    def _uniqueKey(self, key: str) -> str:
+        count = self._keysAsked.get(key, 0)
+        self._keysAsked[key] = count + 1
+        return key if count == 0 else f"{key}#{count}"
+
+    def _register(self, key: str, family: int, port, wasInherited: bool):
+        listener = Listener(key, family, port)
+        self.listeners.append(listener)
+        if self._paused:
+            listener.pause()
+        log.info(
+            "{how} {key}",
+            how="adopted inherited listener" if wasInherited else "listening on",
+            key=key,
+        )
+        return port
+
+    def active(self) -> list[Listener]:
+        return [listener for listener in self.listeners if listener.listening]
+
+    def serving(self) -> list[Listener]:
+        """The active listeners that carry the app's traffic."""
+        return [listener for listener in self.active() if listener.key not in self.internal]
+
+    def handoffDescriptors(
+        self, firstFd: int = 3
+    ) -> tuple[dict[int, int], list[InheritedListener]]:
+        """
+        The C{childFDs} entries and descriptions for every active listener.
+
+        @return: a map from child descriptor to this process's descriptor, and
+            what the child is told about each.
+        """
+        childFDs: dict[int, int] = {}
+        described: list[InheritedListener] = []
+        for offset, listener in enumerate(self.active()):
+            fd = firstFd + offset
+            childFDs[fd] = listener.port.fileno()
+            described.append(InheritedListener(fd, listener.key, listener.familyName))
+        return childFDs, described
+
+    def closeUnclaimed(self) -> None:
+        """Close inherited sockets this generation's configuration no longer asks for."""
+        for key, item in sorted(self._inherited.items()):
+            log.warn("closing inherited listener {key}: nothing listens there any more", key=key)
+            try:
+                os.close(item.fd)
+            except OSError:
+                pass
+        self._inherited.clear()
+
+    def pauseAll(self) -> None:
+        self._paused = True
+        for listener in self.active():
+            listener.pause()
+
+    def resumeAll(self) -> None:
+        self._paused = False
+        for listener in self.active():
+            listener.resume()
+
+    def releaseAll(self) -> None:
+        """Stop accepting on every listener without harming the shared sockets."""
+        for listener in self.active():
+            listener.release()
+
+    def stopAll(self):
+        """Close every listener for good (a final shutdown: UNIX paths are removed)."""
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        return gatherResults(
+            [maybeDeferred(listener.port.stopListening) for listener in self.active()]
+        )

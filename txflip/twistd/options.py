@@ -1,0 +1,314 @@
+"""The C{twistd flip} command line, and the service it builds."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python import usage
+
+from txflip.acme.options import OPT_FLAGS as ACME_FLAGS
+from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
+from txflip.acme.options import AcmeOptionsMixin, acmeRequested
+from txflip.core import pidfile
+from txflip.core.log import log
+from txflip.systemd import activation
+from txflip.systemd import notify as sdnotify
+from txflip.twistd.appload import AppError, loadApp
+
+DEMO_APP = "txflip.demo.makeResource"
+DEFAULT_LISTEN = "tcp:8080"
+
+
+def _positiveSeconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+class FlipOptions(AcmeOptionsMixin, usage.Options):
+    """Options of C{twistd flip}."""
+
+    synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH]"
+    longdesc = (
+        "Serve a Twisted app and restart it without downtime on SIGHUP: the running "
+        "generation starts a new one with the same command line, hands it the listening "
+        "sockets, and drains once the new one is ready. SIGTERM and SIGINT drain and exit."
+    )
+    optParameters = [
+        [
+            "app",
+            "a",
+            None,
+            "The app: pkg.mod.attr or pkg.mod:attr naming a Resource, a protocol factory, "
+            "an IService, or a callable returning one. Default: the txflip demo.",
+        ],
+        [
+            "pid-file",
+            "p",
+            None,
+            "PID file, rewritten atomically by each generation once it serves "
+            "(default: twistd's --pidfile, which flip then manages).",
+        ],
+        ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
+        ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        [
+            "https-port",
+            None,
+            None,
+            "The port --redirect-http sends clients to "
+            "(default: the port of the first ssl:, flip-tls: or tls: --listen, else 443).",
+        ],
+        [
+            "control",
+            None,
+            None,
+            "The control socket for `txflip reload` and `txflip status` "
+            "(default: the PID file's path plus .control).",
+        ],
+        *ACME_PARAMETERS,
+    ]
+    optFlags = [["no-control", None, "Do not open a control socket."], *ACME_FLAGS]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["redirect-http"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """An endpoint to serve on (tcp:, tcp6:, unix:, ...); repeatable. Default: tcp:8080."""
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def opt_redirect_http(self, description: str) -> None:
+        """A plain-HTTP endpoint that redirects to HTTPS (301/308); repeatable."""
+        self["redirect-http"].append(description)
+
+
+class ConfigError(Exception):
+    """Bad input; the message is one line that says what is wrong and how to fix it."""
+
+
+def _seconds(options: FlipOptions, name: str) -> float:
+    try:
+        return _positiveSeconds(options[name])
+    except ValueError:
+        raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
+
+
+def _parseEndpoint(reactor, description: str, option: str = "--listen"):
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        return serverFromString(reactor, description)
+    except (OSError, ImportError) as e:
+        # ssl: reads its certificate files while parsing.
+        raise ConfigError(f"cannot use {option} {description!r}: {_oneLine(e)}") from None
+    except Exception as e:
+        if type(e).__module__.startswith("OpenSSL"):
+            raise ConfigError(f"cannot use {option} {description!r}: {_oneLine(e)}") from None
+        raise ConfigError(
+            f"bad {option} {description!r}: {_oneLine(e)}; "
+            "use Twisted's endpoint syntax, e.g. tcp:8080, "
+            "tcp6:8080:interface=\\:\\:1, unix:/run/app.sock"
+        ) from None
+
+
+def _oneLine(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str], acme=None) -> list:
+    """
+    The C{--redirect-http} listeners: plain HTTP answering with a redirect to
+    HTTPS, and ACME HTTP-01 challenges when ACME is configured.
+    """
+    if not options["redirect-http"]:
+        return []
+    from txflip.tls.redirect import DEFAULT_HTTPS_PORT, httpsPortOf, redirectSite
+
+    port = options["https-port"]
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--https-port {port!r}: give a port number, e.g. --https-port 443")
+    httpsPort = int(port) if port else httpsPortOf(listen) or (acme and acme.httpsPort())
+    site = redirectSite(httpsPort or DEFAULT_HTTPS_PORT)
+    if acme is not None:
+        site.redirect.challengeResponder = acme.challengeResource()
+    return [
+        (d, _parseEndpoint(reactor, d, "--redirect-http"), site) for d in options["redirect-http"]
+    ]
+
+
+def makeService(options: FlipOptions):
+    """Build this generation's L{FlipService} from C{twistd flip}'s options."""
+    from twisted.internet import reactor
+
+    from txflip.core.handoff import takeInheritedState
+    from txflip.core.service import fatal
+    from txflip.core.signals import SighupDispatch
+
+    # Before anything imports the app: a stray SIGHUP would kill a plain twistd.
+    dispatch = SighupDispatch(reactor)
+    dispatch.install()
+    try:
+        inherited = takeInheritedState()
+    except ValueError as e:
+        raise fatal(str(e)) from None
+    try:
+        return _makeService(options, reactor, dispatch, inherited)
+    except (ConfigError, AppError, pidfile.PIDFileError) as e:
+        raise fatal(str(e), inherited) from None
+
+
+def _makeService(options: FlipOptions, reactor, dispatch, inherited):
+    from txflip.core.drain import ConnectionTracker
+    from txflip.core.listeners import ListenerRegistry
+    from txflip.core.log import setGeneration
+    from txflip.core.parent import Upgrader
+    from txflip.core.service import FlipConfig, FlipService
+    from txflip.core.simplemode import simpleModeReason
+    from txflip.twistd.compat import openLogFilesForAppending, takeOverTwistd
+
+    simpleReason = simpleModeReason()
+    notifySettings = sdnotify.takeFromEnvironment()
+    try:
+        activated = activation.takeActivation()
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
+
+    if inherited is not None:
+        os.set_inheritable(inherited.controlFd, False)
+        setGeneration(inherited.generation)
+
+    twistd = takeOverTwistd(getattr(options, "parent", None))
+    if twistd.logfile:
+        openLogFilesForAppending()
+    pidFile = options["pid-file"] or twistd.pidfile
+    if inherited is not None and inherited.pidFile:
+        pidFile = inherited.pidFile
+    if pidFile:
+        pidFile = os.path.abspath(pidFile)
+        pidfile.checkWritableDirectory(pidFile)
+        if inherited is None:
+            running = pidfile.readPID(pidFile)
+            if running and running != os.getpid() and pidfile.processIsAlive(running):
+                raise ConfigError(
+                    f"PID file {pidFile} names PID {running}, which is running: "
+                    f"send it SIGHUP to restart, or stop it first"
+                )
+
+    config = FlipConfig(
+        listen=list(options["listen"]),
+        pidFile=pidFile,
+        readyTimeout=_seconds(options, "ready-timeout"),
+        drainTimeout=_seconds(options, "drain-timeout"),
+    )
+
+    tracker = ConnectionTracker()
+    registry = ListenerRegistry(
+        reactor,
+        inherited.listeners if inherited is not None else activated.inheritedListeners(),
+        factoryHook=tracker.track,
+        paused=inherited is not None,
+    )
+    registry.install()
+
+    acme = None
+    if acmeRequested(options):
+        from txflip.acme.configure import configure as configureAcme
+
+        try:
+            acme = configureAcme(reactor, options)
+        except usage.UsageError as e:
+            raise ConfigError(str(e)) from None
+
+    loaded = loadApp(options["app"] or DEMO_APP)
+    appService = loaded.app if loaded.kind == "service" else None
+    if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
+        raise ConfigError(problem)
+    listen = config.listen
+    if not listen and loaded.kind != "service" and not (acme and acme.listen):
+        listen = activated.defaultListen() or [DEFAULT_LISTEN]
+    try:
+        listen = [activated.resolve(description) for description in listen]
+    except activation.ActivationError as e:
+        raise ConfigError(str(e)) from None
+    factory = None
+    if loaded.kind == "resource":
+        from twisted.web.server import Site
+
+        factory = Site(acme.wrap(loaded.app) if acme else loaded.app)
+    elif loaded.kind == "factory":
+        factory = loaded.app
+    if listen and factory is None:
+        raise ConfigError(
+            f"--app {options['app']} is a service that listens by itself; "
+            "drop --listen, or name a Resource or protocol factory"
+        )
+    endpoints = [(d, _parseEndpoint(reactor, d), factory) for d in listen]
+    if acme and acme.listen:
+        if factory is None:
+            raise ConfigError(
+                f"--app {options['app']} is a service that listens by itself; "
+                "--acme-listen needs a Resource or protocol factory"
+            )
+        endpoints += acme.endpoints(reactor, factory, _parseEndpoint)
+    endpoints += _redirectEndpoints(reactor, options, listen, acme)
+
+    service: FlipService | None = None
+    upgrader = Upgrader(
+        reactor,
+        registry,
+        config.readyTimeout,
+        config.pidFile,
+        lambda outcome: service.handedOver(outcome),
+        simpleModeReason=simpleReason,
+        successorOptions=twistd.successorOptions,
+    )
+    service = FlipService(
+        reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
+    )
+    dispatch.upgrader = upgrader
+    upgrader.childEnvironment.update(activated.childEnvironment())
+    if activated.sockets:
+        log.info(
+            "socket activation: adopting {sockets}, read from {source}",
+            sockets=", ".join(f"{s.name}={s.key}" for s in activated.sockets),
+            source=activated.source,
+        )
+    control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
+    sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
+    if simpleReason is not None:
+        log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
+    if inherited is not None:
+        log.info(
+            "generation {gen} starting, handed {count} listener(s) by PID {parent}",
+            gen=inherited.generation,
+            count=len(inherited.listeners),
+            parent=inherited.parentPid,
+        )
+    return service
+
+
+def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited):
+    """Open the control socket (through the registry, so it is handed over)."""
+    from twisted.internet.error import CannotListenError
+
+    from txflip.control.server import ControlServer, defaultControlPath
+
+    path = options["control"] or (defaultControlPath(pidFile) if pidFile else None)
+    if options["no-control"] or not path:
+        return None
+    server = ControlServer(upgrader, registry, tracker, path, pidFile, inherited)
+    try:
+        server.listen(reactor)
+    except CannotListenError as e:
+        raise ConfigError(
+            f"cannot open the control socket {server.path}: {e.socketError}; "
+            "give another --control PATH, or --no-control"
+        ) from None
+    return server
+
+
+Options = FlipOptions
