@@ -1,0 +1,76 @@
+"""
+The child side of a handoff: a new generation's link to the one that started it.
+
+The link is the inherited end of a socketpair (L{txflip.core.channel}). The
+child says C{ready} once its app is ready, waits for C{go}, starts accepting,
+and says C{serving}; a reason for failing is written before the child exits,
+so that it reaches the parent word for word.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from txflip.core.channel import PredecessorChannel, adoptChannel, reportFailureSynchronously
+from txflip.core.handoff import HandoffState
+
+
+class PredecessorLink:
+    """
+    What this generation says to its predecessor, and hears back.
+
+    @param onGo: called with a reason once the predecessor says go (or died).
+    @param onAbandoned: called with a reason if the predecessor gave up on us.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        inherited: HandoffState,
+        onGo: Callable[[str], None],
+        onAbandoned: Callable[[str], None],
+    ) -> None:
+        self._reactor = reactor
+        self._inherited = inherited
+        self._onGo = onGo
+        self._onAbandoned = onAbandoned
+        self._channel: PredecessorChannel | None = None
+
+    @property
+    def parentPid(self) -> int:
+        return self._inherited.parentPid
+
+    def ready(self) -> None:
+        """Tell the predecessor this generation is ready; it will answer go."""
+        channelSocket = socket.socket(fileno=self._inherited.controlFd)
+        self._channel = adoptChannel(
+            self._reactor,
+            channelSocket,
+            PredecessorChannel(self._onGo, self._onAbandoned, self._inherited.parentPid),
+        )
+        self._channel.ready()
+
+    def serving(self) -> None:
+        """This generation accepts now: the predecessor may stop accepting."""
+        if self._channel is not None and self._channel.transport is not None:
+            self._channel.serving()
+            self._channel.transport.loseConnection()
+
+    def failed(self, reason: str) -> None:
+        """
+        Tell the predecessor why this generation cannot go on, before anything
+        else happens: the caller may exit right after.
+        """
+        channel = self._channel
+        if channel is None or channel.transport is None:
+            reportFailureSynchronously(self._inherited.controlFd, reason)
+            return
+        transport = channel.transport
+        # Twisted writes from the reactor loop; with nothing queued before it,
+        # the line can go out now, ahead of an exit.
+        queued = getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataBuffer", [])
+        if transport.fileno() >= 0 and not queued:
+            reportFailureSynchronously(transport.fileno(), reason)
+        else:
+            channel.failed(reason)
