@@ -52,7 +52,7 @@ class UpgradeAttemptTests(TestCase):
         self.assertFalse(self.registry._paused)
 
     def test_readyTimeoutKillsTheChild(self) -> None:
-        """Not ready in time: SIGTERM, then SIGKILL after the grace; the outcome waits for the exit."""
+        """Not ready in time: SIGTERM, SIGKILL after the grace; the outcome waits for the exit."""
         self.reactor.advance(READY_TIMEOUT - 0.1)
         self.assertEqual(self.attempt.signalsSent, [])
         self.reactor.advance(0.1)
