@@ -12,7 +12,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from txflip.core.channel import PredecessorChannel, adoptChannel, reportFailureSynchronously
+from txflip.core.channel import (
+    PredecessorChannel,
+    adoptChannel,
+    reportFailureSynchronously,
+    writeLine,
+)
 from txflip.core.handoff import HandoffState
 
 
@@ -41,36 +46,62 @@ class PredecessorLink:
     def parentPid(self) -> int:
         return self._inherited.parentPid
 
+    def open(self) -> None:
+        """Start talking to the predecessor (once the reactor runs)."""
+        if self._channel is None:
+            channelSocket = socket.socket(fileno=self._inherited.controlFd)
+            self._channel = adoptChannel(
+                self._reactor,
+                channelSocket,
+                PredecessorChannel(self._onGo, self._onAbandoned, self._inherited.parentPid),
+            )
+
+    def waiting(self, what: list[str]) -> None:
+        """Tell the predecessor what this generation still waits for."""
+        if self._say() and what:
+            self._channel.waiting(", ".join(what))
+
     def ready(self) -> None:
         """Tell the predecessor this generation is ready; it will answer go."""
-        channelSocket = socket.socket(fileno=self._inherited.controlFd)
-        self._channel = adoptChannel(
-            self._reactor,
-            channelSocket,
-            PredecessorChannel(self._onGo, self._onAbandoned, self._inherited.parentPid),
-        )
+        self.open()
         self._channel.ready()
 
     def serving(self) -> None:
         """This generation accepts now: the predecessor may stop accepting."""
-        if self._channel is not None and self._channel.transport is not None:
+        if self._say():
             self._channel.serving()
-            self._channel.transport.loseConnection()
+
+    def retired(self, why: str) -> None:
+        """
+        This generation handed over in turn, or is stopping: its exit is
+        planned. Written at once, since the exit may follow in this turn.
+        """
+        if self._say():
+            self._sayNow(f"retired {why}", lambda: self._channel.retired(why))
+
+    def _say(self) -> bool:
+        return self._channel is not None and self._channel.transport is not None
 
     def failed(self, reason: str) -> None:
         """
         Tell the predecessor why this generation cannot go on, before anything
         else happens: the caller may exit right after.
         """
-        channel = self._channel
-        if channel is None or channel.transport is None:
+        if not self._say():
             reportFailureSynchronously(self._inherited.controlFd, reason)
             return
-        transport = channel.transport
+        self._sayNow(f"failed {reason}", lambda: self._channel.failed(reason))
+
+    def _sayNow(self, line: str, queue) -> None:
+        """Write C{line} now if nothing is queued before it; else C{queue} it."""
+        transport = self._channel.transport
         # Twisted writes from the reactor loop; with nothing queued before it,
         # the line can go out now, ahead of an exit.
         queued = getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataBuffer", [])
         if transport.fileno() >= 0 and not queued:
-            reportFailureSynchronously(transport.fileno(), reason)
+            writeLine(transport.fileno(), line)
         else:
-            channel.failed(reason)
+            queue()
+
+    def _say(self) -> bool:
+        return self._channel is not None and self._channel.transport is not None

@@ -215,6 +215,10 @@ class Generation:
         if not self._readiness.explicit:
             for key in self.registry.unclaimed():
                 self._readiness.hold(_listeningAgain(key))
+        if self.inherited is not None:
+            self._link = PredecessorLink(self._reactor, self.inherited, self._go, self._abandoned)
+            self._link.open()
+            self._readiness.onChange = self._link.waiting
         self._readiness.release(REACTOR_RUNNING)
 
     def _claimed(self, key: str) -> None:
@@ -236,7 +240,6 @@ class Generation:
                 return
             self._serving("first generation")
             return
-        self._link = PredecessorLink(self._reactor, self.inherited, self._go, self._abandoned)
         self._link.ready()
 
     def _go(self, why: str) -> None:
@@ -344,6 +347,8 @@ class Generation:
             self._moveTo(State.SERVING)
             return outcome
         self._moveTo(State.HANDED_OVER)
+        if self._link is not None:
+            self._link.retired("handed over")
         log.info(
             "generation {next} (PID {child}) serves; draining",
             next=self.number + 1,
@@ -425,6 +430,8 @@ class Generation:
             self.exiting.addBoth(lambda _: self._stopped.callback(None))
             return self._stopped
         neverServed = self._state is State.STARTING
+        if self._link is not None and not neverServed:
+            self._link.retired("stopping")
         if self._state is not State.STOPPING:
             self._moveTo(State.STOPPING)
         stopped = self._abandonAttempt()
@@ -464,6 +471,7 @@ class Generation:
             "pid": os.getpid(),
             "state": str(self._state),
             "waitingFor": self.waitingFor(),
+            "successorWaitingFor": self._attempt.childWaitingFor if self._attempt else None,
             "listeners": [listener.key for listener in self.registry.serving()],
             "simpleMode": self.simpleModeReason,
         }

@@ -94,8 +94,12 @@ class UpgradeAttempt:
         self._timer = None
         self.childPid: int | None = None
         self.result: Deferred = Deferred()
+        self.childWaitingFor: str | None = None
+        """What the child last said it waits for before it is ready."""
+        self._childRetired: str | None = None
         self.successorEnded: Deferred = Deferred()
-        """Fires with how the child ended, if it ends after it took over."""
+        """Fires with how the child ended, if it dies after it took over
+        (not after it said it handed over in turn or is stopping)."""
 
     def start(self, source: str = "SIGHUP") -> Deferred:
         """Spawn the child; the L{Deferred} fires with the L{Outcome}."""
@@ -156,7 +160,20 @@ class UpgradeAttempt:
 
     def _newChannel(self) -> SuccessorChannel:
         """The protocol for this end of the control channel."""
-        return SuccessorChannel(self._ready, self._serving, self._failed, self._channelLost)
+        return SuccessorChannel(
+            self._ready,
+            self._serving,
+            self._failed,
+            self._channelLost,
+            onWaiting=self._waiting,
+            onRetired=self._retired,
+        )
+
+    def _waiting(self, what: str) -> None:
+        self.childWaitingFor = what
+
+    def _retired(self, why: str) -> None:
+        self._childRetired = why
 
     def _elapsed(self) -> float:
         return self._reactor.seconds() - self._started
@@ -210,13 +227,16 @@ class UpgradeAttempt:
             self._fail(why + " before serving")
         elif not self._outcome.succeeded and not self.result.called:
             self.result.callback(self._outcome)
-        elif self._outcome.succeeded:
+        elif self._outcome.succeeded and self._childRetired is None:
             self.successorEnded.callback(why)
 
     def _timedOut(self) -> None:
         if self._outcome is None:
             what = "serving" if self._saidGo else "ready"
-            self._fail(f"was not {what} within the ready timeout of {self._readyTimeout:g}s")
+            reason = f"was not {what} within the ready timeout of {self._readyTimeout:g}s"
+            if self.childWaitingFor and not self._saidGo:
+                reason += f"; it was still waiting for {self.childWaitingFor}"
+            self._fail(reason)
 
     def abort(self, why: str) -> None:
         """Give up on this attempt (this generation is shutting down)."""

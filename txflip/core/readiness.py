@@ -29,6 +29,8 @@ class Readiness:
         self._pending: list[str] = []
         self._done = False
         self.explicit = False
+        self.onChange: Callable[[list[str]], None] = lambda pending: None
+        """Called with what is still pending, each time that changes before ready."""
 
     @property
     def done(self) -> bool:
@@ -42,11 +44,14 @@ class Readiness:
         """Wait for C{what} too, unless already ready."""
         if not self._done and what not in self._pending:
             self._pending.append(what)
+            self.onChange(self.pending())
 
     def release(self, what: str) -> None:
         """C{what} happened; if nothing else is pending, be ready."""
         if what in self._pending:
             self._pending.remove(what)
+            if self._pending:
+                self.onChange(self.pending())
         self._check()
 
     def _check(self) -> None:
