@@ -158,6 +158,12 @@ class UpgradeTests(TestCase):
         self.assertIs(self.generation.lastOutcome, outcomes[0])
         self.assertIsNone(self.generation.refusal())
 
+    def liveFor(self, attempt, seconds: float) -> None:
+        """Let C{seconds} pass with the successor saying it is alive, as a real one does."""
+        for _ in range(round(seconds / 0.25)):
+            self.generation._reactor.advance(0.25)
+            attempt.childSays("alive")
+
     def test_handoverDrainsThenExits(self) -> None:
         connection = openConnection(self.generation)
         attempt, outcomes = self.upgrade()
@@ -169,7 +175,9 @@ class UpgradeTests(TestCase):
         )
         self.assertFalse(self.generation.exiting.called, "a connection is still open")
         connection.transport.disconnected = True
-        self.generation._reactor.advance(0.1)
+        self.liveFor(attempt, 0.5)
+        self.assertFalse(self.generation.exiting.called, "it watches its successor a while")
+        self.liveFor(attempt, Generation.successorWatch)
         self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
         self.assertIs(self.generation.state, State.STOPPING)
 
@@ -201,9 +209,45 @@ class UpgradeTests(TestCase):
         attempt, outcomes = self.upgrade()
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
+        self.liveFor(attempt, Generation.successorWatch + 0.5)
         self.assertTrue(self.generation.exiting.called)
         attempt.childExits("exited with code 0")
         self.assertIs(self.generation.state, State.STOPPING)
+
+    def test_successorDyingRightAfterTakingOverIsTakenBack(self) -> None:
+        """Even with nothing to drain, the sockets are kept long enough to take them back."""
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.liveFor(attempt, 0.25)
+        attempt.childExits("was killed by signal 9")
+        self.assertIs(self.generation.state, State.SERVING)
+        self.assertFalse(self.generation.registry._paused)
+
+    def test_hungSuccessorGetsCompany(self) -> None:
+        """A successor silent for a second: accept beside it, stay, and leave once it answers."""
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.assertTrue(self.generation.registry._paused)
+        self.generation._reactor.advance(1.0)
+        self.assertFalse(self.generation.registry._paused, "accepting beside a silent successor")
+        self.assertIn("successor-silent", self.generation.seen)
+        self.generation._reactor.advance(30)
+        self.assertFalse(self.generation.exiting.called, "never leaves a hung successor alone")
+        attempt.childSays("alive")
+        self.assertTrue(self.generation.registry._paused)
+        self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
+
+    def test_retiredSuccessorsExitIsNoCrash(self) -> None:
+        """A successor that handed over in turn says so: its exit is not taken back from."""
+        connection = openConnection(self.generation)  # noqa: F841 (keeps the drain going)
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        attempt.childSays("retired handed over")
+        attempt.childExits("exited with code 0")
+        self.assertIs(self.generation.state, State.HANDED_OVER)
 
     def test_stopDrainsAndRemovesThePIDFile(self) -> None:
         stopped = self.generation.stop()

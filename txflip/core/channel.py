@@ -10,6 +10,8 @@ never a moment when nobody will accept a queued connection:
     parent -> child    go              take over (the parent still accepts)
     child  -> parent   serving         the PID file is written and the child accepts;
                                        the parent stops accepting and drains
+    child  -> parent   alive           every HEARTBEAT_SECONDS once it serves, so the
+                                       parent can tell a hung successor from a busy one
     child  -> parent   retired <why>   the child handed over in turn, or is stopping:
                                        its exit is no reason to take the sockets back
 
@@ -28,6 +30,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
 MAX_LINE = 4096
+HEARTBEAT_SECONDS = 0.25
 
 
 class SuccessorChannel(LineOnlyReceiver):
@@ -44,6 +47,7 @@ class SuccessorChannel(LineOnlyReceiver):
         onLost: Callable[[], None],
         onWaiting: Callable[[str], None] = lambda what: None,
         onRetired: Callable[[str], None] = lambda why: None,
+        onHeard: Callable[[], None] = lambda: None,
     ) -> None:
         self._onReady = onReady
         self._onServing = onServing
@@ -51,8 +55,10 @@ class SuccessorChannel(LineOnlyReceiver):
         self._onLost = onLost
         self._onWaiting = onWaiting
         self._onRetired = onRetired
+        self._onHeard = onHeard
 
     def lineReceived(self, line: bytes) -> None:
+        self._onHeard()
         word, _, rest = line.decode("utf-8", "replace").partition(" ")
         if word == "ready" and rest.strip().isdigit():
             self._onReady(int(rest))
@@ -91,6 +97,7 @@ class PredecessorChannel(LineOnlyReceiver):
         self._onAbort = onAbort
         self._parentPid = parentPid
         self._decided = False
+        self.closed = False
 
     def ready(self) -> None:
         self.sendLine(f"ready {os.getpid()}".encode())
@@ -100,6 +107,9 @@ class PredecessorChannel(LineOnlyReceiver):
 
     def waiting(self, what: str) -> None:
         self.sendLine(("waiting " + " ".join(what.split()))[: MAX_LINE - 1].encode())
+
+    def alive(self) -> None:
+        self.sendLine(b"alive")
 
     def retired(self, why: str) -> None:
         self.sendLine(("retired " + " ".join(why.split()))[: MAX_LINE - 1].encode())
@@ -115,6 +125,7 @@ class PredecessorChannel(LineOnlyReceiver):
             self._decide(self._onAbort, "it said abort")
 
     def connectionLost(self, reason=None) -> None:
+        self.closed = True
         # End of file means go only if the parent really died; a parent that is
         # alive and closed the channel has given up on this generation.
         if os.getppid() == self._parentPid:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from twisted.internet.task import LoopingCall
+
 from txflip.core.channel import (
+    HEARTBEAT_SECONDS,
     PredecessorChannel,
     adoptChannel,
     reportFailureSynchronously,
@@ -41,6 +44,7 @@ class PredecessorLink:
         self._onGo = onGo
         self._onAbandoned = onAbandoned
         self._channel: PredecessorChannel | None = None
+        self._heartbeat: LoopingCall | None = None
 
     @property
     def parentPid(self) -> int:
@@ -67,9 +71,21 @@ class PredecessorLink:
         self._channel.ready()
 
     def serving(self) -> None:
-        """This generation accepts now: the predecessor may stop accepting."""
+        """
+        This generation accepts now: the predecessor may stop accepting. From
+        now on it hears that this generation is alive, while it listens.
+        """
         if self._say():
             self._channel.serving()
+            self._heartbeat = LoopingCall(self._alive)
+            self._heartbeat.clock = self._reactor
+            self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
+
+    def _alive(self) -> None:
+        if self._say() and not self._channel.closed:
+            self._channel.alive()
+        elif self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
 
     def retired(self, why: str) -> None:
         """

@@ -71,6 +71,8 @@ class Generation:
     """
 
     _attemptFactory = UpgradeAttempt
+    successorWatch = 1.0
+    """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
     _exitProcess = staticmethod(os._exit)
 
     def __init__(
@@ -354,14 +356,47 @@ class Generation:
             next=self.number + 1,
             child=outcome.childPid,
         )
+        self._successor = attempt
+        self._drained = False
+        self._watchOver = False
         attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
+        attempt.watchSuccessor(self._successorSilence)
+        self._watchTimer = self._reactor.callLater(self.successorWatch, self._endOfWatch)
         self._startDrain(handedOver=True).addCallback(self._drainedAfterHandover)
         return outcome
+
+    def _successorSilence(self, silent: bool) -> None:
+        """The successor stopped answering (or answers again) while this one holds the sockets."""
+        if self._state is not State.HANDED_OVER:
+            return
+        child = self._successor.childPid
+        if silent:
+            self.registry.resumeAll()
+            log.error(
+                "generation {next} (PID {child}) stopped answering; accepting again beside it",
+                next=self.number + 1,
+                child=child,
+            )
+            self.events.emit("successor-silent", childPid=child)
+        else:
+            self.registry.pauseAll()
+            log.info(
+                "generation {next} (PID {child}) answers again; stopping accepting",
+                next=self.number + 1,
+                child=child,
+            )
+            self._exitIfDone()
+
+    def _endOfWatch(self) -> None:
+        self._watchOver = True
+        self._exitIfDone()
 
     def _successorEnded(self, why: str, childPid: int) -> None:
         """The successor died while this generation still holds the sockets: take them back."""
         if self._state is not State.HANDED_OVER:
             return
+        if self._watchTimer.active():
+            self._watchTimer.cancel()
         self._moveTo(State.SERVING)
         self.registry.resumeAll()
         if self._drain is not None:
@@ -378,7 +413,14 @@ class Generation:
         self.events.emit("successor-died", childPid=childPid, reason=reason)
 
     def _drainedAfterHandover(self, aborted: int) -> None:
-        if self._state is not State.HANDED_OVER:
+        self._drained = True
+        self._exitIfDone()
+
+    def _exitIfDone(self) -> None:
+        """Exit once drained, watched long enough, and the successor answers."""
+        if self._state is not State.HANDED_OVER or not (self._drained and self._watchOver):
+            return
+        if self._successor.successorSilent:
             return
         self._moveTo(State.STOPPING)
         self.registry.releaseAll()

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 
 from txflip.core import pidfile
-from txflip.core.channel import SuccessorChannel, adoptChannel
+from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel, adoptChannel
 from txflip.core.events import Events
 from txflip.core.handoff import ENV_STATE, HandoffState
 from txflip.core.listeners import ListenerRegistry
@@ -32,6 +33,8 @@ from txflip.core.log import generation, log
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
+SILENCE_SECONDS = 1.0
+"""A successor that serves and says nothing for this long is taken for hung."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class UpgradeAttempt:
         self.childWaitingFor: str | None = None
         """What the child last said it waits for before it is ready."""
         self._childRetired: str | None = None
+        self._lastHeard = self._started
+        self._silenceCheck: LoopingCall | None = None
+        self._onSilence: Callable[[bool], None] = lambda silent: None
+        self.successorSilent = False
+        """Whether the successor, which took over, has not been heard for a while."""
         self.successorEnded: Deferred = Deferred()
         """Fires with how the child ended, if it dies after it took over
         (not after it said it handed over in turn or is stopping)."""
@@ -167,7 +175,14 @@ class UpgradeAttempt:
             self._channelLost,
             onWaiting=self._waiting,
             onRetired=self._retired,
+            onHeard=self._heard,
         )
+
+    def _heard(self) -> None:
+        self._lastHeard = self._reactor.seconds()
+        if self.successorSilent:
+            self.successorSilent = False
+            self._onSilence(False)
 
     def _waiting(self, what: str) -> None:
         self.childWaitingFor = what
@@ -204,6 +219,27 @@ class UpgradeAttempt:
         self._registry.pauseAll()
         self._finish(True, "serving")
 
+    def watchSuccessor(self, onSilence: Callable[[bool], None]) -> None:
+        """
+        After a success: call C{onSilence(True)} once the successor has not been
+        heard for L{SILENCE_SECONDS} (hung, or stopped), C{onSilence(False)} when
+        it is heard again.
+        """
+        self._onSilence = onSilence
+        self._lastHeard = self._reactor.seconds()
+        self._silenceCheck = LoopingCall(self._checkSilence)
+        self._silenceCheck.clock = self._reactor
+        self._silenceCheck.start(HEARTBEAT_SECONDS, now=False)
+
+    def _checkSilence(self) -> None:
+        if self._childEnded or self._childRetired is not None:
+            self._silenceCheck.stop()
+            return
+        silent = self._reactor.seconds() - self._lastHeard >= SILENCE_SECONDS
+        if silent and not self.successorSilent:
+            self.successorSilent = True
+            self._onSilence(True)
+
     def _failed(self, reason: str) -> None:
         self._failureReason = reason
         if self._outcome is None:
@@ -228,6 +264,8 @@ class UpgradeAttempt:
         elif not self._outcome.succeeded and not self.result.called:
             self.result.callback(self._outcome)
         elif self._outcome.succeeded and self._childRetired is None:
+            if self._silenceCheck is not None and self._silenceCheck.running:
+                self._silenceCheck.stop()
             self.successorEnded.callback(why)
 
     def _timedOut(self) -> None:
