@@ -21,6 +21,7 @@ from txflip.core.log import log
 from txflip.core.signals import SighupDispatch
 from txflip.systemd import activation
 from txflip.systemd import notify as sdnotify
+from txflip.workers.role import takeWorkerRole
 
 
 class ConfigError(Exception):
@@ -37,6 +38,8 @@ class HostSettings:
     control: str | None = None
     noControl: bool = False
     argv: list[str] | None = None
+    workers: int = 1
+    """Processes per generation; above 1, this process leads them (txflip.workers)."""
 
 
 class Host:
@@ -52,6 +55,8 @@ class Host:
         self.dispatch = SighupDispatch(reactor)
         self.dispatch.install()
         self.inherited: HandoffState | None = takeInheritedState()
+        # --workers: a worker is told so by its leader (txflip.workers.role).
+        self.workerRole = takeWorkerRole()
         self.generation: Generation | None = None
         self._notifySettings = sdnotify.takeFromEnvironment()
         try:
@@ -83,7 +88,14 @@ class Host:
 
     def startGeneration(self, settings: HostSettings) -> Generation:
         """Make this process's L{Generation}, listening through the handed-over sockets."""
-        generation = Generation(
+        if self.workerRole is not None:
+            return self._startWorker(settings)
+        kind, extra = Generation, {}
+        if settings.workers > 1:
+            from txflip.workers.leader import LeaderGeneration
+
+            kind, extra = LeaderGeneration, {"workers": settings.workers}
+        generation = kind(
             self.reactor,
             pidFile=self.checkedPIDFile(settings.pidFile),
             readyTimeout=settings.readyTimeout,
@@ -91,6 +103,7 @@ class Host:
             argv=settings.argv,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
+            **extra,
         )
         generation.install()
         self.generation = generation
@@ -117,6 +130,32 @@ class Host:
                 count=len(self.inherited.listeners),
                 parent=self.inherited.parentPid,
             )
+        return generation
+
+    def _startWorker(self, settings: HostSettings) -> Generation:
+        """A worker of a generation: no PID file, control socket or systemd of its own."""
+        from txflip.workers.worker import WorkerGeneration
+
+        role = self.workerRole
+        generation = WorkerGeneration(
+            self.reactor,
+            role=role,
+            readyTimeout=settings.readyTimeout,
+            drainTimeout=settings.drainTimeout,
+            argv=settings.argv,
+            inherited=self.inherited,
+        )
+        generation.install()
+        self.generation = generation
+        self.dispatch.generation = generation
+        log.info(
+            "worker {index} of {count} starting, handed {listeners} listener(s) "
+            "by its leader, PID {leader}",
+            index=role.index,
+            count=role.count,
+            listeners=len(self.inherited.listeners),
+            leader=self.inherited.parentPid,
+        )
         return generation
 
     def _listenControl(self, settings: HostSettings, generation: Generation):

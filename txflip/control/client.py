@@ -202,7 +202,34 @@ def formatStatus(status: dict) -> str:
     ]
     if status.get("simpleMode"):
         lines.append(f"simple mode: {status['simpleMode']}")
+    if status.get("workers"):
+        lines.append(f"workers:     {len(status['workers'])} (this PID leads them)")
+        lines.extend(formatWorker(worker) for worker in status["workers"])
     return "\n".join(lines)
+
+
+def formatWorker(worker: dict) -> str:
+    """One line per worker of a generation: PID, uptime, connections, requests, restarts."""
+    head = f"  worker {worker['index']}: "
+    if worker.get("pid") is None:
+        waiting = worker.get("nextStartInSeconds")
+        when = f", next start in {waiting:g}s" if waiting is not None else ""
+        return (
+            f"{head}{worker['state']}{when}; restarted {worker['restarts']} time(s), "
+            f"last: {worker.get('lastExit') or '-'}"
+        )
+
+    def shown(key: str) -> str:
+        value = worker.get(key)
+        return "-" if value is None else str(value)
+
+    line = (
+        f"{head}PID {worker['pid']}, {worker['state']}, up {worker['uptimeSeconds']:g}s, "
+        f"{shown('connections')} connection(s), {shown('requests')} request(s)"
+    )
+    if worker.get("restarts"):
+        line += f"; restarted {worker['restarts']} time(s), last: {worker.get('lastExit')}"
+    return line
 
 
 def status(args: argparse.Namespace) -> int:

@@ -197,7 +197,10 @@ class ControlServer(Factory):
     def connectionsInFlight(self) -> int:
         """Open connections of the app; control connections are tracked (the drain
         waits for their last answer to be written) but not counted."""
-        return sum(1 for p in self.tracker.open() if not isinstance(p, ControlProtocol))
+        own = sum(1 for p in self.tracker.open() if not isinstance(p, ControlProtocol))
+        # --workers: a leader's connections are its workers' (txflip.workers).
+        pool = getattr(self.generation, "pool", None)
+        return own + (pool.connections() if pool is not None else 0)
 
     # Reload.
 

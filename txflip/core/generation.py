@@ -71,6 +71,11 @@ class Generation:
     """
 
     _attemptFactory = UpgradeAttempt
+    # Hook for txflip.workers: a leader's listeners never accept, a worker's
+    # never unlink a shared path (see txflip/workers/).
+    _registryFactory = ListenerRegistry
+    workerIndex: int | None = None
+    """Which of its generation's workers this process is (0, 1, ...), or None if it is not one."""
     successorWatch = 1.0
     """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
     _exitProcess = staticmethod(os._exit)
@@ -108,7 +113,7 @@ class Generation:
         self._cwd = cwd or workingDirectory()
         self.events = Events()
         self.tracker = ConnectionTracker()
-        self.registry = ListenerRegistry(
+        self.registry = self._registryFactory(
             reactor,
             inherited.listeners if inherited is not None else list(listeners),
             factoryHook=self.tracker.track,
@@ -450,8 +455,15 @@ class Generation:
 
     def _startDrain(self, handedOver: bool) -> Deferred:
         self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
-        self._drain = Drain(self._reactor, self.tracker, self.drainTimeout)
+        self._drain = self._newDrain()
         return self._drain.start()
+
+    def _newDrain(self):
+        """
+        The drain of this generation's connections. A hook for txflip.workers:
+        a leader's connections are its workers', so it drains them instead.
+        """
+        return Drain(self._reactor, self.tracker, self.drainTimeout)
 
     def _stopBeforeServing(self, why: str) -> None:
         self._moveTo(State.STOPPING)

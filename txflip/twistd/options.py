@@ -52,6 +52,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
         [
+            "workers",
+            "w",
+            "1",
+            "Processes per generation, all serving every listener: a number, or auto "
+            "(one per usable core). Above 1, the process started leads them and serves nothing.",
+        ],
+        [
             "https-port",
             None,
             None,
@@ -90,6 +97,15 @@ def _seconds(options: FlipOptions, name: str) -> float:
         return _positiveSeconds(options[name])
     except ValueError:
         raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
+
+
+def _workers(options: FlipOptions) -> int:
+    from txflip.workers.role import parseWorkers
+
+    try:
+        return parseWorkers(str(options["workers"]))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _parseEndpoint(reactor, description: str, option: str = "--listen"):
@@ -166,6 +182,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         control=options["control"],
         noControl=bool(options["no-control"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
+        workers=_workers(options),
     )
     generation = host.startGeneration(settings)
 
@@ -179,6 +196,12 @@ def _makeService(options: FlipOptions, reactor, host: Host):
             raise ConfigError(str(e)) from None
 
     loaded = loadApp(options["app"] or DEMO_APP)
+    if settings.workers > 1 and loaded.kind == "service":
+        # The leader never runs the app's services, so it cannot learn what they listen on.
+        raise ConfigError(
+            f"--workers {settings.workers}: --app {options['app']} is a service that listens "
+            "by itself; with workers, name a Resource or protocol factory and give --listen"
+        )
     if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
     endpoints = _endpoints(reactor, options, loaded, host.activated, acme)

@@ -1,0 +1,88 @@
+"""
+The command channel between a leader and one of its workers.
+
+It runs beside the handoff channel (L{txflip.core.channel}), which carries the
+worker's start as for any new generation (C{waiting}, C{ready}, C{go},
+C{serving}, C{alive}, C{retired}, C{failed}). Once the worker serves, the
+leader steers it here, one word a line:
+
+    leader -> worker   pause     stop accepting (the kernel keeps queueing)
+    leader -> worker   resume    accept again
+    leader -> worker   drain     stop accepting and drain the open connections
+    leader -> worker   undrain   stop draining (the leader's generation serves again)
+    leader -> worker   stop      drain if need be, then exit 0
+    worker -> leader   stats {"connections": N, "requests": N}   every STATS_SECONDS
+    worker -> leader   drained N the drain has ended; N connections were aborted
+
+A worker whose command channel closes has lost its leader: it drains and exits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from twisted.protocols.basic import LineOnlyReceiver
+
+STATS_SECONDS = 0.2
+COMMANDS = frozenset({"pause", "resume", "drain", "undrain", "stop"})
+
+
+class LeaderEnd(LineOnlyReceiver):
+    """The leader's end: sends commands, hears stats and the end of a drain."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def __init__(
+        self,
+        onStats: Callable[[dict], None],
+        onDrained: Callable[[int], None],
+    ) -> None:
+        self._onStats = onStats
+        self._onDrained = onDrained
+
+    def send(self, command: str) -> None:
+        if command not in COMMANDS:
+            raise ValueError(f"not a worker command: {command!r}")
+        if self.transport is not None and self.connected:
+            self.sendLine(command.encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        word, _, rest = line.decode("utf-8", "replace").partition(" ")
+        if word == "stats":
+            try:
+                stats = json.loads(rest)
+            except ValueError:
+                return
+            if isinstance(stats, dict):
+                self._onStats(stats)
+        elif word == "drained" and rest.strip().isdigit():
+            self._onDrained(int(rest))
+
+
+class WorkerEnd(LineOnlyReceiver):
+    """The worker's end: hears commands, reports stats and drains."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def __init__(self, onCommand: Callable[[str], None], onLost: Callable[[], None]) -> None:
+        self._onCommand = onCommand
+        self._onLost = onLost
+
+    def lineReceived(self, line: bytes) -> None:
+        word = line.decode("utf-8", "replace").strip()
+        if word in COMMANDS:
+            self._onCommand(word)
+
+    def stats(self, stats: dict) -> None:
+        if self.transport is not None and self.connected:
+            self.sendLine(b"stats " + json.dumps(stats, separators=(",", ":")).encode())
+
+    def drained(self, aborted: int) -> None:
+        if self.transport is not None and self.connected:
+            self.sendLine(f"drained {aborted}".encode())
+
+    def connectionLost(self, reason=None) -> None:
+        self._onLost()

@@ -1,0 +1,171 @@
+"""
+The leader of a generation of workers: a L{Generation} that never accepts.
+
+The leader opens (or adopts) every listening socket, as a one-process
+generation does, and keeps them open but paused; its control socket alone
+accepts. It starts its workers once the reactor runs and is ready only once
+all of them are. When its generation moves, its workers follow:
+
+    generation                     workers
+    serving (first, or after go)   accept
+    pauses (its successor serves)  stop accepting
+    drains (handed over)           drain, and are no longer replaced
+    takes the traffic back         stop draining, accept; empty slots refilled
+    exits, or stops for good       drain if need be, and exit
+
+Its drain is its workers' drain (and its own control connections'); its
+reactor stops only once every worker has exited.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import DeferredList
+
+from txflip.core.drain import Drain
+from txflip.core.generation import Generation
+from txflip.core.listeners import ListenerRegistry
+from txflip.core.state import State
+from txflip.workers.pool import Phase, WorkerPool
+from txflip.workers.process import WorkerProcess
+
+
+class LeaderRegistry(ListenerRegistry):
+    """
+    The leader's listeners: the app's are muted (never accept here), the
+    control socket behaves as in any generation; pausing and resuming reach
+    the workers.
+    """
+
+    pool: WorkerPool | None = None
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self._muted: set[str] = set()
+
+    def mute(self) -> None:
+        """From now on the app's listeners never accept in this process."""
+        self._muted = {listener.key for listener in self.serving()}
+        self._silence()
+
+    def _silence(self) -> None:
+        for listener in self.active():
+            if listener.key in self._muted:
+                listener.pause()
+
+    def pauseAll(self) -> None:
+        super().pauseAll()
+        if self.pool is not None:
+            self.pool.pause()
+
+    def resumeAll(self) -> None:
+        super().resumeAll()
+        self._silence()
+        if self.pool is not None:
+            self.pool.resume()
+
+    def releaseAll(self) -> None:
+        super().releaseAll()
+        if self.pool is not None:
+            self.pool.stopAll()
+
+    def stopAll(self):
+        if self.pool is not None:
+            self.pool.stopAll()
+        return super().stopAll()
+
+
+class LeaderDrain:
+    """The leader's drain: its workers' drain (or exit, when stopping) and its own connections'."""
+
+    def __init__(self, reactor, generation: LeaderGeneration) -> None:
+        self._own = Drain(reactor, generation.tracker, generation.drainTimeout)
+        self._pool = generation.pool
+
+    def start(self):
+        workers = self._pool.exited() if self._pool.phase is Phase.STOPPING else self._pool.drain()
+        done = DeferredList([self._own.start(), workers], consumeErrors=True)
+        return done.addCallback(lambda results: results[1][1] if results[1][0] else 0)
+
+    def cancel(self) -> None:
+        self._own.cancel()
+        self._pool.undrain()
+
+
+class LeaderGeneration(Generation):
+    """
+    A generation served by C{workers} processes; this one is their leader.
+
+    @param workerArgv: the workers' command line (this process's, by default).
+    """
+
+    _registryFactory = LeaderRegistry
+
+    def __init__(self, reactor, *, workers: int, workerArgv: list[str] | None = None, **kw) -> None:
+        super().__init__(reactor, **kw)
+        self.workerCount = workers
+        self._workersStarted = False
+        self._workerArgv = workerArgv or self._argv
+        # Resolved: a replaced worker runs the code its generation started with.
+        self._workerCwd = os.getcwd()
+        self.pool = WorkerPool(
+            reactor,
+            workers,
+            self._launchWorker,
+            readyTimeout=self.readyTimeout,
+            drainTimeout=self.drainTimeout,
+            generation=self.number,
+        )
+        self.pool.onStartFailed = self.failStart
+        self.registry.pool = self.pool
+        self.events.subscribe(self._followed)
+        reactor.addSystemEventTrigger("before", "shutdown", self._workersGone)
+
+    def _launchWorker(self, index: int) -> WorkerProcess:
+        process = WorkerProcess(self._reactor, self.pool, index, self.workerCount, self.number)
+        process.spawn(self._workerArgv, self._workerCwd, self.registry)
+        return process
+
+    def _newDrain(self) -> LeaderDrain:
+        return LeaderDrain(self._reactor, self)
+
+    def _followed(self, name: str, fields: dict) -> None:
+        if name == "serving":
+            self.pool.resume()
+
+    def _workersGone(self):
+        """The reactor stops only once every worker has exited (they were told to)."""
+        if self.pool.phase not in (Phase.STOPPING, Phase.FAILED):
+            self.pool.stopAll()
+        return self.pool.exited()
+
+    # Readiness is the workers': the app's own signals count in each worker.
+
+    def expectReady(self) -> None:
+        """In a leader, a no-op: each worker waits for its app to be ready."""
+
+    def ready(self) -> None:
+        """In a leader, a no-op: each worker says when its app is ready."""
+
+    def start(self) -> None:
+        if self._workersStarted:
+            return
+        self._workersStarted = True
+        if not self.registry.serving():
+            self.failStart("--workers: nothing to serve: no listener was opened for the app")
+            return
+        self.registry.mute()
+        self.waitFor(self.pool.allReady, f"all {self.workerCount} workers to be ready")
+        self.pool.start()
+        super().start()
+
+    def failStart(self, reason: str) -> None:
+        if self.state is State.STARTING:
+            self.pool.killAll()
+        super().failStart(reason)
+
+    def status(self) -> dict:
+        status = super().status()
+        status["workers"] = self.pool.status()
+        return status

@@ -1,0 +1,157 @@
+"""
+A worker: one process of a generation, serving the sockets its leader handed it.
+
+A worker is a L{Generation} started by its leader as a generation is started
+by its predecessor: it adopts the listeners, becomes ready by the usual rules
+(the app's C{startService} Deferred, C{txflip.current().ready()}, or
+listening again on every socket), says so, and accepts once the leader says
+go. From then on the leader steers it over the command channel
+(L{txflip.workers.commands}). It writes no PID file, opens no control socket,
+tells systemd nothing and refuses SIGHUP: all of that is the leader's.
+
+A worker never closes a shared socket's path: its listeners are let go of,
+not shut down, so a worker that stops leaves the others serving.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import LoopingCall
+from twisted.web.http import HTTPFactory
+
+from txflip.core.channel import adoptChannel
+from txflip.core.drain import Drain
+from txflip.core.generation import Generation
+from txflip.core.listeners import ListenerRegistry
+from txflip.core.log import log
+from txflip.core.state import State
+from txflip.workers.commands import STATS_SECONDS, WorkerEnd
+from txflip.workers.role import WorkerRole
+
+_COUNTED_MARK = "_txflipCountsRequests"
+
+
+class WorkerRegistry(ListenerRegistry):
+    """A worker's listeners: stopping for good lets go of the shared sockets."""
+
+    def stopAll(self):
+        self.releaseAll()
+        return succeed(None)
+
+
+class WorkerGeneration(Generation):
+    """This process is worker C{role.index} of a generation led by its parent."""
+
+    _registryFactory = WorkerRegistry
+
+    def __init__(self, reactor, *, role: WorkerRole, **kw) -> None:
+        kw["pidFile"] = None
+        super().__init__(reactor, **kw)
+        if self.inherited is None:
+            raise ValueError("a worker needs the listeners its leader hands down")
+        os.set_inheritable(role.commandFd, False)
+        self.role = role
+        self.workerIndex = role.index
+        self.leaderPid = self.inherited.parentPid
+        self.requests = 0
+        """HTTP requests served by this worker."""
+        self._commands: WorkerEnd | None = None
+        self._stats: LoopingCall | None = None
+        self._handoverDrain: Drain | None = None
+
+    def refusal(self) -> str | None:
+        return (
+            f"this process is worker {self.workerIndex} of generation {self.number}: "
+            f"send SIGHUP to its leader, PID {self.leaderPid}"
+        )
+
+    def start(self) -> None:
+        if self._commands is None:
+            self._commands = adoptChannel(
+                self._reactor,
+                socket.socket(fileno=self.role.commandFd),
+                WorkerEnd(self._command, self._leaderLost),
+            )
+            self._stats = LoopingCall(self._sendStats)
+            self._stats.clock = self._reactor
+            self._stats.start(STATS_SECONDS, now=False)
+        self._countRequests()
+        super().start()
+
+    def _go(self, why: str) -> None:
+        # A worker whose leader died before saying go must not serve on its own.
+        if os.getppid() != self.leaderPid:
+            self._abandoned("the leader went away before saying go")
+            return
+        super()._go("the leader said go")
+
+    # What the leader says.
+
+    def _command(self, word: str) -> None:
+        if self.state is not State.SERVING:
+            if word == "stop":
+                self._stopReactor()
+            return
+        if word == "pause":
+            self.registry.pauseAll()
+        elif word == "resume":
+            self.registry.resumeAll()
+        elif word == "drain":
+            self.registry.pauseAll()
+            self._handoverDrain = Drain(self._reactor, self.tracker, self.drainTimeout)
+            self._handoverDrain.start().addCallback(self._drained)
+        elif word == "undrain":
+            if self._handoverDrain is not None:
+                self._handoverDrain.cancel()
+                self._handoverDrain = None
+        elif word == "stop":
+            self._stopReactor()
+
+    def _drained(self, aborted: int) -> None:
+        self._handoverDrain = None
+        if self._commands is not None:
+            self._commands.drained(aborted)
+
+    def _leaderLost(self) -> None:
+        if self.state is State.STARTING:
+            self._abandoned("the leader closed the command channel")
+        elif self.state is State.SERVING:
+            log.error(
+                "the leader (PID {leader}) went away; draining and exiting", leader=self.leaderPid
+            )
+            self._stopReactor()
+
+    def _stopReactor(self) -> None:
+        if self._handoverDrain is not None:
+            self._handoverDrain.cancel()
+            self._handoverDrain = None
+        if self._reactor.running:
+            self._reactor.stop()
+
+    # What the leader hears.
+
+    def _countRequests(self) -> None:
+        """Count every HTTP request answered through this worker's listeners."""
+        for listener in self.registry.listeners:
+            factory = getattr(listener.port, "factory", None)
+            while factory is not None and not isinstance(factory, HTTPFactory):
+                factory = getattr(factory, "wrappedFactory", None)
+            if factory is None or getattr(factory, _COUNTED_MARK, False):
+                continue
+            original = factory.log
+
+            def counted(request, original=original) -> None:
+                self.requests += 1
+                original(request)
+
+            factory.log = counted
+            setattr(factory, _COUNTED_MARK, True)
+
+    def _sendStats(self) -> None:
+        if self._commands is not None:
+            self._commands.stats(
+                {"connections": len(self.tracker.open()), "requests": self.requests}
+            )
