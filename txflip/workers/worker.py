@@ -34,6 +34,28 @@ from txflip.workers.role import WorkerRole
 _COUNTED_MARK = "_txflipCountsRequests"
 
 
+def acceptOneAtATime(port) -> None:
+    """
+    Make C{port} accept one connection each time it is readable.
+
+    Every worker waits on the same listening socket, and each wakes up for a
+    new connection; a Twisted port accepts up to a hundred at once, so the
+    first worker to run would take a whole burst of keep-alive connections
+    (and keep them). Taking one at a time leaves the rest of the burst to the
+    other workers, and to whichever is least busy.
+    """
+    if not hasattr(port, "numberAccepts") or getattr(port, "_txflipOneAtATime", False):
+        return
+    doRead = port.doRead
+
+    def oneAtATime():
+        port.numberAccepts = 1
+        return doRead()
+
+    port.doRead = oneAtATime
+    port._txflipOneAtATime = True
+
+
 class WorkerRegistry(ListenerRegistry):
     """A worker's listeners: stopping for good lets go of the shared sockets."""
 
@@ -79,6 +101,8 @@ class WorkerGeneration(Generation):
             self._stats.clock = self._reactor
             self._stats.start(STATS_SECONDS, now=False)
         self._countRequests()
+        for listener in self.registry.listeners:
+            acceptOneAtATime(listener.port)
         super().start()
 
     def _go(self, why: str) -> None:
