@@ -1,0 +1,307 @@
+"""
+C{--workers 2}: a generation is a leader and two workers. Restarts under load
+replace every worker and lose nothing; a worker that dies is replaced alone;
+a release whose worker cannot start is killed whole; SIGTERM drains every
+worker; and wrk's connections are spread over both workers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.support.apps import appEnv, writeApp
+from tests.support.load import Load
+from tests.support.procs import (
+    BackgroundGet,
+    Flip,
+    UNIXHTTPConnection,
+    freePort,
+    httpGet,
+    pidAlive,
+    readPidFile,
+    waitFor,
+)
+from tests.support.tlshelpers import (
+    TestCA,
+    certPEM,
+    clientContext,
+    keyPEM,
+    writePrivate,
+    writePublic,
+)
+from txflip.control.client import connect, messages
+
+RELEASE = """
+import os
+
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+
+import txflip
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        return b"release %(release)s"
+
+
+resource = Hello()
+
+if txflip.current().workerIndex == %(brokenWorker)s:
+    # This release cannot start in one of its workers (a missing file, a port
+    # it cannot reach): the leader and the other worker start fine.
+    reactor.callWhenRunning(os._exit, 3)
+"""
+
+
+def status(flip: Flip) -> dict:
+    """What C{txflip status --json} prints, read from the control socket."""
+    skt = connect(flip.pidFile + ".control", 10.0)
+    try:
+        skt.sendall(b"status\n")
+        for message in messages(skt, time.monotonic() + 10.0):
+            return message
+    finally:
+        skt.close()
+    raise AssertionError("no status")
+
+
+def workerPids(flip: Flip) -> list[int]:
+    return [worker["pid"] for worker in status(flip)["workers"]]
+
+
+def allServing(flip: Flip, count: int = 2) -> list[int] | None:
+    """The workers' PIDs once every one of them serves, else None."""
+    try:
+        workers = status(flip)["workers"]
+    except Exception:
+        return None
+    if len(workers) == count and all(w["state"] == "serving" for w in workers):
+        return [w["pid"] for w in workers]
+    return None
+
+
+class WorkersCase(TestCase):
+    def startDemo(self, *extra: str, workers: str = "2") -> tuple[Flip, int]:
+        port = freePort()
+        flip = Flip(
+            self,
+            ["--workers", workers, "--listen", f"tcp:{port}:interface=127.0.0.1", *extra],
+        )
+        flip.start()
+        waitFor(lambda: allServing(flip), "both workers to serve")
+        return flip, port
+
+    def startRelease(self, *extra: str) -> tuple[Flip, int, str]:
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        port = freePort()
+        writeApp(workdir, "release", RELEASE, release="1", brokenWorker="-1")
+        flip = Flip(
+            self,
+            ["--app", "release.resource", "--workers", "2"]
+            + ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra],
+            workdir=workdir,
+            env=appEnv(workdir),
+        )
+        flip.start()
+        waitFor(lambda: allServing(flip), "both workers to serve")
+        return flip, port, workdir
+
+
+class RestartTests(WorkersCase):
+    def test_restartsUnderLoadReplaceEveryWorker(self) -> None:
+        """
+        Two SIGHUPs under new-connection, keep-alive and POST load, on TCP and
+        unix: no failed request, every acknowledged POST stored, all workers of
+        each generation replaced and gone, and only workers ever answer.
+        """
+        unixPath = os.path.join(tempfile.mkdtemp(prefix="txflip-test-"), "web.sock")
+        flip, port = self.startDemo("--listen", f"unix:{unixPath}")
+        leaders = [flip.pid()]
+        generations = [workerPids(flip)]
+        with Load("127.0.0.1", port) as load:
+            waitFor(lambda: load.totalRequests() > 20, "load to get going")
+            for _ in range(2):
+                before = load.totalRequests()
+                leaders.append(flip.restart())
+                generations.append(waitFor(lambda: allServing(flip), "the new workers to serve"))
+                waitFor(lambda b=before: load.totalRequests() > b + 20, "requests after a restart")
+        self.assertEqual(load.failures(), {}, load.failureReport())
+        everyWorker = [pid for pids in generations for pid in pids]
+        self.assertEqual(len(set(everyWorker)), 6, generations)
+        self.assertEqual(len(set(leaders)), 3)
+        waitFor(
+            lambda: flip.aliveGenerations() == sorted([leaders[-1], *generations[-1]]),
+            "only the last leader and its workers left",
+        )
+        served = set()
+        for result in load.results():
+            served.update(result.pids)
+        self.assertFalse(served & set(leaders), "a leader answered a request")
+        self.assertTrue(served <= set(everyWorker), served - set(everyWorker))
+        acknowledged = [entry for r in load.results() for entry in r.acknowledged]
+        self.assertGreater(len(acknowledged), 10)
+        _, _, body = httpGet("127.0.0.1", port, "/guestbook")
+        stored = {(entry["message"], entry["id"]) for entry in json.loads(body)}
+        self.assertEqual(set(acknowledged) - stored, set())
+        connection = UNIXHTTPConnection(unixPath)
+        connection.request("GET", "/sleep?seconds=0")
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertIn(json.loads(response.read())["pid"], generations[-1])
+        connection.close()
+        self.assertEqual(status(flip)["generation"], 3)
+
+    def test_brokenReleaseIsKilledWhole(self) -> None:
+        """
+        A release one of whose workers exits at start: the new leader and its
+        other worker are killed, the old generation serves on with both of its
+        workers, and no request fails.
+        """
+        flip, port, workdir = self.startRelease()
+        leader, workers = flip.pid(), workerPids(flip)
+        writeApp(workdir, "release", RELEASE, release="2", brokenWorker="1")
+        with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
+            waitFor(lambda: load.totalRequests() > 20, "load to get going")
+            os.kill(leader, signal.SIGHUP)
+            flip.waitLog("failed: worker 1 (PID ")
+            before = load.totalRequests()
+            waitFor(lambda: load.totalRequests() > before + 20, "requests after the failure")
+        self.assertEqual(load.failures(), {}, load.failureReport())
+        self.assertRegex(
+            flip.log(),
+            rf"\[txflip gen 1 pid {leader}\] generation 2 \(PID \d+\) failed: worker 1 "
+            r"\(PID \d+\) exited with code 3 before it was ready",
+        )
+        self.assertEqual(readPidFile(flip.pidFile), leader)
+        self.assertEqual(allServing(flip), workers)
+        waitFor(
+            lambda: flip.aliveGenerations() == sorted([leader, *workers]),
+            "the broken release's processes to be gone",
+        )
+        self.assertEqual(status(flip)["lastRestart"]["outcome"], "failed")
+        self.assertEqual(httpGet("127.0.0.1", port, "/")[2], b"release 1")
+
+
+class SelfHealingTests(WorkersCase):
+    def test_killedWorkerIsReplacedAlone(self) -> None:
+        """
+        SIGKILL to one worker under load: only requests that worker held can
+        fail, nothing is refused, a worker with the same sockets takes its slot
+        and the log names its PID, how it ended and its generation; no restart.
+        """
+        flip, port = self.startDemo()
+        leader = flip.pid()
+        victim, survivor = workerPids(flip)
+        kinds = ("newConnection", "newConnection", "keepAliveGet")
+        with Load("127.0.0.1", port, kinds=kinds) as load:
+            waitFor(lambda: load.totalRequests() > 50, "load to get going")
+            os.kill(victim, signal.SIGKILL)
+            replaced = waitFor(
+                lambda: (pids := allServing(flip)) and victim not in pids and pids,
+                "a replacement to serve",
+            )
+            before = load.totalRequests()
+            waitFor(lambda: load.totalRequests() > before + 50, "requests after the replacement")
+        failures = load.failures()
+        self.assertNotIn("ConnectionRefusedError", failures, load.failureReport())
+        self.assertLessEqual(sum(failures.values()), len(kinds), load.failureReport())
+        self.assertEqual(replaced[1], survivor)
+        self.assertIn(
+            f"[txflip gen 1 pid {leader}] worker 0 (PID {victim}) of generation 1 was killed "
+            "by signal 9; starting a replacement in 0.5s (failure 1 in a row)",
+            flip.log(),
+        )
+        self.assertNotIn("starting generation 2", flip.log())
+        self.assertEqual(readPidFile(flip.pidFile), leader)
+        worker = status(flip)["workers"][0]
+        self.assertEqual((worker["restarts"], worker["pid"]), (1, replaced[0]))
+        self.assertEqual(status(flip)["generation"], 1)
+        self.assertGreater(status(flip)["workers"][0]["requests"], 0)
+
+    def test_sigtermDrainsEveryWorker(self) -> None:
+        """
+        SIGTERM to the leader while a TLS request is under way in a worker: it
+        is answered, every process exits, the leader with status 0, and the PID
+        file and the unix socket are removed.
+        """
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        ca = TestCA(workdir)
+        key, cert = ca.issue(["localhost", "127.0.0.1"])
+        keyPath = writePrivate(os.path.join(workdir, "key.pem"), keyPEM(key))
+        certPath = writePublic(os.path.join(workdir, "cert.pem"), certPEM(cert))
+        chainPath = writePublic(os.path.join(workdir, "chain.pem"), certPEM(ca.intermediate))
+        tlsPort = freePort()
+        unixPath = os.path.join(workdir, "web.sock")
+        flip, port = self.startDemo(
+            "--listen",
+            f"ssl:{tlsPort}:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}"
+            f":extraCertChain={chainPath}",
+            "--listen",
+            f"unix:{unixPath}",
+        )
+        leader, workers = flip.pid(), workerPids(flip)
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", tlsPort, timeout=30, context=clientContext(ca.caFile)
+        )
+        connection.request("GET", "/sleep?seconds=2")
+        waitFor(lambda: "sleeping 2.0s for a request" in flip.log(), "the slow request to start")
+        slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=2")
+        flip.waitLog("sleeping 2.0s for a request", count=2)
+        os.kill(leader, signal.SIGTERM)
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertIn(json.loads(response.read())["pid"], workers)
+        slow.join()
+        self.assertIsNone(slow.error, slow.error)
+        self.assertEqual(flip.process.wait(timeout=60), 0)
+        waitFor(lambda: not any(pidAlive(p) for p in workers), "every worker to exit")
+        self.assertFalse(os.path.exists(flip.pidFile))
+        self.assertFalse(os.path.exists(unixPath))
+        for pid in workers:
+            self.assertIn(f"[txflip gen 1 pid {pid}] generation exits (shut down)", flip.log())
+
+
+class FairnessTests(WorkersCase):
+    def test_wrkConnectionsAreSpreadOverTheWorkers(self) -> None:
+        """wrk, keep-alive then a new connection per request: no worker below half its share."""
+        if shutil.which("wrk") is None:
+            raise SkipTest("wrk is not installed")
+        flip, port = self.startDemo()
+        url = f"http://127.0.0.1:{port}/sleep?seconds=0"
+
+        def requests() -> list[int] | None:
+            counts = [w["requests"] for w in status(flip)["workers"]]
+            return None if None in counts else counts
+
+        for extra in ([], ["-H", "Connection: close"]):
+            before = waitFor(requests, "the workers' first counts")
+            out = subprocess.run(
+                ["wrk", "-t1", "-c8", "-d2s", *extra, url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            sent = int(re.search(r"(\d+) requests in", out).group(1))
+            self.assertGreater(sent, 100, out)
+
+            def counted(before=before, sent=sent):
+                served = [n - b for n, b in zip(requests(), before, strict=True)]
+                return sum(served) >= sent and served
+
+            served = waitFor(counted, "the workers' counts to reach wrk's")
+            for count in served:
+                self.assertGreaterEqual(count, sum(served) / 4, (extra, served))
