@@ -6,4 +6,6 @@ hands it the listening sockets, waits for it to report ready, and only then stop
 accepting, drains what it has in flight, and exits.
 """
 
-__version__ = "0.1.0"
+from txflip._version import __version__
+
+__all__ = ["__version__"]

@@ -28,16 +28,13 @@ from datetime import UTC, datetime
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from txflip.control.paths import CONTROL_SUFFIX, defaultControlPath
 from txflip.core.drain import ConnectionTracker
 from txflip.core.log import generation, log
 
-CONTROL_SUFFIX = ".control"
+__all__ = ["CONTROL_SUFFIX", "ControlServer", "defaultControlPath"]
+
 COMMAND_TIMEOUT = 10.0
-
-
-def defaultControlPath(pidFile: str) -> str:
-    """Where the control socket of the server with this PID file lives."""
-    return pidFile + CONTROL_SUFFIX
 
 
 def peerCredentials(skt: socket.socket) -> tuple[int, int, int]:

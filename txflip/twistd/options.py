@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.python import usage
 
@@ -80,6 +81,14 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_version(self) -> None:
+        """Print txflip's version and exit."""
+        # usage.Options' own --version would print Twisted's.
+        from txflip import __version__
+
+        print(f"txflip {__version__}")
+        sys.exit(0)
 
     def opt_redirect_http(self, description: str) -> None:
         """A plain-HTTP endpoint that redirects to HTTPS (301/308); repeatable."""
