@@ -195,6 +195,7 @@ class ListenerRegistry:
         self._factoryHook = factoryHook
         self._paused = paused
         self._keysAsked: dict[str, int] = {}
+        self._createdPaths: dict[str, tuple[int, int]] = {}
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
         """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
@@ -241,6 +242,8 @@ class ListenerRegistry:
             fd = inherited.fd
         else:
             skt = bindUNIX(path, backlog, mode)
+            created = os.lstat(path)
+            self._createdPaths[path] = (created.st_dev, created.st_ino)
             fd = os.dup(skt.fileno())
             skt.close()
             os.set_inheritable(fd, False)
@@ -322,6 +325,21 @@ class ListenerRegistry:
         """Stop accepting on every listener without harming the shared sockets."""
         for listener in self.active():
             listener.release()
+
+    def removeCreatedPaths(self) -> None:
+        """
+        Remove the unix socket files this generation bound itself (never inherited
+        ones), if they are still the sockets it made: for a generation that exits
+        without ever serving, whose own sockets no other process holds.
+        """
+        for path, identity in sorted(self._createdPaths.items()):
+            try:
+                st = os.lstat(path)
+                if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == identity:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._createdPaths.clear()
 
     def stopAll(self):
         """Close every listener for good (a final shutdown: UNIX paths are removed)."""

@@ -30,9 +30,13 @@ class FlipConfig:
     pidFile: str | None = None
     readyTimeout: float = 60.0
     drainTimeout: float = 30.0
+    logShownOnStderr: bool = False
+    """Whether the log goes where standard error does (one terminal): say errors once."""
 
 
-def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
+def fatal(
+    message: str, inherited: HandoffState | None = None, logShownOnStderr: bool = False
+) -> SystemExit:
     """
     The error for a generation that cannot start: one line on stderr, exit 1.
 
@@ -41,9 +45,10 @@ def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
     if inherited is not None:
         reportFailureSynchronously(inherited.controlFd, message)
     line = "twistd flip: error: " + " ".join(message.split())
-    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None and not logShownOnStderr:
         # Once twistd's logging has begun, sys.stderr goes to the log: the
-        # operator at the terminal gets the line too.
+        # operator at the terminal gets the line too, unless the log is
+        # already shown there.
         sys.__stderr__.write(line + "\n")
         sys.__stderr__.flush()
     return SystemExit(line)
@@ -88,7 +93,11 @@ class FlipService(Service):
             failures: list[Failure] = []
             endpoint.listen(factory).addErrback(failures.append)
             if failures:
-                raise fatal(f"cannot listen on {description}: {failures[0].value}", self._inherited)
+                raise fatal(
+                    f"cannot listen on {description}: {failures[0].value}",
+                    self._inherited,
+                    self.config.logShownOnStderr,
+                )
         if self.appService is not None:
             self._guarded("starting the app (privileged)", self.appService.privilegedStartService)
 
@@ -104,7 +113,11 @@ class FlipService(Service):
         except SystemExit:
             raise
         except Exception as e:
-            raise fatal(f"{what} failed: {type(e).__name__}: {e}", self._inherited) from None
+            raise fatal(
+                f"{what} failed: {type(e).__name__}: {e}",
+                self._inherited,
+                self.config.logShownOnStderr,
+            ) from None
 
     def _becomeReady(self) -> None:
         self.registry.closeUnclaimed()

@@ -172,12 +172,13 @@ def makeService(options: FlipOptions):
 
 def _makeService(options: FlipOptions, reactor, dispatch, inherited):
     from txflip.core.drain import ConnectionTracker
+    from txflip.core.leftovers import removeSocketFilesUnlessServed
     from txflip.core.listeners import ListenerRegistry
     from txflip.core.log import setGeneration
     from txflip.core.parent import Upgrader
     from txflip.core.service import FlipConfig, FlipService
     from txflip.core.simplemode import simpleModeReason
-    from txflip.twistd.compat import openLogFilesForAppending, takeOverTwistd
+    from txflip.twistd.compat import openLogFilesForAppending, sameFile, takeOverTwistd
 
     simpleReason = simpleModeReason()
     notifySettings = sdnotify.takeFromEnvironment()
@@ -212,6 +213,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         pidFile=pidFile,
         readyTimeout=_seconds(options, "ready-timeout"),
         drainTimeout=_seconds(options, "drain-timeout"),
+        logShownOnStderr=twistd.logsToStdout and sameFile(sys.__stdout__, sys.__stderr__),
     )
 
     tracker = ConnectionTracker()
@@ -279,6 +281,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
     )
     dispatch.upgrader = upgrader
+    removeSocketFilesUnlessServed(registry, upgrader.events)
     upgrader.childEnvironment.update(activated.childEnvironment())
     if activated.sockets:
         log.info(
