@@ -50,6 +50,10 @@ class HandoffUNIXPort(unix.Port):
         self._shouldShutdown = False
         return self.stopListening()
 
+    def _logConnectionLostMsg(self) -> None:
+        if not self.keepPath:
+            unix.Port._logConnectionLostMsg(self)
+
     def connectionLost(self, reason):
         if self.keepPath:
             tcp.Port.connectionLost(self, reason)
@@ -82,10 +86,18 @@ class Listener:
         self.port.startReading()
 
     def release(self):
-        """Stop accepting for good; the socket lives on in the next generation."""
+        """Stop accepting for good; the socket lives on in the other generation."""
+        # Twisted would log "(TCP Port 8080 Closed)" while the port goes on
+        # serving in the other process: say what really happens instead.
+        log.info("handed over {key}: it stays open in the other generation", key=self.key)
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
+        self.port._logConnectionLostMsg = _logNothing
         return self.port.stopListening()
+
+
+def _logNothing() -> None:
+    pass
 
 
 def tcpKey(port: int, interface: str) -> str:
