@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 import zipfile
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.procs import twistdCommand
 from txflip import __version__
@@ -50,6 +50,28 @@ class PluginTests(TestCase):
         """The project ships twisted/plugins/ without __init__.py files of its own."""
         for relative in ("twisted/__init__.py", "twisted/plugins/__init__.py"):
             self.assertFalse(os.path.exists(os.path.join(TOP, relative)), relative)
+
+
+class CheckoutTests(TestCase):
+    def test_demoFilesIgnored(self):
+        """What README's demo command leaves in a checkout is ignored by git."""
+        if shutil.which("git") is None or not os.path.exists(os.path.join(TOP, ".git")):
+            raise SkipTest("not a git checkout")
+        left = [
+            "txflip-demo.sqlite3",
+            "txflip-demo.sqlite3-wal",
+            "txflip-demo.sqlite3-shm",
+            "demo.pid",
+            "demo.pid.control",
+        ]
+        result = subprocess.run(
+            ["git", "check-ignore", "--no-index", *left],
+            cwd=TOP,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.stdout.split(), left, result.stderr)
 
 
 class VersionTests(TestCase):
