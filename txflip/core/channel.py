@@ -5,9 +5,10 @@ It runs over one end of a socketpair that the parent hands the child as an
 inherited descriptor. The exchange is a three-way handshake, so that there is
 never a moment when nobody will accept a queued connection:
 
-    child  -> parent   ready <pid>     app started, PID file written; not accepting yet
+    child  -> parent   ready <pid>     app started; not accepting yet
     parent -> child    go              parent has paused accepting
-    child  -> parent   serving         child accepts; the parent may now let go
+    child  -> parent   serving         child wrote the PID file and accepts; the
+                                       parent may now let go
 
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}.

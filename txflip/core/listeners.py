@@ -5,7 +5,7 @@ txflip creates every listening socket itself (socket, bind, listen,
 non-blocking, close-on-exec) and adopts it into the reactor, in every
 generation, the first one included. A port made by C{listenTCP} would be shut
 down when it stops, killing the listener the next generation shares; an
-adopted one is only closed (DESIGN.md 5.1).
+adopted one is only closed (docs/design.rst, "listenTCP shuts its socket down").
 
 L{ListenerRegistry} also stands in for the reactor's C{listenTCP},
 C{listenUNIX} and C{listenSSL}, so that an app that listens by itself (through
@@ -38,7 +38,7 @@ class HandoffUNIXPort(unix.Port):
     A UNIX port that can stop accepting without unlinking its path.
 
     Twisted's UNIX port unlinks its path and shuts the socket down when it
-    stops (DESIGN.md 5.2). At a handoff the next generation is listening on
+    stops (docs/design.rst). At a handoff the next generation is listening on
     the same socket, so the path and the socket must stay as they are.
     """
 

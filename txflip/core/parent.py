@@ -1,5 +1,6 @@
 """
-Starting the next generation and handing it the listeners (DESIGN.md section 2).
+Starting the next generation and handing it the listeners
+(docs/design.rst, "The flow of one restart").
 
 L{Upgrader} holds this generation's restart state: at most one upgrade runs at
 a time, and only a generation that is itself serving may start one. An

@@ -3,7 +3,8 @@ What flip changes in twistd's own behaviour so that restarts work under it.
 
 - The pidfile: twistd refuses to start while its pidfile names a live process,
   and removes the file at exit even after a newer generation rewrote it
-  (DESIGN.md 5.5). flip takes the file over and writes it itself.
+  (docs/design.rst, "twistd's pidfile"). flip takes the file over and writes
+  it itself.
 - Daemon mode: the first generation may detach (C{twistd} without C{-n},
   e.g. under systemd's C{Type=forking}); its successors are started by an
   already-detached process, so they run with C{--nodaemon} (detaching again
