@@ -78,7 +78,7 @@ class VersionTests(TestCase):
     def test_txflipVersion(self):
         """C{txflip --version} prints txflip's version, and the command imports no Twisted."""
         result = subprocess.run(
-            [sys.executable, "-m", "txflip.control.client", "--version"],
+            [sys.executable, "-m", "txflip", "--version"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -161,7 +161,7 @@ class DistributionTests(TestCase):
             sorted(n for n in inWheel if n.startswith("twisted/")),
             sorted(n for n in expected if n.startswith("twisted/")),
         )
-        self.assertIn("txflip = txflip.control.client:main", entryPoints)
+        self.assertIn("txflip = txflip.__main__:main", entryPoints)
 
         with tarfile.open(sdist) as t:
             prefix = f"txflip-{__version__}/"

@@ -12,7 +12,76 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
+from tests.support.apps import appEnv, writeApp
 from tests.support.procs import freePort, twistdCommand
+
+
+class BadAppTests(TestCase):
+    def test_noControlSocketLeft(self):
+        """The control socket is open before the app is loaded; a bad --app removes it."""
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        pidFile = os.path.join(workdir, "flip.pid")
+        result = subprocess.run(
+            [*twistdCommand(), "-n", "flip", "--pid-file", pidFile, "--app", "txflip_no_such_app"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("no module named 'txflip_no_such_app'", result.stderr)
+        self.assertEqual(os.listdir(workdir), [])
+
+
+NEVER_READY_SERVICE = """
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+
+class NeverReady(Service):
+    def startService(self):
+        Service.startService(self)
+        return Deferred()
+
+service = NeverReady()
+"""
+
+
+class NotReadyTests(TestCase):
+    def test_readyTimeoutOnOneTerminal(self):
+        """
+        A first generation that is never ready: the reason once on a terminal
+        that shows both the log and standard error, and no socket file left.
+        """
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        writeApp(workdir, "neverready", NEVER_READY_SERVICE)
+        path = os.path.join(workdir, "terminal.log")
+        with open(path, "wb") as out:
+            result = subprocess.run(
+                [
+                    *twistdCommand(),
+                    "-n",
+                    "flip",
+                    "--pid-file",
+                    os.path.join(workdir, "flip.pid"),
+                    "--app",
+                    "neverready.service",
+                    "--ready-timeout",
+                    "1",
+                ],
+                cwd=workdir,
+                env=appEnv(workdir),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+            )
+        with open(path, errors="replace") as f:
+            output = f.read()
+        self.assertEqual(result.returncode, 1, output)
+        self.assertEqual(output.count("not ready within the ready timeout of 1s"), 1, output)
+        self.assertEqual(
+            sorted(n for n in os.listdir(workdir) if n != "__pycache__"),
+            ["neverready.py", "terminal.log"],
+        )
 
 
 class BusyPortTests(TestCase):
