@@ -361,6 +361,7 @@ class Generation:
             child=outcome.childPid,
         )
         self._successor = attempt
+        self._silenceTimer = None
         self._drained = False
         self._watchOver = False
         attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
@@ -377,12 +378,17 @@ class Generation:
         if silent:
             self.registry.resumeAll()
             log.error(
-                "generation {next} (PID {child}) stopped answering; accepting again beside it",
+                "generation {next} (PID {child}) stopped answering; accepting again beside it, "
+                "and killing it if it is still silent in {timeout:g}s",
                 next=self.number + 1,
                 child=child,
+                timeout=self.readyTimeout,
             )
             self.events.emit("successor-silent", childPid=child)
+            self._silenceTimer = self._reactor.callLater(self.readyTimeout, self._successor.kill)
         else:
+            if self._silenceTimer is not None and self._silenceTimer.active():
+                self._silenceTimer.cancel()
             self.registry.pauseAll()
             log.info(
                 "generation {next} (PID {child}) answers again; stopping accepting",
