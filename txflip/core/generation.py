@@ -74,6 +74,8 @@ class Generation:
     successorWatch = 1.0
     """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
     _exitProcess = staticmethod(os._exit)
+    logShownOnStderr = False
+    """Whether the log already goes where standard error does (one terminal): errors once."""
 
     def __init__(
         self,
@@ -302,9 +304,11 @@ class Generation:
 
             reportFailureSynchronously(self.inherited.controlFd, reason)
         stream = sys.__stderr__
-        if stream is not None:
+        if stream is not None and not self.logShownOnStderr:
             stream.write(line + "\n")
             stream.flush()
+        # It never served: the socket files it made are nobody's.
+        self.registry.removeCreatedPaths()
         self._exitProcess(1)
 
     # Restarts.

@@ -3,7 +3,7 @@ systemd's notification protocol (sd_notify), written from the protocol: one
 datagram of C{KEY=VALUE} lines sent to the C{AF_UNIX} socket named by
 C{NOTIFY_SOCKET} (a path, or C{@name} for the abstract namespace).
 
-What each generation says (DESIGN.md section 3):
+What each generation says:
 
   - first start: C{READY=1}, C{MAINPID=}, C{STATUS=};
   - a restart begins: the parent sends C{RELOADING=1} and C{MONOTONIC_USEC=};
