@@ -67,7 +67,16 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ],
         *ACME_PARAMETERS,
     ]
-    optFlags = [["no-control", None, "Do not open a control socket."], *ACME_FLAGS]
+    optFlags = [
+        ["no-control", None, "Do not open a control socket."],
+        [
+            "app-notify",
+            None,
+            "The app speaks sd_notify: give it a NOTIFY_SOCKET of flip's own and take its "
+            "READY=1 as its readiness.",
+        ],
+        *ACME_FLAGS,
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -178,6 +187,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         drainTimeout=_seconds(options, "drain-timeout"),
         control=options["control"],
         noControl=bool(options["no-control"]),
+        appNotify=bool(options["app-notify"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
     )
     generation = host.startGeneration(settings)
