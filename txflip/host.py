@@ -38,6 +38,8 @@ class HostSettings:
     control: str | None = None
     noControl: bool = False
     argv: list[str] | None = None
+    appNotify: bool = False
+    """The app speaks sd_notify: its own C{READY=1} is its readiness."""
     workers: int = 1
     """Processes per generation; above 1, this process leads them (txflip.workers)."""
 
@@ -115,6 +117,9 @@ class Host:
                 sockets=", ".join(f"{s.name}={s.key}" for s in self.activated.sockets),
                 source=self.activated.source,
             )
+        if settings.appNotify and settings.workers == 1:
+            # With workers, the app runs (and says READY=1) in each of them.
+            self._hearAppNotify(generation)
         control = self._listenControl(settings, generation)
         hidden = {control.key()} if control else ()
         sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)
@@ -148,6 +153,8 @@ class Host:
         generation.install()
         self.generation = generation
         self.dispatch.generation = generation
+        if settings.appNotify:
+            self._hearAppNotify(generation)
         log.info(
             "worker {index} of {count} starting, handed {listeners} listener(s) "
             "by its leader, PID {leader}",
@@ -157,6 +164,11 @@ class Host:
             leader=self.inherited.parentPid,
         )
         return generation
+
+    def _hearAppNotify(self, generation: Generation) -> None:
+        from txflip.systemd.appnotify import AppNotifyListener
+
+        AppNotifyListener(generation).listen(self.reactor)
 
     def _listenControl(self, settings: HostSettings, generation: Generation):
         """Open the control socket (through the registry, so it is handed over)."""

@@ -24,7 +24,7 @@ from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedSt
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
-from txflip.core.readiness import APP_READY_CALL, REACTOR_RUNNING, Readiness
+from txflip.core.readiness import APP_LISTENING, APP_READY_CALL, REACTOR_RUNNING, Readiness
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.state import REFUSALS, State, checkMove
 
@@ -79,6 +79,8 @@ class Generation:
     successorWatch = 1.0
     """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
     _exitProcess = staticmethod(os._exit)
+    logShownOnStderr = False
+    """Whether the log already goes where standard error does (one terminal): errors once."""
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class Generation:
             factoryHook=self.tracker.track,
             paused=inherited is not None,
             onClaimed=self._claimed,
+            onListening=self._listening,
         )
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""
@@ -220,8 +223,12 @@ class Generation:
         if self.inherited is None:
             self._readyTimer = self._reactor.callLater(self.readyTimeout, self._notReadyInTime)
         if not self._readiness.explicit:
-            for key in self.registry.unclaimed():
+            unclaimed = self.registry.unclaimed()
+            for key in unclaimed:
                 self._readiness.hold(_listeningAgain(key))
+            if self.inherited is None and not unclaimed and not self.registry.serving():
+                # An app that listens after some asynchronous set-up of its own.
+                self._readiness.hold(APP_LISTENING)
         if self.inherited is not None:
             self._link = PredecessorLink(self._reactor, self.inherited, self._go, self._abandoned)
             self._link.open()
@@ -231,7 +238,19 @@ class Generation:
     def _claimed(self, key: str) -> None:
         self._readiness.release(_listeningAgain(key))
 
+    def _listening(self, key: str) -> None:
+        if key not in self.registry.internal:
+            self._readiness.release(APP_LISTENING)
+
     def _notReadyInTime(self) -> None:
+        if self.waitingFor() == [APP_LISTENING]:
+            log.warn(
+                "the app listens on nothing after the ready timeout of {timeout:g}s; "
+                "taking it as ready",
+                timeout=self.readyTimeout,
+            )
+            self._readiness.release(APP_LISTENING)
+            return
         if self._state is State.STARTING and not self._readiness.done:
             self.failStart(
                 f"not ready within the ready timeout of {self.readyTimeout:g}s; "
@@ -307,9 +326,11 @@ class Generation:
 
             reportFailureSynchronously(self.inherited.controlFd, reason)
         stream = sys.__stderr__
-        if stream is not None:
+        if stream is not None and not self.logShownOnStderr:
             stream.write(line + "\n")
             stream.flush()
+        # It never served: the socket files it made are nobody's.
+        self.registry.removeCreatedPaths()
         self._exitProcess(1)
 
     # Restarts.
