@@ -13,12 +13,14 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.support.acmehelpers import fetchTLS
 from tests.support.apps import appEnv, writeApp
 from tests.support.load import Load
 from tests.support.procs import (
@@ -39,6 +41,7 @@ from tests.support.tlshelpers import (
     writePrivate,
     writePublic,
 )
+from tests.test_acme import ISSUED, AcmeTestMixin
 from txflip.control.client import connect, messages
 
 RELEASE = """
@@ -305,3 +308,52 @@ class FairnessTests(WorkersCase):
             served = waitFor(counted, "the workers' counts to reach wrk's")
             for count in served:
                 self.assertGreaterEqual(count, sum(served) / 4, (extra, served))
+
+
+class AcmeTests(AcmeTestMixin, WorkersCase):
+    def test_theLeaderIssuesAndEveryWorkerServesTheRenewal(self) -> None:
+        """
+        ACME (pebble, HTTP-01) with --workers 2 renewing at every check: only
+        the leader asks the CA for certificates, and both workers serve the
+        first one and a renewed one, picked up from the store.
+        """
+        self.setUpAcme()
+        flip = self.flip(
+            "http-01",
+            extra=["--workers", "2", "--acme-renew-days", "100000", "--acme-check-interval", "1"],
+        )
+        leader = flip.start()
+        workers = waitFor(lambda: allServing(flip), "both workers to serve")
+        flip.waitLog(ISSUED, deadline=60)
+        root = self.rootFile()
+        first = int(
+            re.search(rf"{ISSUED} for a\.test, b\.test: serial ([0-9a-f]+)", flip.log())[1], 16
+        )
+        seen: dict[int, set[int]] = {pid: set() for pid in workers}
+
+        def bothServeARenewal() -> bool:
+            for _ in range(4):
+                try:
+                    status, body, cert = fetchTLS(
+                        self.tlsPort, "a.test", cafile=root, path="/sleep?seconds=0"
+                    )
+                except ssl.SSLCertVerificationError:
+                    # A worker serves the fallback until it reads the store (2 s at most).
+                    return False
+                self.assertEqual(status, 200, body[:200])
+                # The body is as sent (chunked): find the PID in it.
+                seen[int(re.search(rb'"pid": (\d+)', body)[1])].add(cert.serial_number)
+            return all(serials - {first} for serials in seen.values())
+
+        waitFor(bothServeARenewal, "both workers to serve a renewed certificate", 90)
+        requests = re.findall(
+            r"\[txflip gen 1 pid (\d+)\] ACME: requesting a certificate", flip.log()
+        )
+        self.assertGreaterEqual(len(requests), 2)
+        self.assertEqual(set(requests), {str(leader)})
+        for pid in workers:
+            self.assertIn(
+                f"[txflip gen 1 pid {pid}] ACME: now serving the stored by another process "
+                "certificate",
+                flip.log(),
+            )

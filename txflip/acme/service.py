@@ -52,6 +52,9 @@ class AcmeSettings:
     retryMin: float = 60.0
     retryMax: float = 6 * 3600.0
     lockRetry: float = 2.0
+    issues: bool = True
+    """Whether this process talks to the CA; a worker of a generation does not:
+    its leader issues, and the worker serves what the leader stored."""
     finishTimeout: float = 60.0
     extraNames: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
 
@@ -265,6 +268,9 @@ class AcmeManager:
             self._failures.clear()
             self._retryAt.clear()
             return self.settings.checkInterval
+        if not self.settings.issues:
+            # A worker (txflip.workers): the leader issues; pick up what it stores.
+            return self.settings.lockRetry
         if not self.store.checkWritable():
             for spec, why in due:
                 stored = self.current.get(spec[0])

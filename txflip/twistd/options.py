@@ -229,6 +229,10 @@ def _makeService(options: FlipOptions, reactor, host: Host):
     if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
     endpoints = _endpoints(reactor, options, loaded, host.activated, acme)
+    if host.workerRole is not None:
+        from txflip.workers.worker import leaveIssuanceToTheLeader
+
+        leaveIssuanceToTheLeader()
     return GenerationService(
         reactor, generation, endpoints, loaded.app if loaded.kind == "service" else None
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import LoopingCall
@@ -32,6 +33,17 @@ from txflip.workers.commands import STATS_SECONDS, WorkerEnd
 from txflip.workers.role import WorkerRole
 
 _COUNTED_MARK = "_txflipCountsRequests"
+
+
+def leaveIssuanceToTheLeader() -> None:
+    """
+    If this worker serves ACME certificates (C{--acme-*} or C{le:} endpoints,
+    all parsed by now), it never talks to the CA: its leader does, and the
+    worker serves what the leader stores, within C{lockRetry} seconds.
+    """
+    service = sys.modules.get("txflip.acme.service")
+    if service is not None:
+        service.settings.issues = False
 
 
 def acceptOneAtATime(port) -> None:
