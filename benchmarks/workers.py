@@ -1,0 +1,235 @@
+"""
+Throughput with --workers: txflip with 1 and 2 workers beside gunicorn with 1 and 2.
+
+Every server answers GET / with the same six bytes ("hello\\n") and logs each
+request to a file (Twisted's Site always does; gunicorn is given
+--access-logfile). All four run warm and side by side; wrk (one thread) runs
+against each in turn, keep-alive and new-connection rounds alternating. Server
+CPU is the user + system time of every process of the server (txflip's leader
+and workers, gunicorn's arbiter and workers) over the round, per request.
+
+    python benchmarks/workers.py [--seconds 3] [--rounds 3] [--connections 16]
+
+Prints a table, and the ratio of 2 workers to 1 for each server. Loopback only;
+every process started is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support.procs import childrenOf, freePort, twistdCommand  # noqa: E402
+
+TINY = """
+from twisted.web.resource import Resource
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"hello\\n"
+
+
+resource = Hello()
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+    return [b"hello\\n"]
+"""
+
+KINDS = {"keep-alive": [], "new connection": ["-H", "Connection: close"]}
+started: list[subprocess.Popen] = []
+
+
+def cpuSeconds(pid: int) -> float:
+    """User plus system CPU time of C{pid} so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().split(")")[-1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid: int) -> list[int]:
+    """C{pid} and its children (a leader's workers, gunicorn's workers)."""
+    return [pid, *childrenOf(pid)]
+
+
+def answers(port: int) -> bool:
+    try:
+        out = subprocess.run(
+            ["curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/"],
+            capture_output=True,
+            timeout=10,
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return False
+    return out == b"hello\n"
+
+
+def launch(name: str, command: list[str], workdir: str, port: int, processes: int):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([workdir, *sys.path[:1]]))
+    process = subprocess.Popen(
+        command,
+        cwd=workdir,
+        env=env,
+        stdout=open(os.path.join(workdir, f"{name}.log"), "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started.append(process)
+    deadline = time.monotonic() + 120
+    while not (answers(port) and len(tree(process.pid)) >= processes):
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{name} did not start; see {workdir}/{name}.log")
+        time.sleep(0.2)
+    return process
+
+
+def servers(workdir: str) -> dict[str, tuple[subprocess.Popen, int]]:
+    running = {}
+    for workers in (1, 2):
+        port = freePort()
+        command = [
+            *twistdCommand(),
+            "-n",
+            "--pidfile=",
+            "flip",
+            "--app",
+            "tiny.resource",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--pid-file",
+            os.path.join(workdir, f"flip{workers}.pid"),
+            "--workers",
+            str(workers),
+        ]
+        # One process with --workers 1; a leader and its workers otherwise.
+        processes = 1 if workers == 1 else 1 + workers
+        name = f"txflip --workers {workers}"
+        running[name] = (launch(f"flip{workers}", command, workdir, port, processes), port)
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    for workers in (1, 2):
+        port = freePort()
+        command = [
+            gunicorn,
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            os.path.join(workdir, f"gunicorn{workers}-access.log"),
+            "tiny:application",
+        ]
+        name = f"gunicorn -w {workers}"
+        running[name] = (launch(f"gunicorn{workers}", command, workdir, port, 1 + workers), port)
+    return running
+
+
+def wrkRound(port: int, pid: int, kind: str, seconds: int, connections: int):
+    """One wrk round: (requests per second, server CPU microseconds per request)."""
+    pids = tree(pid)
+    before = sum(cpuSeconds(p) for p in pids)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            *KINDS[kind],
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+    spent = sum(cpuSeconds(p) for p in pids) - before
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Socket errors: (.*)|Non-2xx.*", out)
+    if errors:
+        print(f"  (wrk against port {port}, {kind}: {errors.group(0).strip()})", flush=True)
+    return rate, spent / max(count, 1) * 1e6
+
+
+def stopEverything() -> None:
+    for process in started:
+        for pid in reversed(tree(process.pid)):
+            try:
+                os.kill(pid, signal.SIGTERM if pid == process.pid else signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--seconds", type=int, default=3, help="length of one wrk round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind per server")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed")
+    workdir = tempfile.mkdtemp(prefix="txflip-bench-")
+    with open(os.path.join(workdir, "tiny.py"), "w") as f:
+        f.write(textwrap.dedent(TINY))
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    try:
+        running = servers(workdir)
+        for _ in range(options.rounds):
+            for kind in KINDS:
+                for name, (process, port) in running.items():
+                    sample = wrkRound(port, process.pid, kind, options.seconds, options.connections)
+                    samples.setdefault((name, kind), []).append(sample)
+    finally:
+        stopEverything()
+
+    def median(name: str, kind: str) -> tuple[float, float]:
+        values = samples[(name, kind)]
+        return statistics.median(r for r, _ in values), statistics.median(c for _, c in values)
+
+    print()
+    print(
+        f"wrk -t1 -c{options.connections}, {options.seconds}s rounds, {options.rounds} of each "
+        f"kind per server, alternating; medians. {os.cpu_count()} cores, shared with wrk."
+    )
+    print()
+    print("| server | keep-alive req/s | CPU/req (us) | new connection req/s | CPU/req (us) |")
+    print("|---|---|---|---|---|")
+    for name in running:
+        (kr, kc), (nr, nc) = median(name, "keep-alive"), median(name, "new connection")
+        print(f"| {name} | {kr:.0f} | {kc:.0f} | {nr:.0f} | {nc:.0f} |")
+    print()
+    for one, two in (
+        ("txflip --workers 1", "txflip --workers 2"),
+        ("gunicorn -w 1", "gunicorn -w 2"),
+    ):
+        ratios = [median(two, kind)[0] / median(one, kind)[0] for kind in KINDS]
+        print(
+            f"{two} / {one.rsplit(' ', 1)[-1]}: keep-alive {ratios[0]:.2f}x, "
+            f"new connection {ratios[1]:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
