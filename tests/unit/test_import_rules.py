@@ -26,6 +26,7 @@ OUTSIDE_THE_CORE = (
     "txflip.control",
     "txflip.tls",
     "txflip.acme",
+    "txflip.workers",
     "txflip.host",
     "txflip.launcher",
 )

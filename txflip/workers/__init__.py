@@ -13,6 +13,7 @@ stopping), the leader tells its workers to accept, pause, drain or stop.
   - L{txflip.workers.leader}: the leader's generation and registry.
   - L{txflip.workers.pool}: the workers of one generation, their readiness and replacement.
   - L{txflip.workers.process}: starting one worker process and talking to it.
+  - L{txflip.workers.commands}: the command channel between a leader and a worker.
   - L{txflip.workers.worker}: the worker's side.
   - L{txflip.workers.backoff}: how long to wait before replacing a worker that crashed.
   - L{txflip.workers.role}: the worker's part of the environment, and C{--workers auto}.

@@ -75,7 +75,7 @@ class WorkerProcess:
         self._process = None
         self._channel: SuccessorChannel | None = None
         self._commands: LeaderEnd | None = None
-        self._ended_ = False
+        self._gone = False
 
     def spawn(self, argv: list[str], cwd: str, registry: ListenerRegistry) -> None:
         handoffOurs, handoffTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,11 +129,11 @@ class WorkerProcess:
         )
 
     def _report(self, method: str, *args) -> None:
-        if self.state is not None and not self._ended_:
+        if self.state is not None and not self._gone:
             getattr(self._pool, method)(self.state, *args)
 
     def _ended(self, why: str) -> None:
-        self._ended_ = True
+        self._gone = True
         for channel in (self._channel, self._commands):
             if channel is not None and channel.transport is not None:
                 channel.transport.loseConnection()
@@ -160,7 +160,7 @@ class WorkerProcess:
         self.signal(signal.SIGKILL)
 
     def signal(self, signum: int) -> None:
-        if self._ended_ or self._process is None:
+        if self._gone or self._process is None:
             return
         try:
             self._process.signalProcess(signum)
