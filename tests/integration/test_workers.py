@@ -22,6 +22,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.acmehelpers import fetchTLS
 from tests.support.apps import appEnv, writeApp
+from tests.support.delayproxy import DelayProxy
 from tests.support.load import Load
 from tests.support.procs import (
     BackgroundGet,
@@ -127,22 +128,33 @@ class WorkersCase(TestCase):
 class RestartTests(WorkersCase):
     def test_restartsUnderLoadReplaceEveryWorker(self) -> None:
         """
-        Two SIGHUPs under new-connection, keep-alive and POST load, on TCP and
-        unix: no failed request, every acknowledged POST stored, all workers of
-        each generation replaced and gone, and only workers ever answer.
+        Two SIGHUPs under new-connection, keep-alive and POST load, on TCP (also
+        through a 20 ms delay proxy) and unix: no failed request, every
+        acknowledged POST stored, all workers of each generation replaced and
+        gone, and only workers ever answer.
         """
         unixPath = os.path.join(tempfile.mkdtemp(prefix="txflip-test-"), "web.sock")
         flip, port = self.startDemo("--listen", f"unix:{unixPath}")
+        proxy = DelayProxy(("127.0.0.1", port), delay=0.02).start()
+        self.addCleanup(proxy.stop)
         leaders = [flip.pid()]
         generations = [workerPids(flip)]
-        with Load("127.0.0.1", port) as load:
+        delayed = Load("127.0.0.1", proxy.port, kinds=("keepAliveGet", "keepAlivePost"))
+        with Load("127.0.0.1", port) as load, delayed:
+            waitFor(lambda: delayed.totalRequests() > 10, "load through the proxy to get going")
             waitFor(lambda: load.totalRequests() > 20, "load to get going")
             for _ in range(2):
-                before = load.totalRequests()
+                before = load.totalRequests(), delayed.totalRequests()
                 leaders.append(flip.restart())
                 generations.append(waitFor(lambda: allServing(flip), "the new workers to serve"))
-                waitFor(lambda b=before: load.totalRequests() > b + 20, "requests after a restart")
+                waitFor(
+                    lambda b=before: (
+                        load.totalRequests() > b[0] + 20 and delayed.totalRequests() > b[1] + 5
+                    ),
+                    "requests after a restart",
+                )
         self.assertEqual(load.failures(), {}, load.failureReport())
+        self.assertEqual(delayed.failures(), {}, delayed.failureReport())
         everyWorker = [pid for pids in generations for pid in pids]
         self.assertEqual(len(set(everyWorker)), 6, generations)
         self.assertEqual(len(set(leaders)), 3)
@@ -151,11 +163,13 @@ class RestartTests(WorkersCase):
             "only the last leader and its workers left",
         )
         served = set()
-        for result in load.results():
+        for result in load.results() + delayed.results():
             served.update(result.pids)
         self.assertFalse(served & set(leaders), "a leader answered a request")
         self.assertTrue(served <= set(everyWorker), served - set(everyWorker))
-        acknowledged = [entry for r in load.results() for entry in r.acknowledged]
+        acknowledged = [
+            entry for r in load.results() + delayed.results() for entry in r.acknowledged
+        ]
         self.assertGreater(len(acknowledged), 10)
         _, _, body = httpGet("127.0.0.1", port, "/guestbook")
         stored = {(entry["message"], entry["id"]) for entry in json.loads(body)}
