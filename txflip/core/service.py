@@ -15,6 +15,8 @@ from twisted.python.failure import Failure
 
 from txflip.core import pidfile
 from txflip.core.channel import PredecessorChannel, adoptChannel, reportFailureSynchronously
+from txflip.core.connadopt import receiveConnections
+from txflip.core.connmove import ConnectionMover
 from txflip.core.drain import ConnectionTracker, Drain
 from txflip.core.handoff import HandoffState
 from txflip.core.listeners import ListenerRegistry
@@ -79,6 +81,8 @@ class FlipService(Service):
         self.events = upgrader.events
         self._channel: PredecessorChannel | None = None
         self._abandonedByParent = False
+        self._transfer = None  # txflip.core.connmove: set by handedOver
+        self._receiver = None  # txflip.core.connadopt: set by _go
 
     # Starting.
 
@@ -143,6 +147,8 @@ class FlipService(Service):
             return
         self._writePIDFile()
         self.registry.resumeAll()
+        # txflip.core.connadopt: take the keep-alive connections the parent moves here.
+        self._receiver = receiveConnections(self._reactor, self.registry, self._inherited)
         if self._channel is not None and self._channel.transport is not None:
             self._channel.serving()
             self._channel.transport.loseConnection()
@@ -179,6 +185,7 @@ class FlipService(Service):
             next=generation() + 1,
             child=outcome.childPid,
         )
+        self._transfer = outcome.transfer  # txflip.core.connmove, used by _drain
         self._reactor.stop()
 
     def stopService(self) -> Deferred:
@@ -205,8 +212,28 @@ class FlipService(Service):
         return stopped
 
     def _drain(self, handedOver: bool) -> Deferred:
-        self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
-        return Drain(self._reactor, self.tracker, self.config.drainTimeout).start()
+        # txflip.core.connmove: after a handoff, idle HTTP/1.x connections move to the
+        # next generation; the drain leaves them to the mover.
+        mover = None
+        if handedOver and self._transfer is not None:
+            mover = ConnectionMover(
+                self._reactor,
+                self.tracker,
+                self.registry,
+                self._transfer,
+                self.events,
+                self.config.drainTimeout,
+            )
+        self.events.emit(
+            "draining",
+            handedOver=handedOver,
+            connections=len(self.tracker.open()),
+            moving=mover is not None,
+        )
+        drain = Drain(self._reactor, self.tracker, self.config.drainTimeout, claims=mover)
+        if mover is not None:
+            mover.start()
+        return drain.start()
 
     def _exited(self, handedOver: bool) -> None:
         """

@@ -179,6 +179,8 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
 
     if inherited is not None:
         os.set_inheritable(inherited.controlFd, False)
+        if inherited.transferFd is not None:  # txflip.core.connadopt's channel
+            os.set_inheritable(inherited.transferFd, False)
         setGeneration(inherited.generation)
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
