@@ -97,11 +97,12 @@ class ConnectionReceiver:
         closeDescriptors(held)
         log.info(
             "adopted {adopted} connection(s) from generation {previous} "
-            "({refused} refused, {dropped} not handed over)",
+            "({refused} refused, {dropped} not handed over); the channel closed: {why}",
             adopted=self.adopted,
             previous=self._fromGeneration,
             refused=self.refused,
             dropped=len(held),
+            why=why,
         )
 
     def close(self) -> None:

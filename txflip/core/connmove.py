@@ -24,6 +24,7 @@ nor RST.
 
 from __future__ import annotations
 
+import os
 import socket
 import weakref
 from collections import Counter
@@ -114,7 +115,8 @@ class ConnectionMover:
         self._window = drainTimeout - min(MOVE_RESERVE, drainTimeout / 2)
         self._socket = transferSocket
         self._channel: PacketChannel | None = None
-        self._offers: dict[int, _Offer] = {}
+        self._offers: dict[int, _Offer] = {}  # offered, not answered yet
+        self._settling: dict[int, _Offer] = {}  # taken; "yours" not in the peer's queue yet
         self._offered: weakref.WeakSet = weakref.WeakSet()
         self._stays: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._nextId = 1
@@ -149,7 +151,8 @@ class ConnectionMover:
 
     def _check(self) -> None:
         now = self._reactor.seconds()
-        if self._offers and min(o.sentAt for o in self._offers.values()) + ANSWER_TIMEOUT < now:
+        inFlight = [*self._offers.values(), *self._settling.values()]
+        if inFlight and min(o.sentAt for o in inFlight) + ANSWER_TIMEOUT < now:
             self._giveUp(f"the new generation did not answer within {ANSWER_TIMEOUT:g}s")
             return
         late = now - self._started >= self._window
@@ -157,24 +160,29 @@ class ConnectionMover:
         for protocol in self._tracker.open():
             if protocol in self._offered or protocol in self._stays:
                 continue
+            transport = lowestTransport(protocol)
+            key = listenerKeyOf(transport, self._registry)
+            if key in self._registry.internal:
+                self._stays[protocol] = "txflip's own"  # the control socket: not reported
+                continue
             seen = verdict(protocol)
             if seen.kind == "stays":
                 self._stay(protocol, seen.reason)
-                continue
-            transport = lowestTransport(protocol)
-            key = listenerKeyOf(transport, self._registry)
-            if key is None:
+            elif key is None:
                 self._stay(protocol, STAYS_NO_LISTENER)
             elif late:
                 self._stay(protocol, STAYS_LATE)
-            elif seen.kind == "busy" or len(self._offers) >= MAX_IN_FLIGHT:
+            elif seen.kind == "busy" or self._inFlight() >= MAX_IN_FLIGHT:
                 waiting += 1
             else:
                 self._offer(protocol, transport, key, seen.buffered, now)
                 if not self.active:
                     return
-        if not waiting and not self._offers:
+        if not waiting and not self._inFlight():
             self._finish()
+
+    def _inFlight(self) -> int:
+        return len(self._offers) + len(self._settling)
 
     def _stay(self, protocol, reason: str) -> None:
         self._stays[protocol] = reason
@@ -194,7 +202,9 @@ class ConnectionMover:
             "family": socket.AddressFamily(transport.socket.family).name,
         }
         try:
-            self._channel.send(header, buffered, [transport.fileno()])
+            # A duplicate goes in the packet (the channel closes it once sent), so
+            # that a packet waiting for room never names a descriptor closed meanwhile.
+            self._channel.send(header, buffered, [os.dup(transport.fileno())])
         except OSError:
             # The channel is gone: _giveUp has already resumed this connection.
             pass
@@ -211,7 +221,7 @@ class ConnectionMover:
             self._settle(offerId, offer)
         else:
             self._resume(offer, f"refused: {header.get('reason', 'no reason given')}")
-        if not self._offers and self.active and self._loop is not None:
+        if not self._inFlight() and self.active and self._loop is not None:
             # Offer the next ones without waiting for the next check.
             self._reactor.callLater(0, self._checkIfActive)
 
@@ -220,11 +230,15 @@ class ConnectionMover:
             self._check()
 
     def _settle(self, offerId: int, offer: _Offer) -> None:
+        self._settling[offerId] = offer
         try:
-            self._channel.send({"op": "yours", "id": offerId})
+            self._channel.send({"op": "yours", "id": offerId}, onSent=lambda: self._gone(offerId))
         except OSError:
-            self._resume(offer, STAYS_TRANSFER_FAILED)
-            return
+            pass  # the channel is gone: _giveUp has resumed this connection
+
+    def _gone(self, offerId: int) -> None:
+        """The new generation is told the connection is its own: let go of this copy."""
+        offer = self._settling.pop(offerId)
         self._offered.discard(offer.protocol)
         self.report.moved += 1
         closeWithoutShutdown(offer.transport, f"moved to generation {generation() + 1}")
@@ -240,13 +254,18 @@ class ConnectionMover:
         if self.active:
             self._giveUp(f"the transfer channel closed: {why}")
 
+    def abandon(self, why: str) -> None:
+        """Stop moving: connections in transfer are read here again."""
+        self._giveUp(why)
+
     def _giveUp(self, why: str) -> None:
         if not self.active:
             return
         self.active = False
         self.report.failure = why
-        offers = list(self._offers.values())
+        offers = [*self._offers.values(), *self._settling.values()]
         self._offers.clear()
+        self._settling.clear()
         for offer in offers:
             self._resume(offer, STAYS_TRANSFER_FAILED)
         log.warn(
@@ -267,7 +286,7 @@ class ConnectionMover:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         if self._channel is not None:
-            self._channel.close("nothing more to move")
+            self._channel.closeWhenSent("nothing more to move")
         if self.done.called:
             return
         self.report.seconds = self._reactor.seconds() - self._started

@@ -35,6 +35,7 @@ PACKET_LIMIT = 128 * 1024
 _READS_PER_WAKE = 64
 
 PacketHandler = Callable[[dict, bytes, list[int]], None]
+Sent = Callable[[], None]
 
 
 def transferPair() -> tuple[socket.socket, socket.socket]:
@@ -72,7 +73,8 @@ class PacketChannel:
     One end of the transfer channel, driven by the reactor.
 
     Packets that the peer's queue cannot take yet wait here, in order, and go
-    once the socket is writable. Every received descriptor is close-on-exec.
+    once the socket is writable. Every received descriptor is close-on-exec;
+    every descriptor given to L{send} is closed here once sent (or dropped).
 
     @param onPacket: called with the header, the payload and the descriptors
         of each packet; it owns the descriptors.
@@ -92,8 +94,9 @@ class PacketChannel:
         self._fileno = skt.fileno()
         self._onPacket = onPacket
         self._onClosed = onClosed
-        self._outgoing: deque[tuple[bytes, list[int]]] = deque()
+        self._outgoing: deque[tuple[bytes, list[int], Sent | None]] = deque()
         self._writing = False
+        self._closeWhenSent: str | None = None
         self.closed = False
         reactor.addReader(self)
 
@@ -144,18 +147,24 @@ class PacketChannel:
 
     # Sending.
 
-    def send(self, header: dict, payload: bytes = b"", fds: list[int] = ()) -> None:
-        """Send a packet now, or as soon as the peer can take it; raise L{OSError} if gone."""
-        if self.closed:
+    def send(
+        self, header: dict, payload: bytes = b"", fds: list[int] = (), onSent: Sent | None = None
+    ) -> None:
+        """
+        Send a packet now, or as soon as the peer can take it.
+
+        C{onSent} is called once the packet is in the peer's queue: never, if
+        the channel closes first. Raise L{OSError} if the channel is closed.
+        """
+        if self.closed or self._closeWhenSent is not None:
+            closeDescriptors(list(fds))
             raise OSError("the transfer channel is closed")
-        self._outgoing.append((encode(header, payload), list(fds)))
+        self._outgoing.append((encode(header, payload), list(fds), onSent))
         self._flush()
-        if self.closed:
-            raise OSError("the transfer channel closed while sending")
 
     def _flush(self) -> None:
         while self._outgoing and not self.closed:
-            packet, fds = self._outgoing[0]
+            packet, fds, onSent = self._outgoing[0]
             try:
                 socket.send_fds(self._socket, [packet], fds)
             except (BlockingIOError, InterruptedError):
@@ -167,9 +176,19 @@ class PacketChannel:
                 self.close(f"sending failed: {e.strerror or e}")
                 return
             self._outgoing.popleft()
+            closeDescriptors(fds)
+            if onSent is not None:
+                onSent()
         if self._writing:
             self._writing = False
             self._reactor.removeWriter(self)
+        if self._closeWhenSent is not None and not self._outgoing:
+            self.close(self._closeWhenSent)
+
+    def closeWhenSent(self, why: str) -> None:
+        """Close once every packet already given to L{send} is in the peer's queue."""
+        self._closeWhenSent = why
+        self._flush()
 
     def close(self, why: str = "closed here") -> None:
         """Close this end (packets not yet sent are dropped) and report why, once."""
@@ -179,6 +198,8 @@ class PacketChannel:
         if self._writing:
             self._reactor.removeWriter(self)
             self._writing = False
+        for _, fds, _ in self._outgoing:
+            closeDescriptors(fds)
         self._outgoing.clear()
         self.closed = True
         self._socket.close()
