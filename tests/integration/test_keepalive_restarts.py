@@ -23,6 +23,7 @@ from collections import Counter
 
 from twisted.trial.unittest import TestCase
 
+from tests.support.apps import SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.keepalive import acknowledgedSoFar, startPosters, stopPosters
 from tests.support.procs import Flip, UNIXHTTPConnection, freePort, pidAlive, waitFor
@@ -90,6 +91,34 @@ class KeepAliveMoveTests(TestCase):
         proxy = proxied(self, path)
         posters = self.restartsUnderPosts(flip, proxy, 4)
         self.assertNobodyNoticed(flip, proxy, posters, guestbook(path))
+
+
+class AppListensByItselfTests(TestCase):
+    def test_connectionOfAppsOwnListenerMoves(self):
+        """
+        An app that listens by itself (strports, through the reactor's
+        listenTCP) has its keep-alive connections moved too: the next request
+        on the same connection is answered by the new generation.
+        """
+        port = freePort()
+        flip = Flip(self, ["--app", "selflisten.makeService"])
+        writeApp(flip.workdir, "selflisten", SERVICE_THAT_LISTENS, port=port)
+        flip.env.update(appEnv(flip.workdir))
+        old = flip.start()
+        proxy = proxied(self, ("127.0.0.1", port))
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=20)
+        self.addCleanup(conn.close)
+        servedBy = []
+        for _ in range(2):
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            servedBy.append(json.loads(response.read())["pid"])
+            self.assertIsNone(response.getheader("Connection"))
+            if len(servedBy) == 1:
+                new = flip.restart()
+        self.assertEqual(servedBy, [old, new])
+        self.assertEqual(proxy.connections, 1)
+        self.assertIn(f"[txflip gen 1 pid {old}] moved 1 connection(s) to generation 2", flip.log())
 
 
 def guestbook(address) -> set[str]:
