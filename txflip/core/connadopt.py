@@ -78,6 +78,9 @@ class ConnectionReceiver:
             # The client reset the connection while it moved.
             log.info("a moved connection was gone on arrival: {error}", error=e)
             return
+        except Exception as e:
+            log.error("could not adopt a moved connection: {error}", error=e)
+            return
         finally:
             os.close(fd)
         if transport is None:

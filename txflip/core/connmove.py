@@ -35,7 +35,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from txflip.core.drain import ConnectionTracker, lowestTransport
+from txflip.core.drain import ConnectionTracker, httpChannelOf, lowestTransport
 from txflip.core.events import Events
 from txflip.core.log import generation, log
 from txflip.core.movable import listenerKeyOf, verdict
@@ -48,7 +48,11 @@ ANSWER_TIMEOUT = 5.0
 """Seconds the new generation has to answer an offer before the transfer is given up."""
 
 MOVE_RESERVE = 2.0
-"""Moving stops this long (at most half the drain timeout) before the drain deadline."""
+"""
+No new offer is made this long (at most half the drain timeout) before the
+drain deadline, and offers still unanswered half that long before it are given
+up, so that the deadline never aborts a connection the new generation holds.
+"""
 
 CHECK_INTERVAL = 0.02
 
@@ -78,6 +82,7 @@ class _Offer:
     protocol: object
     transport: object
     sentAt: float
+    savedTimeout: float | None
 
 
 def closeWithoutShutdown(transport, why: str) -> None:
@@ -112,7 +117,9 @@ class ConnectionMover:
         self._tracker = tracker
         self._registry = registry
         self._events = events
-        self._window = drainTimeout - min(MOVE_RESERVE, drainTimeout / 2)
+        reserve = min(MOVE_RESERVE, drainTimeout / 2)
+        self._window = drainTimeout - reserve
+        self._lastAnswer = drainTimeout - reserve / 2
         self._socket = transferSocket
         self._channel: PacketChannel | None = None
         self._offers: dict[int, _Offer] = {}  # offered, not answered yet
@@ -155,6 +162,9 @@ class ConnectionMover:
         if inFlight and min(o.sentAt for o in inFlight) + ANSWER_TIMEOUT < now:
             self._giveUp(f"the new generation did not answer within {ANSWER_TIMEOUT:g}s")
             return
+        if inFlight and now - self._started >= self._lastAnswer:
+            self._giveUp("the new generation did not answer before the drain deadline")
+            return
         late = now - self._started >= self._window
         waiting = 0
         for protocol in self._tracker.open():
@@ -191,9 +201,11 @@ class ConnectionMover:
     def _offer(self, protocol, transport, key: str, buffered: bytes, now: float) -> None:
         transport.stopReading()
         transport.stopWriting()
+        # Its idle timeout must not close it (with a FIN) while the other generation holds it.
+        savedTimeout = httpChannelOf(protocol).setTimeout(None)
         offerId = self._nextId
         self._nextId += 1
-        self._offers[offerId] = _Offer(protocol, transport, now)
+        self._offers[offerId] = _Offer(protocol, transport, now, savedTimeout)
         self._offered.add(protocol)
         header = {
             "op": "offer",
@@ -248,6 +260,7 @@ class ConnectionMover:
         self._offered.discard(offer.protocol)
         self._stay(offer.protocol, reason)
         if not getattr(offer.transport, "disconnected", False):
+            httpChannelOf(offer.protocol).setTimeout(offer.savedTimeout)
             offer.transport.startReading()
 
     def _closed(self, why: str) -> None:
