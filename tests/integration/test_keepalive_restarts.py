@@ -89,7 +89,7 @@ class KeepAliveMoveTests(TestCase):
         flip.args = ["--listen", f"unix:{path}"]
         flip.start()
         proxy = proxied(self, path)
-        posters = self.restartsUnderPosts(flip, proxy, 4)
+        posters = self.restartsUnderPosts(flip, proxy, 3)
         self.assertNobodyNoticed(flip, proxy, posters, guestbook(path))
 
 
@@ -154,7 +154,7 @@ class TLSKeepAliveDrainTests(TestCase):
                 "--listen",
                 f"flip-tls:{port}:interface=127.0.0.1:selfSigned={certs}",
                 "--drain-timeout",
-                "4",
+                "3",
             ],
         )
         old = flip.start()
@@ -174,7 +174,7 @@ class TLSKeepAliveDrainTests(TestCase):
         flip.waitLog(f"[txflip gen 1 pid {old}] draining")
         drainStarted = time.monotonic()
         # Longer than the idle grace plus both delays: an absence is only seen by waiting.
-        time.sleep(2.0)
+        time.sleep(1.5)
         self.assertTrue(stillOpen(speaking) and stillOpen(silent), "an idle TLS connection closed")
 
         head, _ = exchange(speaking)
@@ -184,7 +184,7 @@ class TLSKeepAliveDrainTests(TestCase):
         speaking.close()  # as a client does after Connection: close; the server then lets go
 
         self.assertEqual(readUntilClosed(silent), b"")
-        self.assertGreater(time.monotonic() - drainStarted, 3.5)
+        self.assertGreater(time.monotonic() - drainStarted, 2.5)
         waitFor(lambda: not pidAlive(old), "the old generation to exit")
         self.assertIn("drain timeout: aborted 1 connection(s)", flip.log())
         self.assertEqual(Counter(_tlsStays(flip.log())), Counter({"2 TLS": 1}))
