@@ -312,6 +312,13 @@ class Generation:
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
 
+    def tellPredecessorFailed(self, reason: str) -> None:
+        """Tell the generation that started this one why it cannot start, at once."""
+        if self._link is not None:
+            self._link.failed(reason)
+        elif self.inherited is not None:
+            PredecessorLink(self._reactor, self.inherited, None, None).failed(reason)
+
     def failStart(self, reason: str) -> None:
         """
         This generation cannot become ready: say why (to the predecessor too,
@@ -323,12 +330,7 @@ class Generation:
             return
         line = "twistd flip: error: " + " ".join(reason.split())
         log.error("{reason}", reason=reason)
-        if self._link is not None:
-            self._link.failed(reason)
-        elif self.inherited is not None:
-            from txflip.core.channel import reportFailureSynchronously
-
-            reportFailureSynchronously(self.inherited.controlFd, reason)
+        self.tellPredecessorFailed(reason)
         stream = sys.__stderr__
         if stream is not None and not self.logShownOnStderr:
             stream.write(line + "\n")
