@@ -18,6 +18,8 @@ from twisted.python.failure import Failure
 
 from txflip.core import pidfile
 from txflip.core.child import PredecessorLink
+from txflip.core.connadopt import receiveConnections
+from txflip.core.connmove import ConnectionMover
 from txflip.core.drain import ConnectionTracker, Drain
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
@@ -101,6 +103,8 @@ class Generation:
         self.inherited: HandoffState | None = inherited
         if inherited is not None:
             os.set_inheritable(inherited.controlFd, False)
+            if inherited.transferFd is not None:  # txflip.core.connadopt's channel
+                os.set_inheritable(inherited.transferFd, False)
         self.number = inherited.generation if inherited is not None else 1
         setGeneration(self.number)
         if inherited is not None and inherited.pidFile:
@@ -134,6 +138,9 @@ class Generation:
         self._link: PredecessorLink | None = None
         self._attempt: UpgradeAttempt | None = None
         self._drain: Drain | None = None
+        self._transfer = None  # txflip.core.connmove: set once a successor serves
+        self._mover: ConnectionMover | None = None
+        self._receiver = None  # txflip.core.connadopt: set once this generation takes over
         self._stopped: Deferred | None = None
         self._started = False
         global _current
@@ -283,6 +290,8 @@ class Generation:
         if not self._writePIDFile():
             return
         self.registry.resumeAll()
+        # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
+        self._receiver = receiveConnections(self._reactor, self.registry, self.inherited)
         self._link.serving()
         self._serving(why)
 
@@ -308,6 +317,13 @@ class Generation:
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
 
+    def tellPredecessorFailed(self, reason: str) -> None:
+        """Tell the generation that started this one why it cannot start, at once."""
+        if self._link is not None:
+            self._link.failed(reason)
+        elif self.inherited is not None:
+            PredecessorLink(self._reactor, self.inherited, None, None).failed(reason)
+
     def failStart(self, reason: str) -> None:
         """
         This generation cannot become ready: say why (to the predecessor too,
@@ -319,12 +335,7 @@ class Generation:
             return
         line = "twistd flip: error: " + " ".join(reason.split())
         log.error("{reason}", reason=reason)
-        if self._link is not None:
-            self._link.failed(reason)
-        elif self.inherited is not None:
-            from txflip.core.channel import reportFailureSynchronously
-
-            reportFailureSynchronously(self.inherited.controlFd, reason)
+        self.tellPredecessorFailed(reason)
         stream = sys.__stderr__
         if stream is not None and not self.logShownOnStderr:
             stream.write(line + "\n")
@@ -386,6 +397,7 @@ class Generation:
         self._silenceTimer = None
         self._drained = False
         self._watchOver = False
+        self._transfer = outcome.transfer  # txflip.core.connmove, used by _startDrain
         attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
         attempt.watchSuccessor(self._successorSilence)
         self._watchTimer = self._reactor.callLater(self.successorWatch, self._endOfWatch)
@@ -431,6 +443,9 @@ class Generation:
             self._watchTimer.cancel()
         self._moveTo(State.SERVING)
         self.registry.resumeAll()
+        if self._mover is not None:
+            self._mover.abandon(f"generation {self.number + 1} died")
+            self._mover = None
         if self._drain is not None:
             self._drain.cancel()
             self._drain = None
@@ -475,8 +490,28 @@ class Generation:
     # Stopping.
 
     def _startDrain(self, handedOver: bool) -> Deferred:
-        self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
+        # txflip.core.connmove: after a handover, idle HTTP/1.x connections move to the
+        # successor; the drain leaves them to the mover.
+        transfer, self._transfer = self._transfer, None
+        self._mover = None
+        if handedOver and transfer is not None:
+            self._mover = ConnectionMover(
+                self._reactor,
+                self.tracker,
+                self.registry,
+                transfer,
+                self.events,
+                self.drainTimeout,
+            )
+        self.events.emit(
+            "draining",
+            handedOver=handedOver,
+            connections=len(self.tracker.open()),
+            moving=self._mover is not None,
+        )
         self._drain = self._newDrain()
+        if self._mover is not None:
+            self._mover.start()
         return self._drain.start()
 
     def _newDrain(self):
@@ -484,7 +519,7 @@ class Generation:
         The drain of this generation's connections. A hook for txflip.workers:
         a leader's connections are its workers', so it drains them instead.
         """
-        return Drain(self._reactor, self.tracker, self.drainTimeout)
+        return Drain(self._reactor, self.tracker, self.drainTimeout, claims=self._mover)
 
     def _stopBeforeServing(self, why: str) -> None:
         self._moveTo(State.STOPPING)
