@@ -247,7 +247,11 @@ class SelfHealingTests(WorkersCase):
         worker = status(flip)["workers"][0]
         self.assertEqual((worker["restarts"], worker["pid"]), (1, replaced[0]))
         self.assertEqual(status(flip)["generation"], 1)
-        self.assertGreater(status(flip)["workers"][0]["requests"], 0)
+        waitFor(
+            lambda: (status(flip)["workers"][0]["requests"] or 0) > 0,
+            "the replacement to report the requests it served",
+            10,
+        )
 
     def test_sigtermDrainsEveryWorker(self) -> None:
         """
