@@ -208,10 +208,12 @@ def main() -> None:
         values = samples[(name, kind)]
         return statistics.median(r for r, _ in values), statistics.median(c for _, c in values)
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print()
     print(
         f"wrk -t1 -c{options.connections}, {options.seconds}s rounds, {options.rounds} of each "
-        f"kind per server, alternating; medians. {os.cpu_count()} cores, shared with wrk."
+        f"kind per server, alternating; medians. {os.cpu_count()} cores, shared with wrk; "
+        f"load average at the end: {load}."
     )
     print()
     print("| server | keep-alive req/s | CPU/req (us) | new connection req/s | CPU/req (us) |")
