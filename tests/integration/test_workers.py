@@ -24,6 +24,7 @@ from tests.support.acmehelpers import fetchTLS
 from tests.support.apps import appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.load import Load
+from tests.support.opsapps import NotifyCapture, shortTempDir
 from tests.support.procs import (
     BackgroundGet,
     Flip,
@@ -99,11 +100,12 @@ def allServing(flip: Flip, count: int = 2) -> list[int] | None:
 
 
 class WorkersCase(TestCase):
-    def startDemo(self, *extra: str, workers: str = "2") -> tuple[Flip, int]:
+    def startDemo(self, *extra: str, workers: str = "2", env=None) -> tuple[Flip, int]:
         port = freePort()
         flip = Flip(
             self,
             ["--workers", workers, "--listen", f"tcp:{port}:interface=127.0.0.1", *extra],
+            env=env,
         )
         flip.start()
         waitFor(lambda: allServing(flip), "both workers to serve")
@@ -257,8 +259,11 @@ class SelfHealingTests(WorkersCase):
         """
         SIGTERM to the leader while a TLS request is under way in a worker: it
         is answered, every process exits, the leader with status 0, and the PID
-        file and the unix socket are removed.
+        file and the unix socket are removed. systemd hears the leader alone:
+        READY=1 with its PID once both workers serve, STOPPING=1 at the end.
         """
+        notifyAddress = os.path.join(shortTempDir(self), "notify")
+        capture = NotifyCapture(self, notifyAddress)
         workdir = tempfile.mkdtemp(prefix="txflip-test-")
         ca = TestCA(workdir)
         key, cert = ca.issue(["localhost", "127.0.0.1"])
@@ -273,8 +278,17 @@ class SelfHealingTests(WorkersCase):
             f":extraCertChain={chainPath}",
             "--listen",
             f"unix:{unixPath}",
+            env={"NOTIFY_SOCKET": notifyAddress},
         )
         leader, workers = flip.pid(), workerPids(flip)
+        ready = capture.waitFor(lambda m: "READY" in m[1], "READY=1")[0]
+        self.assertEqual((ready[0], ready[1].get("MAINPID")), (leader, str(leader)))
+        log = flip.log()
+        self.assertLess(
+            log.index("all 2 workers of generation 1 are ready"),
+            log.index(f"pid {leader}] serving ("),
+            "the leader serves (and says READY=1) only once every worker is ready",
+        )
         connection = http.client.HTTPSConnection(
             "127.0.0.1", tlsPort, timeout=30, context=clientContext(ca.caFile)
         )
@@ -294,6 +308,8 @@ class SelfHealingTests(WorkersCase):
         self.assertFalse(os.path.exists(unixPath))
         for pid in workers:
             self.assertIn(f"[txflip gen 1 pid {pid}] generation exits (shut down)", flip.log())
+        capture.waitFor(lambda m: "STOPPING" in m[1], "STOPPING=1")
+        self.assertEqual({sender for sender, _, _ in capture.messages}, {leader})
 
 
 class FairnessTests(WorkersCase):
