@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from txflip.workers.backoff import Backoff
-from txflip.workers.pool import STOP_GRACE_SECONDS, Phase, WorkerPool
+from txflip.workers.pool import HUNG_SECONDS, STOP_GRACE_SECONDS, Phase, WorkerPool
 
 READY_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 5.0
@@ -187,6 +187,26 @@ class PoolTests(TestCase):
         self.pool.workerEnded(replacement, "was killed by signal 9")
         self.assertIn("was not ready within the ready timeout", self.pool.slots[0].lastExit)
         self.assertEqual(self.pool.slots[0].backoff.failures, 2)
+
+    def test_aSilentWorkerIsKilledAndReplaced(self) -> None:
+        """A serving worker that says nothing for HUNG_SECONDS (blocked, or stopped) is killed."""
+        self.allServing()
+        silent = self.worker(0)
+        for _ in range(int(HUNG_SECONDS) - 1):
+            self.clock.advance(1)
+            for index in (1, 2):
+                self.pool.workerHeard(self.worker(index))
+        self.assertEqual(silent.process.said, ["go"])
+        self.clock.advance(1)
+        self.assertEqual(silent.process.said, ["go", "kill"])
+        self.assertEqual(self.worker(1).process.said, ["go"], "the others answer")
+        self.pool.workerEnded(silent, "was killed by signal 9")
+        self.assertEqual(
+            self.pool.slots[0].lastExit,
+            "worker 0 (PID 1000) of generation 4 stopped answering for 30s and was killed",
+        )
+        self.clock.advance(0.5)
+        self.assertIsNot(self.worker(0), None)
 
     def test_aReplacementWaitsWhileTheGenerationIsPaused(self) -> None:
         self.allServing()

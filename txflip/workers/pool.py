@@ -21,12 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 
 from txflip.core.log import log
 from txflip.workers.backoff import Backoff
 
 STOP_GRACE_SECONDS = 5.0
 """How long after its drain timeout a stopping worker is killed."""
+HUNG_SECONDS = 30.0
+"""A serving worker silent this long (its reactor blocked, or stopped) is killed and replaced."""
 
 
 class Phase:
@@ -48,6 +51,7 @@ class WorkerState:
     """starting, ready, serving, draining, stopping."""
     toldGo: bool = False
     servingSince: float | None = None
+    lastHeard: float = 0.0
     waitingFor: str | None = None
     failure: str | None = None
     """Why the pool gave up on it, as a phrase ("was not ready within ...")."""
@@ -107,6 +111,8 @@ class WorkerPool:
         self._drain: Deferred | None = None
         self._aborted = 0
         self._exitWaiters: list[Deferred] = []
+        self._hangCheck = LoopingCall(self._checkHung)
+        self._hangCheck.clock = reactor
 
     # Starting.
 
@@ -114,6 +120,7 @@ class WorkerPool:
         """Start every slot's worker."""
         for slot in self.slots:
             self._launch(slot)
+        self._hangCheck.start(1.0, now=False)
 
     def _launch(self, slot: Slot) -> None:
         slot.replacement = None
@@ -125,6 +132,7 @@ class WorkerPool:
             self._cannotLaunch(slot, f"could not be started: {type(e).__name__}: {e}")
             return
         worker = WorkerState(process, slot.index, self._reactor.seconds())
+        worker.lastHeard = worker.startedAt
         process.state = worker
         slot.worker = worker
         worker.timers.append(
@@ -187,6 +195,26 @@ class WorkerPool:
 
     def _current(self, worker: WorkerState) -> bool:
         return self.slots[worker.index].worker is worker
+
+    def workerHeard(self, worker: WorkerState) -> None:
+        """The worker said something (it says alive ten times a second once it serves)."""
+        worker.lastHeard = self._reactor.seconds()
+
+    def _checkHung(self) -> None:
+        now = self._reactor.seconds()
+        for worker in self.live():
+            silent = now - worker.lastHeard
+            if worker.state == "serving" and worker.failure is None and silent >= HUNG_SECONDS:
+                log.error(
+                    "worker {index} (PID {pid}) of generation {gen} has said nothing for "
+                    "{silent:.0f}s; killing it",
+                    index=worker.index,
+                    pid=worker.pid,
+                    gen=self.generation,
+                    silent=silent,
+                )
+                worker.failure = f"stopped answering for {HUNG_SECONDS:g}s and was killed"
+                worker.process.kill()
 
     def workerWaiting(self, worker: WorkerState, what: str) -> None:
         worker.waitingFor = what
@@ -378,6 +406,8 @@ class WorkerPool:
     def _checkExited(self) -> None:
         if self.live():
             return
+        if self._hangCheck.running and self.phase in (Phase.STOPPING, Phase.FAILED):
+            self._hangCheck.stop()
         waiters, self._exitWaiters = self._exitWaiters, []
         for waiter in waiters:
             waiter.callback(None)

@@ -117,13 +117,14 @@ class WorkerProcess:
                 lambda reason: self._report("workerFailed", reason),
                 lambda: None,
                 onWaiting=lambda what: self._report("workerWaiting", what),
+                onHeard=lambda: self._report("workerHeard"),
             ),
         )
         self._commands = adoptChannel(
             self._reactor,
             commandOurs,
             LeaderEnd(
-                lambda stats: self._report("workerStats", stats),
+                lambda stats: self._report("workerStats", stats) or self._report("workerHeard"),
                 lambda aborted: self._report("workerDrained", aborted),
             ),
         )
