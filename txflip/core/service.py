@@ -30,6 +30,7 @@ class FlipConfig:
     pidFile: str | None = None
     readyTimeout: float = 60.0
     drainTimeout: float = 30.0
+    closeSpread: float = 3.0
 
 
 def fatal(message: str, inherited: HandoffState | None = None) -> SystemExit:
@@ -206,7 +207,13 @@ class FlipService(Service):
 
     def _drain(self, handedOver: bool) -> Deferred:
         self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
-        return Drain(self._reactor, self.tracker, self.config.drainTimeout).start()
+        return Drain(
+            self._reactor,
+            self.tracker,
+            self.config.drainTimeout,
+            closeSpread=self.config.closeSpread,
+            handedOver=handedOver,
+        ).start()
 
     def _exited(self, handedOver: bool) -> None:
         """

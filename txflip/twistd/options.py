@@ -13,7 +13,7 @@ from txflip.core import pidfile
 from txflip.core.log import log
 from txflip.systemd import activation
 from txflip.systemd import notify as sdnotify
-from txflip.twistd.appload import AppError, loadApp
+from txflip.twistd.appload import AppError, loadServed, rejectTwistdAppOptions
 
 DEMO_APP = "txflip.demo.makeResource"
 DEFAULT_LISTEN = "tcp:8080"
@@ -29,7 +29,7 @@ def _positiveSeconds(text: str) -> float:
 class FlipOptions(AcmeOptionsMixin, usage.Options):
     """Options of C{twistd flip}."""
 
-    synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH]"
+    synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH] [PLUGIN [its options]]"
     longdesc = (
         "Serve a Twisted app and restart it without downtime on SIGHUP: the running "
         "generation starts a new one with the same command line, hands it the listening "
@@ -40,8 +40,9 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "app",
             "a",
             None,
-            "The app: pkg.mod.attr or pkg.mod:attr naming a Resource, a protocol factory, "
-            "an IService, or a callable returning one. Default: the txflip demo.",
+            "The app: a .tac file, or pkg.mod.attr or pkg.mod:attr naming a Resource, a "
+            "protocol factory, an IService, a WSGI app, a Klein app, or a callable returning "
+            "one. Default: the txflip demo.",
         ],
         [
             "pid-file",
@@ -52,6 +53,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ],
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        [
+            "close-spread",
+            None,
+            "3",
+            "Seconds over which long-lived connections (WebSockets) are told to close "
+            "when the drain starts (at most half the drain timeout).",
+        ],
         [
             "https-port",
             None,
@@ -75,6 +83,17 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         self["listen"] = []
         self["redirect-http"] = []
 
+    def parseArgs(self, *args: str) -> None:
+        """A twistd plugin to run, and its own options (parsed once flip starts it)."""
+        from txflip.twistd.plugins import PluginCommand
+
+        self["plugin"] = PluginCommand(args[0], tuple(args[1:])) if args else None
+
+    def getUsage(self, width: int | None = None) -> str:
+        from txflip.twistd.plugins import pluginListing
+
+        return super().getUsage(width) + pluginListing(width)
+
     def opt_listen(self, description: str) -> None:
         """An endpoint to serve on (tcp:, tcp6:, unix:, ...); repeatable. Default: tcp:8080."""
         self["listen"].append(description)
@@ -90,11 +109,14 @@ class ConfigError(Exception):
     """Bad input; the message is one line that says what is wrong and how to fix it."""
 
 
-def _seconds(options: FlipOptions, name: str) -> float:
+def _seconds(options: FlipOptions, name: str, orZero: bool = False) -> float:
     try:
+        if orZero and float(options[name]) == 0:
+            return 0.0
         return _positiveSeconds(options[name])
     except ValueError:
-        raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
+        least = "0 or more" if orZero else "above 0"
+        raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds {least}") from None
 
 
 def _parseEndpoint(reactor, description: str, option: str = "--listen"):
@@ -182,6 +204,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         setGeneration(inherited.generation)
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
+    rejectTwistdAppOptions(getattr(options, "parent", None))
     if twistd.logfile:
         openLogFilesForAppending()
     pidFile = options["pid-file"] or twistd.pidfile
@@ -203,6 +226,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         pidFile=pidFile,
         readyTimeout=_seconds(options, "ready-timeout"),
         drainTimeout=_seconds(options, "drain-timeout"),
+        closeSpread=_seconds(options, "close-spread", orZero=True),
     )
 
     tracker = ConnectionTracker()
@@ -223,7 +247,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         except usage.UsageError as e:
             raise ConfigError(str(e)) from None
 
-    loaded = loadApp(options["app"] or DEMO_APP)
+    loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
     if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
@@ -243,14 +267,14 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         factory = loaded.app
     if listen and factory is None:
         raise ConfigError(
-            f"--app {options['app']} is a service that listens by itself; "
-            "drop --listen, or name a Resource or protocol factory"
+            f"{loaded.name} is a service that listens by itself; "
+            "drop flip's --listen, or name a Resource or protocol factory"
         )
     endpoints = [(d, _parseEndpoint(reactor, d), factory) for d in listen]
     if acme and acme.listen:
         if factory is None:
             raise ConfigError(
-                f"--app {options['app']} is a service that listens by itself; "
+                f"{loaded.name} is a service that listens by itself; "
                 "--acme-listen needs a Resource or protocol factory"
             )
         endpoints += acme.endpoints(reactor, factory, _parseEndpoint)
