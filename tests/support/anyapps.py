@@ -22,6 +22,8 @@ def index():
 
 @app.route("/slow")
 def slow():
+    if os.environ.get("SLOW_MARK"):
+        open(os.environ["SLOW_MARK"], "w").close()
     time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
     return {"pid": os.getpid(), "slow": True}
 

@@ -224,10 +224,15 @@ def _serve(name: str, obj: object, reactor, mayCall: bool) -> LoadedApp:
         except Exception as e:
             raise AppError(f"--app {name} raised {errorText(e)} when called") from None
         return _serve(name, made, reactor, mayCall=False)
-    what = "module" if isinstance(obj, types.ModuleType) else type(obj).__name__
+    if isinstance(obj, types.ModuleType):
+        raise AppError(
+            f"--app {name} is a module: name the app in it, e.g. --app {name}:app "
+            f"({_KINDS}, or a callable that returns one)"
+        )
     returned = "" if mayCall else " (returned when called)"
     raise AppError(
-        f"--app {name} is a {what}{returned}: name {_KINDS}, or a callable that returns one"
+        f"--app {name} is a {type(obj).__name__}{returned}: name {_KINDS}, "
+        "or a callable that returns one"
     )
 
 
