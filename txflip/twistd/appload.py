@@ -250,9 +250,11 @@ def loadAppFile(path: str) -> LoadedApp:
     from twisted.persisted import sob
 
     try:
-        application = loadApplication(path, "python")
+        open(path).close()
     except OSError as e:
         raise AppError(f"cannot read --app {path}: {e.strerror or e}") from None
+    try:
+        application = loadApplication(path, "python")
     except KeyError as e:
         frames = traceback.extract_tb(e.__traceback__)
         if e.args == ("application",) and frames and frames[-1].filename == sob.__file__:
