@@ -192,3 +192,26 @@ class TwistdAppOptionTests(TestCase):
         self.assertEqual(options.subOptions["plugin"].args, ("--path", ".", "--listen", "tcp:1"))
         self.assertEqual(options.subOptions["listen"], [])
         self.assertRaises(usage.UsageError, ServerOptions().parseOptions, ["flip", "--nope"])
+
+
+class SuccessorArgvTests(TestCase):
+    def test_pluginArgumentsUnchanged(self):
+        """The successor's twistd options go before flip; the plugin's arguments stay as given."""
+        from txflip.twistd.compat import successorArgv
+
+        argv = ["python", "twistd", "-n", "flip", "-p", "x.pid", "web", "--path", "flip"]
+        self.assertEqual(
+            successorArgv(argv, "/venv/python", ["--pidfile="]),
+            [
+                "/venv/python",
+                "twistd",
+                "-n",
+                "--pidfile=",
+                "flip",
+                "-p",
+                "x.pid",
+                "web",
+                "--path",
+                "flip",
+            ],
+        )
