@@ -32,15 +32,8 @@ def app(environ, start_response, settings):
 
 
 class BrokenReleaseTests(TestCase):
-    def _flip(self, args: list[str], workdir: str) -> Flip:
-        flip = Flip(self, args, workdir=workdir, env=appEnv(workdir))
-        flip.start()
-        return flip
-
-    def _fails(self, flip: Flip, attempt: int, reason: str) -> None:
-        """SIGHUP: the new generation fails for C{reason}; the old one serves on."""
-        old = flip.pid()
-        os.kill(old, signal.SIGHUP)
+    def _failed(self, flip: Flip, old: int, attempt: int, reason: str) -> None:
+        """The generation SIGHUP number C{attempt} started failed for C{reason}; C{old} serves."""
         flip.waitLog("keeps serving", count=attempt)
         waitFor(lambda: flip.aliveGenerations() == [old], "the broken generation to be gone")
         self.assertEqual(flip.pid(), old)
@@ -53,32 +46,43 @@ class BrokenReleaseTests(TestCase):
         writeApp(dirs[0], "release", FLASK, release=1)
         writeFile(dirs[1], "server.tac", TAC % {"port": ports[1]})
         writePlugin(dirs[2])
-        module = self._flip(
-            ["--app", "release:app", "--listen", f"tcp:{ports[0]}:interface=127.0.0.1"], dirs[0]
-        )
-        tac = self._flip(["--app", "server.tac"], dirs[1])
-        plugin = self._flip(["hello", "--port", f"tcp:{ports[2]}:interface=127.0.0.1"], dirs[2])
+        args = [
+            ["--app", "release:app", "--listen", f"tcp:{ports[0]}:interface=127.0.0.1"],
+            ["--app", "server.tac"],
+            ["hello", "--port", f"tcp:{ports[2]}:interface=127.0.0.1"],
+        ]
+        module, tac, plugin = flips = [
+            Flip(self, a, workdir=d, env=appEnv(d)) for a, d in zip(args, dirs, strict=True)
+        ]
+        olds = [flip.start(waitReady=False) for flip in flips]
+        for flip, old in zip(flips, olds, strict=True):
+            flip.waitServing(old)
         loads = [Load("127.0.0.1", p, kinds=("newConnection",), path="/") for p in ports]
         for load in loads:
             load.__enter__()
             self.addCleanup(load.stop)
-        release = os.path.join(dirs[0], "release.py")
 
+        # One broken release of each kind, all at once.
         writeApp(dirs[0], "release", IMPORT_ERROR, release=2)
-        self._fails(module, 1, f"RuntimeError: release 2 is broken on purpose (at {release}:4)")
-        writeApp(dirs[0], "release", WSGI_NEEDS_MORE)
-        needs = "needs arguments (environ, start_response, settings)"
-        self._fails(module, 2, f"{needs} (defined at {release}:2)")
-        writeApp(dirs[0], "release", KLEIN, release=3)
-        module.restart()
-
         writeFile(dirs[1], "server.tac", TAC_WITHOUT_APPLICATION)
-        self._fails(tac, 1, "server.tac defines no `application`: add `application = ")
-
         writePlugin(dirs[2], makeService='raise ValueError("no database configured")')
+        for old in olds:
+            os.kill(old, signal.SIGHUP)
+        release = os.path.join(dirs[0], "release.py")
+        broken = f"RuntimeError: release 2 is broken on purpose (at {release}:4)"
+        self._failed(module, olds[0], 1, broken)
+        self._failed(tac, olds[1], 1, "server.tac defines no `application`: add `application = ")
         impl = os.path.join(dirs[2], "hello_plugin_impl.py")
         raised = "the hello plugin raised ValueError: no database configured"
-        self._fails(plugin, 1, f"{raised} (at {impl}:18)")
+        self._failed(plugin, olds[2], 1, f"{raised} (at {impl}:18)")
+
+        # A module whose WSGI app has the wrong signature, then a good release of another kind.
+        writeApp(dirs[0], "release", WSGI_NEEDS_MORE)
+        os.kill(olds[0], signal.SIGHUP)
+        needs = "needs arguments (environ, start_response, settings)"
+        self._failed(module, olds[0], 2, f"{needs} (defined at {release}:2)")
+        writeApp(dirs[0], "release", KLEIN, release=3)
+        module.restart()
 
         for load in loads:
             load.stop()

@@ -12,10 +12,10 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
-from tests.integration.test_app_kinds_restart import restartsUnderLoad
 from tests.support.anyapps import FLASK, writeFile, writePlugin
 from tests.support.apps import appEnv, writeApp
 from tests.support.procs import Flip, freePort, twistdCommand
+from tests.support.together import restartsUnderLoad, startTogether
 
 PID_RPY = """
 import os
@@ -31,6 +31,9 @@ class PID(Resource):
 resource = PID()
 """
 
+RESTARTS = 3
+WEB_ARGS = [("--path", "site"), ("--wsgi", "flaskapp.app"), ("--resource-script", "root.rpy")]
+
 
 class WebPluginTests(TestCase):
     def _web(self, *webArgs: str) -> tuple[Flip, int]:
@@ -43,23 +46,19 @@ class WebPluginTests(TestCase):
         args = ["web", *webArgs, "--listen", f"tcp:{port}:interface=127.0.0.1"]
         return Flip(self, args, workdir=workdir, env=appEnv(workdir)), port
 
-    def test_path(self):
-        """web --path: a directory, its .rpy scripts run by twisted.web."""
-        flip, port = self._web("--path", "site")
-        flip.start()
-        restartsUnderLoad(self, flip, port)
-
-    def test_wsgi(self):
-        """web --wsgi: a Flask app in twisted.web's own thread pool."""
-        flip, port = self._web("--wsgi", "flaskapp.app")
-        flip.start()
-        restartsUnderLoad(self, flip, port)
-
-    def test_resourceScript(self):
-        """web --resource-script: one .rpy as the whole site."""
-        flip, port = self._web("--resource-script", "root.rpy")
-        flip.start()
-        restartsUnderLoad(self, flip, port, restarts=2)
+    def test_pathWsgiAndResourceScript(self):
+        """
+        web --path (a directory whose .rpy scripts twisted.web runs), web --wsgi (a
+        Flask app in twisted.web's own thread pool) and web --resource-script (one
+        .rpy as the whole site), restarted side by side under load: no request fails.
+        """
+        servers = [self._web(*args) for args in WEB_ARGS]
+        startTogether([flip for flip, _ in servers])
+        named = [
+            (" ".join(args), flip, port)
+            for args, (flip, port) in zip(WEB_ARGS, servers, strict=True)
+        ]
+        restartsUnderLoad(self, named, RESTARTS)
 
 
 class PluginListTests(TestCase):

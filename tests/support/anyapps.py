@@ -22,9 +22,11 @@ def index():
 
 @app.route("/slow")
 def slow():
-    if os.environ.get("SLOW_MARK"):
-        open(os.environ["SLOW_MARK"], "w").close()
-    time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
+    # A request that runs in its worker thread until the test opens the gate.
+    open(os.environ["SLOW_MARK"], "w").close()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.environ["SLOW_GATE"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return {"pid": os.getpid(), "slow": True}
 
 @app.after_request
