@@ -1,7 +1,7 @@
 """
 Connection tracking and draining.
 
-twisted.web's Site does not track its connections (DESIGN.md 5.6), so txflip
+twisted.web's Site does not track its connections (docs/design.rst), so txflip
 records every protocol its listeners build, at no cost per request: the
 factory's C{buildProtocol} is wrapped once, and the drain alone touches the
 connections.
@@ -304,6 +304,13 @@ class Drain:
                     _transportOf(protocol).loseConnection()
             except Exception as e:
                 log.warn("drain: could not close an idle connection: {error}", error=e)
+
+    def cancel(self) -> None:
+        """Stop draining (this generation serves again); C{done} never fires."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._deadlineCall is not None and self._deadlineCall.active():
+            self._deadlineCall.cancel()
 
     def _finish(self, aborted: int) -> None:
         if self._loop is not None and self._loop.running:

@@ -49,35 +49,38 @@ class LoadedApp:
     name: str = "--app"
 
 
-# Where an error happened: in the user's code, never in txflip's.
+# Where an error happened: in the user's code, never in txflip's or importlib's.
 
-_TXFLIP_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LIBRARY_DIRS = tuple(
+_TXFLIP = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_IMPORTLIB = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
+_LIBRARIES = tuple(
     {os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "purelib")}
 )
 
 
 def _isOurs(filename: str) -> bool:
-    return filename.startswith("<frozen ") or os.path.abspath(filename).startswith(
-        _TXFLIP_DIR + os.sep
-    )
+    """Whether a traceback frame is txflip's or importlib's, never worth naming."""
+    if filename.startswith("<frozen "):
+        return True
+    path = os.path.abspath(filename)
+    return path.startswith(_TXFLIP) or path.startswith(_IMPORTLIB)
 
 
 def _where(error: BaseException) -> str:
     """
-    C{" (at file:line)"}: the deepest frame of the user's code, else the deepest
-    outside txflip, else nothing.
+    C{" (at FILE:LINE)"}: the innermost line of the app's own code involved, else
+    the innermost outside txflip and importlib (a library's), else nothing.
     """
-    if isinstance(error, SyntaxError) and error.filename:
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
         return f" (at {error.filename}:{error.lineno})"
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not _isOurs(f.filename)]
-    users = [f for f in frames if not os.path.abspath(f.filename).startswith(_LIBRARY_DIRS)]
+    users = [f for f in frames if not os.path.abspath(f.filename).startswith(_LIBRARIES)]
     chosen = (users or frames or [None])[-1]
     return "" if chosen is None else f" (at {chosen.filename}:{chosen.lineno})"
 
 
 def _defined(obj: object) -> str:
-    """C{" (defined at file:line)"}, for errors about an object rather than an exception."""
+    """C{" (defined at FILE:LINE)"}, for errors about an object rather than an exception."""
     try:
         target = obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj)
         return f" (defined at {inspect.getsourcefile(target)}:{inspect.getsourcelines(target)[1]})"
@@ -85,13 +88,24 @@ def _defined(obj: object) -> str:
         return ""
 
 
-def _oneLine(error: BaseException) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split())
-
-
 def errorText(error: BaseException) -> str:
-    """C{"Type: message (at file:line)"} on one line, the place in the user's code."""
-    return _oneLine(error) + _where(error)
+    """The exception in one line, and where in the app it was raised."""
+    text = error.msg if isinstance(error, SyntaxError) else str(error)
+    return " ".join(f"{type(error).__name__}: {text}".split()) + _where(error)
+
+
+def _importProblem(error: BaseException, moduleName: str) -> str:
+    """Why the app's module cannot be imported; how to fix it when the module is not found."""
+    if (
+        isinstance(error, ModuleNotFoundError)
+        and error.name
+        and (moduleName == error.name or moduleName.startswith(error.name + "."))
+    ):
+        return (
+            f"no module named {error.name!r}: install it, or add the directory that holds "
+            "it to PYTHONPATH"
+        )
+    return errorText(error)
 
 
 # Finding the object.
@@ -118,14 +132,14 @@ def lookUp(name: str) -> object:
             obj = importlib.import_module(moduleName)
         except Exception as e:
             raise AppError(
-                f"cannot import {moduleName!r} for --app {name}: {errorText(e)}"
+                f"cannot import {moduleName!r} for --app {name}: {_importProblem(e, moduleName)}"
             ) from None
         attrs = attrPath.split(".") if attrPath else []
     else:
         try:
             obj, attrs = _importLongestPrefix(name)
         except Exception as e:
-            raise AppError(f"cannot import --app {name}: {errorText(e)}") from None
+            raise AppError(f"cannot import --app {name}: {_importProblem(e, name)}") from None
     for attr in attrs:
         try:
             obj = getattr(obj, attr)
@@ -216,13 +230,14 @@ def _serve(name: str, obj: object, reactor, mayCall: bool) -> LoadedApp:
         signature = _signature(obj)
         if signature is not None and not _binds(signature, 0):
             raise AppError(
-                f"--app {name} needs arguments {signature}{_defined(obj)}: name {_KINDS}, "
+                f"calling --app {name}() raised TypeError: it needs arguments "
+                f"{signature}{_defined(obj)}; name {_KINDS}, "
                 "or a callable that takes no argument and returns one"
             )
         try:
             made = obj()
         except Exception as e:
-            raise AppError(f"--app {name} raised {errorText(e)} when called") from None
+            raise AppError(f"calling --app {name}() raised {errorText(e)}") from None
         return _serve(name, made, reactor, mayCall=False)
     if isinstance(obj, types.ModuleType):
         raise AppError(
