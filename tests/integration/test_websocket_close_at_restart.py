@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.anyapps import WEBSOCKET
 from tests.support.apps import appEnv, writeApp
+from tests.support.delayproxy import DelayProxy
 from tests.support.procs import Flip, freePort, waitFor
 from tests.support.wsclients import EchoClients
 
@@ -24,7 +25,7 @@ SPREAD = 1.0
 
 
 class WebSocketRestartTests(TestCase):
-    def _restartsWithClients(self, app: str, path: str) -> None:
+    def _restartsWithClients(self, app: str, path: str, delayed: bool = False) -> None:
         workdir = tempfile.mkdtemp(prefix="txflip-test-")
         writeApp(workdir, "wsapp", WEBSOCKET)
         port = freePort()
@@ -44,6 +45,11 @@ class WebSocketRestartTests(TestCase):
             env=appEnv(workdir),
         )
         pid = flip.start()
+        if delayed:
+            # Echoes and the client's close reply cross the server's close frame in flight.
+            proxy = DelayProxy(("127.0.0.1", port), 0.02).start()
+            self.addCleanup(proxy.stop)
+            port = proxy.port
         with EchoClients(f"ws://127.0.0.1:{port}{path}", CLIENTS) as clients:
             waitFor(lambda: clients.connectedTo(pid), f"{CLIENTS} clients on PID {pid}")
             for _ in range(RESTARTS):
@@ -68,6 +74,9 @@ class WebSocketRestartTests(TestCase):
         """An Autobahn WebSocketServerFactory as the app, on --listen."""
         self._restartsWithClients("wsapp.factory", "/")
 
-    def test_webSocketResource(self):
-        """A WebSocketResource inside a Site: connections upgraded off HTTP are drained too."""
-        self._restartsWithClients("wsapp.site", "/ws")
+    def test_webSocketResourceThroughDelayProxy(self):
+        """
+        A WebSocketResource inside a Site, reached through a 20 ms delay each way:
+        connections upgraded off HTTP are drained too.
+        """
+        self._restartsWithClients("wsapp.site", "/ws", delayed=True)
