@@ -201,6 +201,10 @@ def formatStatus(status: dict) -> str:
         f"connections: {status['connections']} in flight",
         f"last restart: {lastText}",
     ]
+    if status.get("waitingFor"):
+        lines.append(f"waiting for: {', '.join(status['waitingFor'])}")
+    if status.get("successorWaitingFor"):
+        lines.append(f"the next generation waits for: {status['successorWaitingFor']}")
     if status.get("simpleMode"):
         lines.append(f"simple mode: {status['simpleMode']}")
     return "\n".join(lines)
