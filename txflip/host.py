@@ -34,6 +34,7 @@ class HostSettings:
     pidFile: str | None = None
     readyTimeout: float = 60.0
     drainTimeout: float = 30.0
+    closeSpread: float = 3.0
     control: str | None = None
     noControl: bool = False
     argv: list[str] | None = None
@@ -90,6 +91,7 @@ class Host:
             pidFile=self.checkedPIDFile(settings.pidFile),
             readyTimeout=settings.readyTimeout,
             drainTimeout=settings.drainTimeout,
+            closeSpread=settings.closeSpread,
             argv=settings.argv,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),

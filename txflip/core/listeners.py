@@ -8,9 +8,15 @@ down when it stops, killing the listener the next generation shares; an
 adopted one is only closed (docs/design.rst, "listenTCP shuts its socket down").
 
 L{ListenerRegistry} also stands in for the reactor's C{listenTCP},
-C{listenUNIX} and C{listenSSL}, so that an app that listens by itself (through
-C{strports}, endpoints or the reactor) adopts the socket its predecessor
-handed down for the same address, without changing a line.
+C{listenUNIX}, C{listenSSL} and C{listenUDP}, so that an app that listens by
+itself (through C{strports}, endpoints or the reactor) adopts the socket its
+predecessor handed down for the same address, without changing a line.
+
+A UDP port is one socket shared by both generations during a handoff: the old
+one stops reading when it pauses, so datagrams waiting in the socket's buffer
+are read by the new one, and keeps the socket open for writing until it exits,
+so that answers to datagrams it had already read still go out from the right
+address. Multicast ports are not handed over (C{listenMulticast} is refused).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp, udp, unix
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -75,7 +81,7 @@ class Listener:
 
     @property
     def listening(self) -> bool:
-        return bool(getattr(self.port, "connected", False))
+        return not self.released and bool(getattr(self.port, "connected", False))
 
     def pause(self) -> None:
         """Leave new connections in the kernel's queue for now."""
@@ -85,6 +91,8 @@ class Listener:
         """Accept again."""
         self.port.startReading()
 
+    released = False
+
     def release(self):
         """Stop accepting for good; the socket lives on in the other generation."""
         # Twisted would log "(TCP Port 8080 Closed)" while the port goes on
@@ -92,6 +100,11 @@ class Listener:
         log.info("handed over {key}: it stays open in the other generation", key=self.key)
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
+        if isinstance(self.port, udp.Port):
+            # Stop reading, but keep writing answers until this process exits.
+            self.released = True
+            self.port.stopReading()
+            return None
         self.port._logConnectionLostMsg = _logNothing
         return self.port.stopListening()
 
@@ -107,6 +120,11 @@ def tcpKey(port: int, interface: str) -> str:
     if isIPv6Address(interface):
         return f"tcp:[{interface}]:{port}"
     return f"tcp:{interface}:{port}"
+
+
+def udpKey(port: int, interface: str) -> str:
+    """The name a UDP port is handed down by."""
+    return "udp:" + tcpKey(port, interface).partition(":")[2]
 
 
 def unixKey(path: str | bytes) -> str:
@@ -137,6 +155,44 @@ def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
         skt.close()
         raise CannotListenError(interface, port, e)
     return skt
+
+
+def bindUDP(port: int, interface: str) -> socket.socket:
+    """
+    A new, non-blocking, close-on-exec UDP socket.
+
+    No C{SO_REUSEADDR}: on a datagram socket it would let a second process bind
+    the same port and silently share its traffic; the next generation gets
+    this very socket instead.
+    """
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    try:
+        if family == socket.AF_INET6:
+            address = socket.getaddrinfo(
+                interface, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
+            )[0][4]
+        else:
+            address = (interface or "0.0.0.0", port)
+        skt = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as e:
+        raise CannotListenError(interface, port, e)
+    try:
+        skt.bind(address)
+        skt.setblocking(False)
+    except OSError as e:
+        skt.close()
+        raise CannotListenError(interface, port, e)
+    return skt
+
+
+class MulticastNotHandedOver(Exception):
+    """C{listenMulticast} under flip: multicast ports are not handed over."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            f"listenMulticast({port}) is not supported under txflip: multicast ports are "
+            "not handed over at a restart; serve multicast from a process flip does not run"
+        )
 
 
 def _clearStaleUNIXPath(path: str) -> None:
@@ -222,10 +278,12 @@ class ListenerRegistry:
     # The reactor's listen methods, as this generation offers them.
 
     def install(self) -> None:
-        """Stand in for the reactor's C{listenTCP}, C{listenUNIX} and C{listenSSL}."""
+        """Stand in for the reactor's C{listenTCP}, C{listenUNIX}, C{listenSSL} and C{listenUDP}."""
         self._reactor.listenTCP = self.listenTCP
         self._reactor.listenUNIX = self.listenUNIX
         self._reactor.listenSSL = self.listenSSL
+        self._reactor.listenUDP = self.listenUDP
+        self._reactor.listenMulticast = self.listenMulticast
 
     def listenTCP(self, port: int, factory, backlog: int = 50, interface: str = ""):
         return self._adoptTCP(port, self._factoryHook(factory), backlog, interface)
@@ -252,6 +310,25 @@ class ListenerRegistry:
             finally:
                 skt.close()
         return self._register(key, family, adopted, inherited is not None)
+
+    def listenUDP(self, port: int, protocol, interface: str = "", maxPacketSize: int = 8192):
+        key = self._uniqueKey(udpKey(port, interface))
+        family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+        inherited = self._inherited.pop(key, None)
+        if inherited is not None:
+            fd = inherited.fd
+        else:
+            skt = bindUDP(port, interface)
+            fd = os.dup(skt.fileno())
+            skt.close()
+        try:
+            adopted = self._reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize)
+        finally:
+            os.close(fd)
+        return self._register(key, family, adopted, inherited is not None)
+
+    def listenMulticast(self, port: int, protocol, interface: str = "", *args, **kwargs):
+        raise MulticastNotHandedOver(port)
 
     def listenUNIX(self, address, factory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0):
         path = os.path.abspath(os.fsdecode(address))
