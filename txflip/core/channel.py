@@ -88,6 +88,12 @@ class PredecessorChannel(LineOnlyReceiver):
     def failed(self, reason: str) -> None:
         self.sendLine(("failed " + " ".join(reason.split()))[: MAX_LINE - 1].encode())
 
+    def failedBeforeExit(self, reason: str) -> None:
+        """Say why now, not through the transport's buffer: the caller is about to exit."""
+        fileno = getattr(self.transport, "fileno", None)
+        if fileno is not None:
+            reportFailureSynchronously(fileno(), reason)
+
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
         if word == b"go":

@@ -90,6 +90,8 @@ class UpgradeAttempt:
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
+        self._exitedHow: str | None = None
+        self._channelOpen = False
         self._channel: SuccessorChannel | None = None
         self._process = None
         self._killTimer = None
@@ -151,6 +153,7 @@ class UpgradeAttempt:
             ours,
             SuccessorChannel(self._ready, self._serving, self._failed, self._channelLost),
         )
+        self._channelOpen = True
         log.info(
             "started generation {next} as PID {child}, {count} listener(s) handed down",
             next=state.generation,
@@ -196,9 +199,13 @@ class UpgradeAttempt:
             self._fail("it reported that it cannot start")
 
     def _channelLost(self) -> None:
-        # The channel usually closes because the child exited: give its exit
-        # status a moment to arrive, since it is the better reason to log.
-        if self._outcome is None:
+        self._channelOpen = False
+        if self._outcome is None and self._exitedHow is not None:
+            # Everything the dead child wrote has been read now.
+            self._fail(self._exitedHow + " before serving")
+        elif self._outcome is None:
+            # The channel usually closes because the child exited: give its exit
+            # status a moment to arrive, since it is the better reason to log.
             self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._channelLostForGood)
 
     def _channelLostForGood(self) -> None:
@@ -209,10 +216,21 @@ class UpgradeAttempt:
         self._childEnded = True
         if self._killTimer is not None and self._killTimer.active():
             self._killTimer.cancel()
-        if self._outcome is None:
+        if self._outcome is None and self._channelOpen:
+            # A child that cannot start says why, then exits at once: the line
+            # may still be unread although the exit status is here. What it
+            # said beats how it exited, so read on until the channel ends.
+            self._exitedHow = why
+            self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._exitedForGood)
+        elif self._outcome is None:
             self._fail(why + " before serving")
         elif not self._outcome.succeeded and not self.result.called:
             self.result.callback(self._outcome)
+
+    def _exitedForGood(self) -> None:
+        # Something the child started may hold the channel open.
+        if self._outcome is None:
+            self._fail(self._exitedHow + " before serving")
 
     def _servingTimedOut(self) -> None:
         if self._outcome is None:

@@ -128,7 +128,8 @@ class FlipService(Service):
         except OSError as e:
             message = f"cannot write PID file {self.config.pidFile}: {e.strerror}"
             if self._channel is not None:
-                self._channel.failed(message)
+                # os._exit discards whatever the transport has not written yet.
+                self._channel.failedBeforeExit(message)
             sys.__stderr__.write(f"twistd flip: error: {message}\n")
             sys.__stderr__.flush()
             os._exit(1)

@@ -50,7 +50,7 @@ def lookUp(name: str) -> object:
         moduleName, _, attrPath = name.partition(":")
         try:
             obj = importlib.import_module(moduleName)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(
                 f"cannot import {moduleName!r} for --app {name}: {type(e).__name__}: {e}{_where(e)}"
             ) from None
@@ -58,7 +58,7 @@ def lookUp(name: str) -> object:
     else:
         try:
             obj, attrs = _importLongestPrefix(name)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(
                 f"cannot import --app {name}: {type(e).__name__}: {e}{_where(e)}"
             ) from None
@@ -92,7 +92,7 @@ def loadApp(name: str) -> LoadedApp:
     if kind is None and callable(obj):
         try:
             obj = obj()
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(
                 f"--app {name} raised {type(e).__name__}: {e}{_where(e)} when called"
             ) from None

@@ -147,6 +147,7 @@ def makeService(options: FlipOptions):
     from txflip.core.handoff import takeInheritedState
     from txflip.core.service import fatal
     from txflip.core.signals import SighupDispatch
+    from txflip.core.startfailure import StartFailureReporter
 
     # Before anything imports the app: a stray SIGHUP would kill a plain twistd.
     dispatch = SighupDispatch(reactor)
@@ -155,10 +156,15 @@ def makeService(options: FlipOptions):
         inherited = takeInheritedState()
     except ValueError as e:
         raise fatal(str(e)) from None
+    # Whatever else ends this child before it serves reaches its parent too.
+    reporter = StartFailureReporter(inherited.controlFd) if inherited is not None else None
     try:
-        return _makeService(options, reactor, dispatch, inherited)
+        service = _makeService(options, reactor, dispatch, inherited)
     except (ConfigError, AppError, pidfile.PIDFileError) as e:
         raise fatal(str(e), inherited) from None
+    if reporter is not None:
+        service.events.subscribe(reporter.observe)
+    return service
 
 
 def _makeService(options: FlipOptions, reactor, dispatch, inherited):
