@@ -51,10 +51,29 @@ class HandoffUNIXPort(unix.Port):
         return self.stopListening()
 
     def connectionLost(self, reason):
-        if self.keepPath:
-            tcp.Port.connectionLost(self, reason)
-        else:
-            unix.Port.connectionLost(self, reason)
+        # unix.Port.connectionLost, except that a path that cannot be removed
+        # (a read-only filesystem) is logged and the socket is closed anyway:
+        # there, an unlink error skipped the close and failed the shutdown.
+        if not self.keepPath:
+            self._removePath()
+            if self.lockFile is not None:
+                self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+    def _removePath(self) -> None:
+        path = self._bindPath
+        if path[:1] in (b"\0", "\0"):
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.error(
+                "cannot remove {path}: {error}; closing the socket anyway",
+                path=os.fsdecode(path),
+                error=e.strerror,
+            )
 
 
 @dataclass
@@ -324,9 +343,24 @@ class ListenerRegistry:
             listener.release()
 
     def stopAll(self):
-        """Close every listener for good (a final shutdown: UNIX paths are removed)."""
+        """
+        Close every listener for good (a final shutdown: UNIX paths are removed).
+
+        One that fails to close is logged and the others go on: the shutdown
+        (its drain, its exit) never depends on closing a socket.
+        """
         from twisted.internet.defer import gatherResults, maybeDeferred
 
+        def failed(failure, key: str) -> None:
+            log.error(
+                "closing listener {key} failed: {error}; shutting down anyway",
+                key=key,
+                error=failure.getErrorMessage(),
+            )
+
         return gatherResults(
-            [maybeDeferred(listener.port.stopListening) for listener in self.active()]
+            [
+                maybeDeferred(listener.port.stopListening).addErrback(failed, listener.key)
+                for listener in self.active()
+            ]
         )

@@ -199,11 +199,23 @@ class FlipService(Service):
         else:
             log.info("shutting down: closing listeners and draining")
             stopped.addCallback(lambda _: self.registry.stopAll())
+        # A step that fails is logged and the next one runs: a listener that
+        # cannot close, or an app that fails to stop, never cuts the drain short
+        # nor leaves the PID file behind.
+        stopped.addErrback(self._stepFailed, "closing the listeners")
         stopped.addCallback(lambda _: self._drain(handedOver))
         if self.appService is not None:
             stopped.addCallback(lambda _: maybeDeferred(self.appService.stopService))
+            stopped.addErrback(self._stepFailed, "stopping the app")
         stopped.addCallback(lambda _: self._exited(handedOver or neverServed))
         return stopped
+
+    def _stepFailed(self, failure: Failure, what: str) -> None:
+        log.error(
+            "{what} failed: {error}; shutting down anyway",
+            what=what,
+            error=f"{failure.type.__name__}: {failure.getErrorMessage()}",
+        )
 
     def _drain(self, handedOver: bool) -> Deferred:
         self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
