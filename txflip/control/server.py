@@ -28,16 +28,14 @@ from datetime import UTC, datetime
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from txflip.control.paths import defaultControlPath  # noqa: F401 (imported from here)
 from txflip.core.drain import ConnectionTracker
 from txflip.core.log import generation, log
 
-CONTROL_SUFFIX = ".control"
 COMMAND_TIMEOUT = 10.0
-
-
-def defaultControlPath(pidFile: str) -> str:
-    """Where the control socket of the server with this PID file lives."""
-    return pidFile + CONTROL_SUFFIX
+LISTEN_BACKLOG = socket.SOMAXCONN
+"""Room for a burst of clients (a deploy script's loop, monitoring): the kernel
+caps it at net.core.somaxconn, and the client retries a full queue briefly."""
 
 
 def peerCredentials(skt: socket.socket) -> tuple[int, int, int]:
@@ -187,7 +185,7 @@ class ControlServer(Factory):
 
     def listen(self, reactor):
         """Listen through the reactor (the registry), so the socket is handed over."""
-        port = reactor.listenUNIX(self.path, self, mode=0o600)
+        port = reactor.listenUNIX(self.path, self, mode=0o600, backlog=LISTEN_BACKLOG)
         self.registry.internal.add(self.key())
         return port
 
