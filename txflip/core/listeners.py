@@ -217,6 +217,9 @@ class ListenerRegistry:
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
         """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
+        self.heldElsewhere: set[str] = set()
+        """Keys of listeners whose socket another process keeps for the next start
+        (systemd's fd store): a final shutdown lets go of them as at a handoff."""
 
     # The reactor's listen methods, as this generation offers them.
 
@@ -347,7 +350,8 @@ class ListenerRegistry:
         Close every listener for good (a final shutdown: UNIX paths are removed).
 
         One that fails to close is logged and the others go on: the shutdown
-        (its drain, its exit) never depends on closing a socket.
+        (its drain, its exit) never depends on closing a socket. One held
+        elsewhere is released instead: its path and socket stay usable.
         """
         from twisted.internet.defer import gatherResults, maybeDeferred
 
@@ -360,7 +364,11 @@ class ListenerRegistry:
 
         return gatherResults(
             [
-                maybeDeferred(listener.port.stopListening).addErrback(failed, listener.key)
+                maybeDeferred(
+                    listener.release
+                    if listener.key in self.heldElsewhere
+                    else listener.port.stopListening
+                ).addErrback(failed, listener.key)
                 for listener in self.active()
             ]
         )

@@ -11,7 +11,7 @@ from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
 from txflip.acme.options import AcmeOptionsMixin, acmeRequested
 from txflip.core import pidfile
 from txflip.core.log import log
-from txflip.systemd import activation
+from txflip.systemd import activation, fdstore
 from txflip.systemd import notify as sdnotify
 from txflip.twistd.appload import AppError, loadApp
 
@@ -68,7 +68,16 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ],
         *ACME_PARAMETERS,
     ]
-    optFlags = [["no-control", None, "Do not open a control socket."], *ACME_FLAGS]
+    optFlags = [
+        ["no-control", None, "Do not open a control socket."],
+        [
+            "fd-store",
+            None,
+            "Keep the listening sockets in systemd's fd store (FileDescriptorStoreMax=), "
+            "so they outlive a crash or a full restart; implied by $FDSTORE (systemd 254+).",
+        ],
+        *ACME_FLAGS,
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -285,6 +294,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
         )
     control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
     sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
+    fdstore.install(upgrader, registry, notifySettings, activated, optIn=options["fd-store"])
     if simpleReason is not None:
         log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
     if inherited is not None:
