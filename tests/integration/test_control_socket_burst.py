@@ -105,17 +105,3 @@ class FullQueueTests(TestCase):
         self.assertIn(f"the control socket {path} is not accepting", result.stderr)
         self.assertGreaterEqual(elapsed, client.FULL_QUEUE_RETRY_SECONDS)
         self.assertLess(elapsed, client.FULL_QUEUE_RETRY_SECONDS + 10)
-
-    def test_importsNoTwisted(self):
-        """The txflip command stays light: it imports no Twisted."""
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys, txflip.control.client; print('twisted' in sys.modules)",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        self.assertEqual(result.stdout.strip(), "False", result.stderr)

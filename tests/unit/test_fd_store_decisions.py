@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.support.fakesystemd import FakeFdStore
+from tests.support.inprocess import clockReactor
 from tests.support.opsapps import shortTempDir
-from txflip.core.listeners import ListenerRegistry
-from txflip.core.parent import Upgrader
+from txflip.core.generation import Generation
+from txflip.core.handoff import InheritedListener
+from txflip.core.state import State
 from txflip.systemd import fdstore
 from txflip.systemd import notify as sdnotify
 from txflip.systemd.activation import Activation
@@ -39,24 +42,21 @@ class SettingsTests(TestCase):
 class StoreTests(TestCase):
     def setUp(self) -> None:
         self.systemd = FakeFdStore(self, os.path.join(shortTempDir(self), "notify"))
-        self.registry = ListenerRegistry(reactor)
-        self.upgrader = Upgrader(
-            reactor, self.registry, 60.0, None, lambda outcome: None, argv=["x"], cwd="/"
+        self.generation = Generation(
+            reactor, inherited=None, simpleModeReason=None, argv=["python"], cwd="/"
         )
+        self.registry = self.generation.registry
         factory = Factory.forProtocol(Protocol)
-        self.ports = [self.registry.listenTCP(0, factory, interface="127.0.0.1") for _ in "ab"]
-        self.ports.append(self.registry.listenTCP(0, factory, interface="127.0.0.1"))
+        self.ports = [self.registry.listenTCP(0, factory, interface="127.0.0.1") for _ in range(3)]
         for port in self.ports:
             self.addCleanup(port.stopListening)
 
     def install(self, optIn=True, fdStoreMax=None, stored=(), activated=None):
         settings = sdnotify.NotifySettings(self.systemd.address, None, fdStoreMax, tuple(stored))
-        return fdstore.install(
-            self.upgrader, self.registry, settings, activated or Activation(), optIn=optIn
-        )
+        return fdstore.install(self.generation, settings, activated or Activation(), optIn=optIn)
 
     def serve(self) -> None:
-        self.upgrader.events.emit("serving", first=True, listeners=[])
+        self.generation.events.emit("serving", first=True, listeners=[])
         self.systemd.receive(1.0)
 
     def test_storesEveryListenerOnceServing(self) -> None:
@@ -69,7 +69,7 @@ class StoreTests(TestCase):
         for (_, fd), port in zip(self.systemd.store, self.ports, strict=True):
             self.assertEqual(os.fstat(fd).st_ino, os.fstat(port.fileno()).st_ino)
         self.assertEqual(self.registry.heldElsewhere, set(keys))
-        carried = json.loads(self.upgrader.childEnvironment[sdnotify.ENV_CARRIED])
+        carried = json.loads(self.generation.childEnvironment[sdnotify.ENV_CARRIED])
         self.assertEqual(sorted(carried["stored"]), sorted(self.systemd.names()))
 
     def test_removesWhatNoListenerHasNow(self) -> None:
@@ -110,6 +110,30 @@ class StoreTests(TestCase):
 
     def test_withoutNotifySocket(self) -> None:
         settings = sdnotify.NotifySettings(None)
-        self.assertIsNone(
-            fdstore.install(self.upgrader, self.registry, settings, Activation(), optIn=True)
+        self.assertIsNone(fdstore.install(self.generation, settings, Activation(), optIn=True))
+
+
+class OfferedSocketTests(TestCase):
+    def test_storedSocketNobodyListensOnHoldsNoOneUp(self) -> None:
+        """
+        A socket the fd store hands back that this configuration dropped: the
+        generation serves without it and closes it, instead of waiting for it
+        until the ready timeout (and, under Restart=, for ever).
+        """
+        skt = socket.socket()
+        skt.bind(("127.0.0.1", 0))
+        fd = os.dup(skt.fileno())
+        skt.close()
+        key = "tcp:127.0.0.1:1"
+        generation = Generation(
+            clockReactor(),
+            inherited=None,
+            simpleModeReason=None,
+            argv=["python"],
+            cwd="/",
+            listeners=[InheritedListener(fd, key, "AF_INET")],
         )
+        generation.registry.offered.add(key)
+        generation.start()
+        self.assertIs(generation.state, State.SERVING)
+        self.assertRaises(OSError, os.fstat, fd)

@@ -1,6 +1,4 @@
-"""Where the control socket lives; shared by the server and the Twisted-free C{txflip} command."""
-
-from __future__ import annotations
+"""Where a server's control socket lives: shared by the server and the C{txflip} client."""
 
 CONTROL_SUFFIX = ".control"
 

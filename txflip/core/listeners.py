@@ -197,7 +197,9 @@ class ListenerRegistry:
     @param factoryHook: applied to every factory before it serves (connection
         tracking for the drain).
     @param paused: whether new ports start without accepting (a child
-        generation accepts only once its parent has stopped).
+        generation accepts only once its parent says go).
+    @param onClaimed: called with the key of each inherited socket once
+        this generation listens on it again.
     """
 
     def __init__(
@@ -206,6 +208,7 @@ class ListenerRegistry:
         inherited: list[InheritedListener] = (),
         factoryHook: FactoryHook = lambda f: f,
         paused: bool = False,
+        onClaimed: Callable[[str], None] = lambda key: None,
     ) -> None:
         self._reactor = reactor
         self._inherited: dict[str, InheritedListener] = {i.key: i for i in inherited}
@@ -213,10 +216,15 @@ class ListenerRegistry:
             os.set_inheritable(item.fd, False)
         self._factoryHook = factoryHook
         self._paused = paused
+        self._onClaimed = onClaimed
         self._keysAsked: dict[str, int] = {}
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
         """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
+        self.offered: set[str] = set()
+        """Keys of inherited sockets that are offered, not promised (systemd's fd store
+        hands back what an earlier configuration had): not listening on one again
+        keeps no one waiting; it is closed once this generation is ready."""
         self.heldElsewhere: set[str] = set()
         """Keys of listeners whose socket another process keeps for the next start
         (systemd's fd store): a final shutdown lets go of them as at a handoff."""
@@ -294,6 +302,8 @@ class ListenerRegistry:
             how="adopted inherited listener" if wasInherited else "listening on",
             key=key,
         )
+        if wasInherited:
+            self._onClaimed(key)
         return port
 
     def active(self) -> list[Listener]:
@@ -319,6 +329,10 @@ class ListenerRegistry:
             childFDs[fd] = listener.port.fileno()
             described.append(InheritedListener(fd, listener.key, listener.familyName))
         return childFDs, described
+
+    def unclaimed(self) -> list[str]:
+        """Keys of inherited sockets nobody has listened on again yet (offers aside)."""
+        return sorted(key for key in self._inherited if key not in self.offered)
 
     def closeUnclaimed(self) -> None:
         """Close inherited sockets this generation's configuration no longer asks for."""

@@ -82,6 +82,10 @@ class Activation:
             return {}
         return {ENV_CARRIED: json.dumps({"keys": self.keys, "names": self.names})}
 
+    def storedKeys(self) -> list[str]:
+        """The keys of the sockets passed back from the fd store."""
+        return [s.key for s in self.sockets if isOurs(s.name)]
+
     def inheritedListeners(self):
         from txflip.core.handoff import InheritedListener
 

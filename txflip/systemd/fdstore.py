@@ -30,11 +30,11 @@ class FileDescriptorStore:
     """
     Stores this generation's listeners in systemd's fd store once it serves.
 
-    @param registry: the listener registry; its active listeners are stored,
-        and a final shutdown lets go of them without removing a unix path,
-        since systemd still holds them for the next start.
-    @param upgrader: whose events say when this generation serves, and whose
-        C{childEnvironment} tells the next generation what is stored.
+    @param generation: the L{Generation}: its events say when it serves, its
+        registry's active listeners are stored (and a final shutdown lets go of
+        them without removing a unix path, since systemd still holds them for
+        the next start), and its C{childEnvironment} tells the next generation
+        what is stored.
     @param previouslyStored: names stored by an earlier process.
     @param systemdHeld: keys of sockets systemd passed from a C{.socket} unit.
     """
@@ -42,21 +42,20 @@ class FileDescriptorStore:
     def __init__(
         self,
         notifier: Notifier,
-        registry,
-        upgrader,
+        generation,
         settings: NotifySettings,
         previouslyStored=(),
         systemdHeld=(),
     ) -> None:
         self._notifier = notifier
-        self._registry = registry
-        self._upgrader = upgrader
+        self._registry = generation.registry
+        self._generation = generation
         self._settings = settings
         self._previous = set(previouslyStored)
         self._systemdHeld = set(systemdHeld)
 
     def subscribe(self) -> None:
-        self._upgrader.events.subscribe(self.observe)
+        self._generation.events.subscribe(self.observe)
 
     def observe(self, name: str, fields: dict) -> None:
         if name == "serving":
@@ -84,7 +83,7 @@ class FileDescriptorStore:
             self._notifier.send(("FDSTOREREMOVE", 1), ("FDNAME", name))
             log.info("removed {name} from systemd's fd store: no listener has it now", name=name)
         self._previous = set(stored)
-        self._upgrader.childEnvironment.update(
+        self._generation.childEnvironment.update(
             self._settings.withStored(sorted(stored)).childEnvironment()
         )
         if stored:
@@ -96,8 +95,7 @@ class FileDescriptorStore:
 
 
 def install(
-    upgrader,
-    registry,
+    generation,
     settings: NotifySettings,
     activated,
     optIn: bool = False,
@@ -121,8 +119,7 @@ def install(
         return None
     store = FileDescriptorStore(
         notifier,
-        registry,
-        upgrader,
+        generation,
         settings,
         previouslyStored={*settings.stored, *activated.stored},
         systemdHeld=activated.keys,
