@@ -18,8 +18,9 @@ import threading
 import josepy as jose
 from twisted.trial.unittest import TestCase
 
-from tests.support.acmehelpers import HoldingProxy, Pebble, fetchTLS
+from tests.support.acmehelpers import HoldingProxy, Pebble, fetchTLS, makeReadOnly
 from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from tests.support.tlshelpers import TestCA
 from txflip.acme.store import AcmeStore
 
 NAMES = ("a.test", "b.test")
@@ -30,10 +31,18 @@ ORDER = "ACME: new order"
 class AcmeTestMixin:
     """One pebble and one flip serving the demo app over ACME-issued HTTPS."""
 
-    def setUpAcme(self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None):
+    def setUpAcme(
+        self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None, validitySeconds=None
+    ):
         self.httpPort = getattr(self, "httpPort", None) or freePort()
         self.tlsPort = freePort()
-        self.pebble = Pebble(self, pebbleHttpPort or self.httpPort, self.tlsPort, env=pebbleEnv)
+        self.pebble = Pebble(
+            self,
+            pebbleHttpPort or self.httpPort,
+            self.tlsPort,
+            env=pebbleEnv,
+            validitySeconds=validitySeconds,
+        )
         if startPebble:
             self.pebble.start()
         self.store = tempfile.mkdtemp(prefix="txflip-acme-store-")
@@ -100,6 +109,10 @@ class IssueTests(AcmeTestMixin, TestCase):
         ):
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600, path)
         self.assertEqual(self.orders(), 1)
+        # The pending answers' directory goes once the order is complete.
+        self.assertEqual(
+            sorted(os.listdir(self.store)), [".txflip.lock", "a.test.pem", "client.key"]
+        )
 
     def test_http01OnTheRedirectListener(self):
         """
@@ -208,6 +221,17 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
         self.assertIn("still serving the certificate expiring", flip.log())
         self.assertEqual(self.assertVerifiedFor(NAMES, root), serial)
         self.assertEqual(flip.pid(), pid)
+
+    def test_shortLivedCertificate(self):
+        """A certificate that lives for hours is said to expire in hours, not in 0.0 days."""
+        self.setUpAcme(validitySeconds=3 * 3600)
+        flip = self.flip("http-01", extra=["--acme-renew-days", "1", "--acme-check-interval", "1"])
+        flip.start()
+        flip.waitLog("ACME: requesting a certificate for a.test, b.test: expires in", deadline=60)
+        self.assertRegex(
+            flip.log(), r"requesting a certificate for a\.test, b\.test: expires in [23]\.\d hours"
+        )
+        self.assertNotIn("days", flip.log().split(ISSUED, 1)[1])
 
     def test_accountReusedByTheNextProcess(self):
         """A later process with the same store reuses the account instead of making one."""
@@ -382,6 +406,41 @@ class EndpointTests(AcmeTestMixin, TestCase):
         self.assertIn(
             "no domain to serve: create an empty file named after each domain", flip.stderr()
         )
+
+
+class ReadOnlyStoreTests(TestCase):
+    def test_servesWhatItHolds(self):
+        """
+        A store that cannot be written but holds a valid certificate: flip
+        starts, serves it, and says loudly that it cannot renew it.
+        """
+        store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+        ca = TestCA(tempfile.mkdtemp(prefix="txflip-ca-"))
+        cert = ca.combined(os.path.join(store, "a.test.pem"), ["a.test"])
+        makeReadOnly(self, store)
+        tlsPort = freePort()
+        flip = Flip(
+            self,
+            [
+                "--acme-listen",
+                f"tcp:{tlsPort}:interface=127.0.0.1",
+                "--acme-domain",
+                "a.test",
+                "--acme-dir",
+                store,
+                # Never contacted: nothing can be issued into this store.
+                "--acme-directory",
+                f"https://127.0.0.1:{freePort()}/dir",
+            ],
+        )
+        flip.start()
+        _, _, served = fetchTLS(tlsPort, "a.test", cafile=ca.caFile)
+        self.assertEqual(served.serial_number, cert.serial_number)
+        flip.waitLog("cannot renew the certificate for a.test (expires in")
+        log = flip.log()
+        self.assertIn(f"ACME: the store {store} is NOT WRITABLE", log)
+        self.assertIn(f"the store {store} is not writable by uid {os.geteuid()}", log)
+        self.assertNotIn("requesting a certificate", log)
 
 
 class StoreTests(TestCase):

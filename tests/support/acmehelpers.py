@@ -33,6 +33,30 @@ PEBBLE = "/usr/bin/pebble"
 DNS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acmedns.py")
 
 
+def makeReadOnly(testCase, path: str) -> None:
+    """
+    Make the directory C{path} unwritable for this process, until the test ends.
+
+    Root may write any directory whatever its mode, so as root the directory is
+    made immutable (chattr +i) instead; where that is not possible the test is
+    skipped.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    if os.geteuid() != 0:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o500)
+        testCase.addCleanup(os.chmod, path, mode)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SkipTest("no chattr here: cannot make a directory unwritable for root") from None
+    if done.returncode != 0 or os.access(path, os.W_OK):
+        raise SkipTest(f"cannot make {path} unwritable for root: {done.stderr.strip()}")
+    testCase.addCleanup(subprocess.run, ["chattr", "-i", path], capture_output=True)
+
+
 def _name(text: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
@@ -163,6 +187,7 @@ class Pebble(_Process):
         tlsPort: int,
         env: dict | None = None,
         workdir: str | None = None,
+        validitySeconds: int | None = None,
     ) -> None:
         super().__init__(testCase)
         self.workdir = workdir or tempfile.mkdtemp(prefix="txflip-pebble-")
@@ -183,6 +208,11 @@ class Pebble(_Process):
                         "tlsPort": tlsPort,
                         "ocspResponderURL": "",
                         "externalAccountBindingRequired": False,
+                        **(
+                            {"certificateValidityPeriod": validitySeconds}
+                            if validitySeconds
+                            else {}
+                        ),
                     }
                 },
                 f,

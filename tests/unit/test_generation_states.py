@@ -6,6 +6,7 @@ taking traffic back from a successor that dies, and the final stop.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 from twisted.internet.defer import Deferred
@@ -160,8 +161,8 @@ class UpgradeTests(TestCase):
 
     def liveFor(self, attempt, seconds: float) -> None:
         """Let C{seconds} pass with the successor saying it is alive, as a real one does."""
-        for _ in range(round(seconds / 0.25)):
-            self.generation._reactor.advance(0.25)
+        for _ in range(round(seconds / 0.1)):
+            self.generation._reactor.advance(0.1)
             attempt.childSays("alive")
 
     def test_handoverDrainsThenExits(self) -> None:
@@ -230,14 +231,25 @@ class UpgradeTests(TestCase):
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
         self.assertTrue(self.generation.registry._paused)
-        self.generation._reactor.advance(1.0)
+        self.generation._reactor.advance(0.6)
         self.assertFalse(self.generation.registry._paused, "accepting beside a silent successor")
         self.assertIn("successor-silent", self.generation.seen)
         self.generation._reactor.advance(30)
         self.assertFalse(self.generation.exiting.called, "never leaves a hung successor alone")
+        self.assertEqual(attempt.signalsSent, [], "not killed before the ready timeout")
         attempt.childSays("alive")
         self.assertTrue(self.generation.registry._paused)
         self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
+
+    def test_successorHungPastTheReadyTimeoutIsKilledAndTakenBack(self) -> None:
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.generation._reactor.advance(0.6)
+        self.generation._reactor.advance(self.generation.readyTimeout)
+        self.assertEqual(attempt.signalsSent, [signal.SIGKILL])
+        attempt.childExits("was killed by signal 9")
+        self.assertIs(self.generation.state, State.SERVING)
 
     def test_retiredSuccessorsExitIsNoCrash(self) -> None:
         """A successor that handed over in turn says so: its exit is not taken back from."""

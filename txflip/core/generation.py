@@ -74,6 +74,8 @@ class Generation:
     successorWatch = 1.0
     """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
     _exitProcess = staticmethod(os._exit)
+    logShownOnStderr = False
+    """Whether the log already goes where standard error does (one terminal): errors once."""
 
     def __init__(
         self,
@@ -302,9 +304,11 @@ class Generation:
 
             reportFailureSynchronously(self.inherited.controlFd, reason)
         stream = sys.__stderr__
-        if stream is not None:
+        if stream is not None and not self.logShownOnStderr:
             stream.write(line + "\n")
             stream.flush()
+        # It never served: the socket files it made are nobody's.
+        self.registry.removeCreatedPaths()
         self._exitProcess(1)
 
     # Restarts.
@@ -357,6 +361,7 @@ class Generation:
             child=outcome.childPid,
         )
         self._successor = attempt
+        self._silenceTimer = None
         self._drained = False
         self._watchOver = False
         attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
@@ -373,12 +378,17 @@ class Generation:
         if silent:
             self.registry.resumeAll()
             log.error(
-                "generation {next} (PID {child}) stopped answering; accepting again beside it",
+                "generation {next} (PID {child}) stopped answering; accepting again beside it, "
+                "and killing it if it is still silent in {timeout:g}s",
                 next=self.number + 1,
                 child=child,
+                timeout=self.readyTimeout,
             )
             self.events.emit("successor-silent", childPid=child)
+            self._silenceTimer = self._reactor.callLater(self.readyTimeout, self._successor.kill)
         else:
+            if self._silenceTimer is not None and self._silenceTimer.active():
+                self._silenceTimer.cancel()
             self.registry.pauseAll()
             log.info(
                 "generation {next} (PID {child}) answers again; stopping accepting",
