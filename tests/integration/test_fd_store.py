@@ -27,6 +27,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.support import listenexec
+from tests.support.delayproxy import DelayProxy
 from tests.support.fakesystemd import FakeFdStore
 from tests.support.opsapps import shortTempDir, txflip
 from tests.support.procs import Flip, freePort, pidAlive, twistdCommand, waitFor
@@ -100,7 +101,10 @@ class FdStoreTests(TestCase):
         self.port = freePort()
 
     def flip(self, *listen: int, workdir: str | None = None) -> Flip:
-        args = [arg for p in listen for arg in ("--listen", f"tcp:{p}:interface=127.0.0.1")]
+        # A queue long enough for every connection made while no process runs.
+        args = [
+            arg for p in listen for arg in ("--listen", f"tcp:{p}:interface=127.0.0.1:backlog=1024")
+        ]
         return Flip(
             self, [*args, "--fd-store"], workdir=workdir, env={"NOTIFY_SOCKET": self.store.address}
         )
@@ -188,24 +192,31 @@ class FdStoreTests(TestCase):
         """
         A stop that systemd follows with a start (C{systemctl restart}): the
         generation drains and exits 0 but leaves the control socket's path in
-        place, since the stored socket lives on; connections made in between
-        are answered by the next start.
+        place, since the stored socket lives on; connections made in between,
+        directly and through a delay proxy, are answered by the next start.
         """
         flip = self.flip(self.port)
         first = flip.start()
         self.store.waitFor(lambda: len(self.store.store) == 2, "two stored")
-        connector = Connector(self.port)
-        self.addCleanup(connector.stop)
-        waitFor(lambda: len(connector.made) >= 3, "connections before the stop")
+        proxy = DelayProxy(("127.0.0.1", self.port), delay=0.02).start()
+        self.addCleanup(proxy.stop)
+        connectors = [Connector(self.port), Connector(proxy.port)]
+        for connector in connectors:
+            self.addCleanup(connector.stop)
+        waitFor(lambda: all(len(c.made) >= 3 for c in connectors), "connections before the stop")
         os.kill(first, signal.SIGTERM)
         self.assertEqual(flip.process.wait(60), 0)
         stoppedAt = time.monotonic()
         self.assertTrue(os.path.exists(flip.pidFile + ".control"))
-        waitFor(lambda: len(connector.madeAfter(stoppedAt)) >= 5, "connections while none runs")
+        waitFor(
+            lambda: all(len(c.madeAfter(stoppedAt)) >= 5 for c in connectors),
+            "connections while none runs",
+        )
 
         restarted, second = self.startFromStore(flip, self.port)
-        connector.stop()
-        self.assertEqual(connector.refused, [])
-        self.assertAnsweredBy(connector.madeAfter(stoppedAt), second)
+        for connector in connectors:
+            connector.stop()
+            self.assertEqual((connector.refused, connector.errors), ([], []))
+            self.assertAnsweredBy(connector.madeAfter(stoppedAt), second)
         status = txflip("status", "--pid-file", flip.pidFile, "--json")
         self.assertEqual(json.loads(status.stdout)["pid"], second, status.stderr)

@@ -12,6 +12,7 @@ import tempfile
 from twisted.trial.unittest import TestCase
 
 from tests.support.apps import appEnv, writeApp
+from tests.support.delayproxy import DelayProxy
 from tests.support.mounts import remountReadOnly, tinyTmpfs
 from tests.support.procs import BackgroundGet, Flip, freePort
 
@@ -30,15 +31,19 @@ class ListenerCloseFailureTests(TestCase):
             ["--listen", f"tcp:{port}:interface=127.0.0.1", "--control", control],
         )
         pid = flip.start()
+        proxy = DelayProxy(("127.0.0.1", port), delay=0.02).start()
+        self.addCleanup(proxy.stop)
         slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=2")
-        flip.waitLog(f"sleeping 2.0s for a request (PID {pid})")
+        slowThroughProxy = BackgroundGet("127.0.0.1", proxy.port, "/sleep?seconds=2")
+        flip.waitLog(f"sleeping 2.0s for a request (PID {pid})", count=2)
         remountReadOnly(disk)
         os.kill(pid, signal.SIGTERM)
 
         self.assertEqual(flip.process.wait(60), 0, flip.log()[-3000:])
-        slow.join()
-        self.assertIsNone(slow.error)
-        self.assertEqual(slow.response[0], 200)
+        for request in (slow, slowThroughProxy):
+            request.join()
+            self.assertIsNone(request.error)
+            self.assertEqual(request.response[0], 200)
         log = flip.log()
         self.assertIn(f"cannot remove {control}: Read-only file system", log)
         self.assertNotIn("Unhandled error", log)
