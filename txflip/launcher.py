@@ -19,7 +19,8 @@ import sys
 
 USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
-    "[--control PATH | --no-control] [--fd-store] [--reactor NAME] (-m MODULE | SCRIPT) [ARGS...]"
+    "[--control PATH | --no-control] [--fd-store] [--app-notify] [--reactor NAME] "
+    "(-m MODULE | SCRIPT) [ARGS...]"
 )
 
 
@@ -47,6 +48,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-control", action="store_true", help="open no control socket")
     p.add_argument(
         "--fd-store", action="store_true", help="keep the listeners in systemd's fd store"
+    )
+    p.add_argument(
+        "--app-notify",
+        action="store_true",
+        help="the program speaks sd_notify: its own READY=1 is its readiness",
     )
     p.add_argument("--reactor", help="the reactor to install, as twistd --reactor names it")
     p.add_argument("-m", dest="module", help="run this module as __main__, like python -m")
@@ -103,6 +109,7 @@ def main(argv: list[str]) -> int:
                 control=args.control,
                 noControl=args.no_control,
                 fdStore=args.fd_store,
+                appNotify=args.app_notify,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

@@ -15,7 +15,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.support.fakesystemd import FakeFdStore
-from tests.support.inprocess import clockReactor
 from tests.support.opsapps import shortTempDir
 from txflip.core.generation import Generation
 from txflip.core.handoff import InheritedListener
@@ -126,7 +125,7 @@ class OfferedSocketTests(TestCase):
         skt.close()
         key = "tcp:127.0.0.1:1"
         generation = Generation(
-            clockReactor(),
+            reactor,
             inherited=None,
             simpleModeReason=None,
             argv=["python"],
@@ -134,6 +133,11 @@ class OfferedSocketTests(TestCase):
             listeners=[InheritedListener(fd, key, "AF_INET")],
         )
         generation.registry.offered.add(key)
+        # What this configuration does listen on.
+        generation.registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(
+            lambda: [each.port.stopListening() for each in generation.registry.active()]
+        )
         generation.start()
         self.assertIs(generation.state, State.SERVING)
         self.assertRaises(OSError, os.fstat, fd)

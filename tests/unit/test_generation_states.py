@@ -51,15 +51,24 @@ def openConnection(generation: Generation) -> Protocol:
 
 
 class ReadinessTests(TestCase):
-    def test_firstGenerationServesOnceStarted(self) -> None:
+    def test_firstGenerationServesOnceItListens(self) -> None:
+        """A first generation that listens late (after set-up of its own) is ready then."""
         generation = makeGeneration(self)
-        self.assertIs(generation.state, State.STARTING)
-        self.assertFalse(os.path.exists(generation.pidFile), "no PID file before ready")
         generation.start()
+        self.assertIs(generation.state, State.STARTING)
+        self.assertEqual(generation.waitingFor(), ["the app to listen"])
+        self.assertFalse(os.path.exists(generation.pidFile), "no PID file before ready")
+        generation.registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         self.assertIs(generation.state, State.SERVING)
         with open(generation.pidFile) as f:
             self.assertEqual(int(f.read()), os.getpid())
         self.assertEqual(generation.seen, ["serving"])
+
+    def test_appThatNeverListensIsTakenAsReadyAtTheTimeout(self) -> None:
+        generation = makeGeneration(self, readyTimeout=5)
+        generation.start()
+        generation._reactor.advance(5)
+        self.assertIs(generation.state, State.SERVING)
 
     def test_expectReadyWaitsForTheCall(self) -> None:
         generation = makeGeneration(self)
@@ -127,7 +136,7 @@ class ReadinessTests(TestCase):
 class UpgradeTests(TestCase):
     def setUp(self) -> None:
         self.generation = makeGeneration(self)
-        self.generation.start()
+        self.generation.ready()
 
     def upgrade(self):
         outcomes = []
@@ -143,7 +152,7 @@ class UpgradeTests(TestCase):
     def test_refusedInSimpleMode(self) -> None:
         generation = makeGeneration(self)
         generation.simpleModeReason = "running as PID 1"
-        generation.start()
+        generation.ready()
         self.assertIn("simple mode (running as PID 1)", generation.refusal())
 
     def test_oneUpgradeAtATime(self) -> None:

@@ -212,6 +212,7 @@ class ListenerRegistry:
         generation accepts only once its parent says go).
     @param onClaimed: called with the key of each inherited socket once
         this generation listens on it again.
+    @param onListening: called with the key of every listener, inherited or new.
     """
 
     def __init__(
@@ -221,6 +222,7 @@ class ListenerRegistry:
         factoryHook: FactoryHook = lambda f: f,
         paused: bool = False,
         onClaimed: Callable[[str], None] = lambda key: None,
+        onListening: Callable[[str], None] = lambda key: None,
     ) -> None:
         self._reactor = reactor
         self._inherited: dict[str, InheritedListener] = {i.key: i for i in inherited}
@@ -229,6 +231,7 @@ class ListenerRegistry:
         self._factoryHook = factoryHook
         self._paused = paused
         self._onClaimed = onClaimed
+        self._onListening = onListening
         self._keysAsked: dict[str, int] = {}
         self._createdPaths: dict[str, tuple[int, int]] = {}
         self.listeners: list[Listener] = []
@@ -319,6 +322,7 @@ class ListenerRegistry:
         )
         if wasInherited:
             self._onClaimed(key)
+        self._onListening(key)
         return port
 
     def active(self) -> list[Listener]:

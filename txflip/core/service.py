@@ -26,9 +26,9 @@ def fatal(message: str, generation: Generation | None = None, controlFd: int | N
 
     A child also tells its parent why, word for word, before it exits.
     """
-    if generation is not None and generation.inherited is not None:
-        controlFd = generation.inherited.controlFd
-    if controlFd is not None:
+    if generation is not None:
+        generation.tellPredecessorFailed(message)
+    elif controlFd is not None:
         reportFailureSynchronously(controlFd, message)
     if generation is not None:
         # It never served: the socket files it made are nobody's.

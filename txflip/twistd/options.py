@@ -75,6 +75,12 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "Keep the listening sockets in systemd's fd store (FileDescriptorStoreMax=), "
             "so they outlive a crash or a full restart; implied by $FDSTORE (systemd 254+).",
         ],
+        [
+            "app-notify",
+            None,
+            "The app speaks sd_notify: give it a NOTIFY_SOCKET of flip's own and take its "
+            "READY=1 as its readiness.",
+        ],
         *ACME_FLAGS,
     ]
 
@@ -188,6 +194,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         control=options["control"],
         noControl=bool(options["no-control"]),
         fdStore=bool(options["fd-store"]),
+        appNotify=bool(options["app-notify"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
     )
     generation = host.startGeneration(settings)
