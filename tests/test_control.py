@@ -47,14 +47,17 @@ class ReloadTests(ControlTestCase):
         new = flip.pid()
         self.assertNotEqual(new, old)
         lines = result.stdout.splitlines()
-        self.assertEqual(len(lines), 5, result.stdout)
+        self.assertEqual(len(lines), 6, result.stdout)
         self.assertEqual(
             lines[0], f"child started: generation 2 as PID {new} (parent: generation 1, PID {old})"
         )
         self.assertRegex(lines[1], rf"^ready after \d+ ms: PID {new}$")
         self.assertRegex(lines[2], rf"^serving: generation 2 \(PID {new}\) took over after \d+ ms$")
         self.assertIn(f"parent draining: generation 1 (PID {old})", lines[3])
-        self.assertEqual(lines[4], f"done: generation 2 (PID {new}) serves")
+        self.assertRegex(
+            lines[4], r"^moved 0 keep-alive connection\(s\) to generation 2 in \d+ ms$"
+        )
+        self.assertEqual(lines[5], f"done: generation 2 (PID {new}) serves")
         self.assertEqual(servedBy(self.port), new)
         waitFor(lambda: not pidAlive(old), f"old PID {old} to exit")
 

@@ -7,6 +7,8 @@ are ready.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import tempfile
 
@@ -14,6 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.apps import appEnv, writeApp
 from tests.support.load import Load
+from tests.support.opsapps import txflip
 from tests.support.procs import Flip, freePort, readPidFile, waitFor
 
 LISTENS_LATE = """
@@ -103,7 +106,19 @@ class AppReadinessTests(TestCase):
         flip.start(waitReady=False)
         waitFor(lambda: readPidFile(flip.pidFile) is not None, "the PID file")
         self.assertTrue(accepts(port), "the PID file was written before the app listened")
-        self.restartUnderLoad(flip, port, 5)
+        first = readPidFile(flip.pidFile)
+        os.kill(first, signal.SIGHUP)
+        # While the new generation sets up, txflip status says what it waits for.
+        waitFor(
+            lambda: (
+                f"the next generation waits for: listening again on tcp:127.0.0.1:{port}"
+                in txflip("status", "--pid-file", flip.pidFile).stdout
+            ),
+            "txflip status to show what the new generation waits for",
+        )
+        second = waitFor(lambda: (p := flip.pid()) != first and p, "the new generation")
+        flip.waitServing(second)
+        self.restartUnderLoad(flip, port, 4)
 
     def test_appThatSaysReadyItself(self) -> None:
         flip, port = self.flip(

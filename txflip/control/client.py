@@ -152,6 +152,8 @@ def describe(message: dict) -> str:
             f"parent draining: generation {message['generation']} (PID {message['pid']}), "
             f"{message['connections']} connection(s) in flight"
         )
+    if phase == "moved":
+        return describeMoved(message)
     if phase == "done":
         return f"done: generation {message['childGeneration']} (PID {message['childPid']}) serves"
     if phase == "failed" and message.get("refused"):
@@ -166,6 +168,24 @@ def describe(message: dict) -> str:
             "keeps serving"
         )
     return f"{phase}: {message.get('reason', '')}".rstrip(": ")
+
+
+def describeMoved(message: dict) -> str:
+    """The C{moved} phase: how many idle connections moved, and why the others stay."""
+    stayed = message.get("stayed") or {}
+    text = (
+        f"moved {message.get('moved', 0)} keep-alive connection(s) to generation "
+        f"{message.get('childGeneration')} in {message.get('ms')} ms"
+    )
+    if message.get("failure"):
+        text += f" (moving was given up: {message['failure']})"
+    if stayed:
+        reasons = ", ".join(f"{count} {why}" for why, count in sorted(stayed.items()))
+        text += (
+            f"; {sum(stayed.values())} stay with generation {message.get('generation')}, "
+            f"closed there as they finish: {reasons}"
+        )
+    return text
 
 
 def reload(args: argparse.Namespace) -> int:
@@ -230,6 +250,10 @@ def formatStatus(status: dict) -> str:
         f"connections: {status['connections']} in flight",
         f"last restart: {lastText}",
     ]
+    if status.get("waitingFor"):
+        lines.append(f"waiting for: {', '.join(status['waitingFor'])}")
+    if status.get("successorWaitingFor"):
+        lines.append(f"the next generation waits for: {status['successorWaitingFor']}")
     if status.get("simpleMode"):
         lines.append(f"simple mode: {status['simpleMode']}")
     return "\n".join(lines)

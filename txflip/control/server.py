@@ -311,14 +311,32 @@ class ControlServer(Factory):
                     "connections": self.connectionsInFlight(),
                 }
             )
+            if not fields.get("moving"):
+                self._done()
+        elif name == "connections-moved":
             self._broadcast(
                 {
-                    "phase": "done",
-                    "childPid": (self.lastRestart or {}).get("pid"),
+                    "phase": "moved",
+                    "pid": os.getpid(),
+                    "generation": self.generation.number,
                     "childGeneration": self._nextGeneration,
-                },
-                final=True,
+                    "moved": fields.get("moved"),
+                    "stayed": fields.get("stayed"),
+                    "failure": fields.get("failure"),
+                    "ms": fields.get("ms"),
+                }
             )
+            self._done()
+
+    def _done(self) -> None:
+        self._broadcast(
+            {
+                "phase": "done",
+                "childPid": (self.lastRestart or {}).get("pid"),
+                "childGeneration": self._nextGeneration,
+            },
+            final=True,
+        )
 
     def _record(self, outcome: str, childPid, reason, ms) -> None:
         self.lastRestart = {

@@ -8,13 +8,21 @@ connections.
 
 The drain, after a handoff or on SIGTERM/SIGINT:
 
+  - After a handoff, plain HTTP/1.x connections are moved to the next
+    generation (L{txflip.core.connmove}); the drain leaves alone every
+    connection its C{claims} object still claims.
   - HTTP/1.x connections (any L{HTTPChannel}, inside TLS or not): the response
     being written, if its headers are not out yet, and every later response on
-    that connection carries C{Connection: close}. A connection with no request
-    in progress, nothing buffered and nothing waiting in the kernel, that has
-    been quiet for C{idleGrace} seconds, is closed. A request that crosses
-    such a close is thus only possible from a client that waited that long
-    and then sent at that very instant.
+    that connection carries C{Connection: close}.
+  - A plain (non-TLS) HTTP/1.x connection with no request in progress, nothing
+    buffered and nothing waiting in the kernel, that has been quiet for
+    C{idleGrace} seconds, is closed. A request that crosses such a close is
+    thus only possible from a client that waited that long and then sent at
+    that very instant; after a handoff only connections that could not move
+    are treated so.
+  - An idle TLS connection is never closed: it closes after its next response
+    (which says C{Connection: close}), when its client closes it, or at the
+    deadline.
   - Other protocols: the drain waits for them to close.
   - At the drain timeout, whatever is left is aborted.
 """
@@ -24,8 +32,10 @@ from __future__ import annotations
 import socket
 import time
 import weakref
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPChannel
 
@@ -65,6 +75,19 @@ def httpChannelOf(protocol) -> HTTPChannel | None:
     if isinstance(inner, HTTPChannel):
         return inner
     return None
+
+
+def isTLS(protocol) -> bool:
+    """Whether C{protocol} speaks through TLS."""
+    return ISSLTransport.providedBy(_transportOf(protocol))
+
+
+class Claims(Protocol):
+    """Connections that something else (moving them) handles for now."""
+
+    moved: int
+
+    def claimed(self, protocol) -> bool: ...
 
 
 def _kernelHasUnreadBytes(protocol) -> bool:
@@ -170,6 +193,7 @@ class Drain:
         timeout: float,
         idleGrace: float = 1.0,
         interval: float = 0.05,
+        claims: Claims | None = None,
     ) -> None:
         self._reactor = reactor
         self._tracker = tracker
@@ -181,9 +205,14 @@ class Drain:
         self._loop: LoopingCall | None = None
         self._deadlineCall = None
         self._deadline = 0.0
+        self._claims = claims
+        self._started = 0.0
+        self._drained: set[int] = set()
+        self._closedIdle: set[int] = set()
 
     def start(self) -> Deferred:
         now = time.monotonic()
+        self._started = now
         self._deadline = now + self._timeout
         connections = self._tracker.open()
         log.info(
@@ -204,6 +233,7 @@ class Drain:
         """The deadline, enforced even if the periodic check has died."""
         remaining = self._tracker.open()
         for protocol in remaining:
+            self._drained.add(id(protocol))
             _transportOf(protocol).abortConnection()
         if remaining:
             log.warn(
@@ -221,14 +251,20 @@ class Drain:
             self._abortAll()
             return
         for protocol in remaining:
+            if self._claims is not None and self._claims.claimed(protocol):
+                continue
+            self._drained.add(id(protocol))
             channel = httpChannelOf(protocol)
             if channel is None:
                 continue
             state = self._http.get(id(channel))
             if state is None or state.channel is not channel:
                 state = self._http[id(channel)] = _HTTPDrainState(channel, now)
+            if isTLS(protocol):
+                continue
             try:
                 if state.idleFor(now) >= self._idleGrace and not _kernelHasUnreadBytes(protocol):
+                    self._closedIdle.add(id(protocol))
                     _transportOf(protocol).loseConnection()
             except Exception as e:
                 log.warn("drain: could not close an idle connection: {error}", error=e)
@@ -246,4 +282,15 @@ class Drain:
         if self._deadlineCall is not None and self._deadlineCall.active():
             self._deadlineCall.cancel()
         if not self.done.called:
+            log.info(
+                "drained in {seconds:.1f}s: {moved} connection(s) moved to the next "
+                "generation; {closed} closed here ({idle} idle, {aborted} aborted at the "
+                "deadline, {rest} after their last response or by their client)",
+                seconds=time.monotonic() - self._started,
+                moved=self._claims.moved if self._claims is not None else 0,
+                closed=len(self._drained),
+                idle=len(self._closedIdle),
+                aborted=aborted,
+                rest=max(0, len(self._drained) - len(self._closedIdle) - aborted),
+            )
             self.done.callback(aborted)

@@ -9,7 +9,8 @@ Events and their fields:
   upgrade-succeeded childPid, ms
   upgrade-failed    childPid, reason, ms
   upgrade-refused   source, reason
-  draining          handedOver (bool), connections
+  draining          handedOver (bool), connections, moving (bool: connections-moved follows)
+  connections-moved moved, stayed (reason -> count), failure (why moving was given up, or None), ms
   exiting           handedOver (bool)
 """
 

@@ -18,6 +18,8 @@ from twisted.python.failure import Failure
 
 from txflip.core import pidfile
 from txflip.core.child import PredecessorLink
+from txflip.core.connadopt import receiveConnections
+from txflip.core.connmove import ConnectionMover
 from txflip.core.drain import ConnectionTracker, Drain
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
@@ -96,6 +98,8 @@ class Generation:
         self.inherited: HandoffState | None = inherited
         if inherited is not None:
             os.set_inheritable(inherited.controlFd, False)
+            if inherited.transferFd is not None:  # txflip.core.connadopt's channel
+                os.set_inheritable(inherited.transferFd, False)
         self.number = inherited.generation if inherited is not None else 1
         setGeneration(self.number)
         if inherited is not None and inherited.pidFile:
@@ -129,6 +133,9 @@ class Generation:
         self._link: PredecessorLink | None = None
         self._attempt: UpgradeAttempt | None = None
         self._drain: Drain | None = None
+        self._transfer = None  # txflip.core.connmove: set once a successor serves
+        self._mover: ConnectionMover | None = None
+        self._receiver = None  # txflip.core.connadopt: set once this generation takes over
         self._stopped: Deferred | None = None
         self._started = False
         global _current
@@ -278,6 +285,8 @@ class Generation:
         if not self._writePIDFile():
             return
         self.registry.resumeAll()
+        # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
+        self._receiver = receiveConnections(self._reactor, self.registry, self.inherited)
         self._link.serving()
         self._serving(why)
 
@@ -383,6 +392,7 @@ class Generation:
         self._silenceTimer = None
         self._drained = False
         self._watchOver = False
+        self._transfer = outcome.transfer  # txflip.core.connmove, used by _startDrain
         attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
         attempt.watchSuccessor(self._successorSilence)
         self._watchTimer = self._reactor.callLater(self.successorWatch, self._endOfWatch)
@@ -428,6 +438,9 @@ class Generation:
             self._watchTimer.cancel()
         self._moveTo(State.SERVING)
         self.registry.resumeAll()
+        if self._mover is not None:
+            self._mover.abandon(f"generation {self.number + 1} died")
+            self._mover = None
         if self._drain is not None:
             self._drain.cancel()
             self._drain = None
@@ -472,8 +485,28 @@ class Generation:
     # Stopping.
 
     def _startDrain(self, handedOver: bool) -> Deferred:
-        self.events.emit("draining", handedOver=handedOver, connections=len(self.tracker.open()))
-        self._drain = Drain(self._reactor, self.tracker, self.drainTimeout)
+        # txflip.core.connmove: after a handover, idle HTTP/1.x connections move to the
+        # successor; the drain leaves them to the mover.
+        transfer, self._transfer = self._transfer, None
+        self._mover = None
+        if handedOver and transfer is not None:
+            self._mover = ConnectionMover(
+                self._reactor,
+                self.tracker,
+                self.registry,
+                transfer,
+                self.events,
+                self.drainTimeout,
+            )
+        self.events.emit(
+            "draining",
+            handedOver=handedOver,
+            connections=len(self.tracker.open()),
+            moving=self._mover is not None,
+        )
+        self._drain = Drain(self._reactor, self.tracker, self.drainTimeout, claims=self._mover)
+        if self._mover is not None:
+            self._mover.start()
         return self._drain.start()
 
     def _stopBeforeServing(self, why: str) -> None:

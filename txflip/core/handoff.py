@@ -2,9 +2,10 @@
 What one generation tells the next in C{TXFLIP_HANDOFF}.
 
 The parent names each inherited file descriptor (which listener it is and what
-address it was asked for), the control channel's descriptor, the generation
-number and the PID file path. The child reads the variable once, at start, and
-removes it from C{os.environ} so that nothing the app starts inherits it.
+address it was asked for), the control channel's descriptor, the connection
+transfer channel's descriptor, the generation number and the PID file path.
+The child reads the variable once, at start, and removes it from C{os.environ}
+so that nothing the app starts inherits it.
 
 It is one of three variables a child may get: under systemd,
 C{TXFLIP_SYSTEMD} (L{txflip.systemd.notify}) and C{TXFLIP_ACTIVATION}
@@ -39,6 +40,8 @@ class HandoffState:
     controlFd: int
     listeners: list[InheritedListener] = field(default_factory=list)
     pidFile: str | None = None
+    transferFd: int | None = None
+    """The socketpair end over which idle connections arrive (L{txflip.core.connadopt})."""
 
     def encode(self) -> str:
         """Serialise for the child's environment."""
@@ -55,6 +58,7 @@ class HandoffState:
                 controlFd=int(raw["controlFd"]),
                 listeners=[InheritedListener(**item) for item in raw["listeners"]],
                 pidFile=raw.get("pidFile"),
+                transferFd=None if raw.get("transferFd") is None else int(raw["transferFd"]),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"malformed {ENV_STATE}: {e}") from e

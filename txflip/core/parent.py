@@ -30,6 +30,7 @@ from txflip.core.events import Events
 from txflip.core.handoff import ENV_STATE, HandoffState
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import generation, log
+from txflip.core.transfer import transferPair
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
@@ -45,6 +46,8 @@ class Outcome:
     childPid: int | None
     reason: str
     seconds: float
+    transfer: socket.socket | None = None
+    """After a handoff: this end of the channel connections move over (txflip.core.connmove)."""
 
 
 class _ChildProcess(ProcessProtocol):
@@ -94,6 +97,7 @@ class UpgradeAttempt:
         self._exitedHow: str | None = None
         self._channelGone = False
         self._channel: SuccessorChannel | None = None
+        self._transfer: socket.socket | None = None  # connection transfer (txflip.core.connmove)
         self._process = None
         self._killTimer = None
         self._timer = None
@@ -132,16 +136,22 @@ class UpgradeAttempt:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # txflip.core.connmove: a second socketpair, over which idle connections move.
+        self._transfer, transferTheirs = transferPair()
         try:
             childFDs, described = self._registry.handoffDescriptors(firstFd=3)
             controlFd = 3 + len(described)
-            childFDs.update({0: 0, 1: 1, 2: 2, controlFd: theirs.fileno()})
+            transferFd = controlFd + 1
+            childFDs.update(
+                {0: 0, 1: 1, 2: 2, controlFd: theirs.fileno(), transferFd: transferTheirs.fileno()}
+            )
             state = HandoffState(
                 generation=generation() + 1,
                 parentPid=os.getpid(),
                 controlFd=controlFd,
                 listeners=described,
                 pidFile=self._pidFile,
+                transferFd=transferFd,
             )
             env = dict(os.environ)
             env.update(self._extraEnv)
@@ -156,9 +166,11 @@ class UpgradeAttempt:
             )
         except BaseException:
             ours.close()
+            self._closeTransfer()
             raise
         finally:
             theirs.close()
+            transferTheirs.close()
         self.childPid = self._process.pid
         self._channel = adoptChannel(self._reactor, ours, self._newChannel())
         log.info(
@@ -304,7 +316,13 @@ class UpgradeAttempt:
 
     # Endings.
 
+    def _closeTransfer(self) -> None:
+        if self._transfer is not None:
+            self._transfer.close()
+            self._transfer = None
+
     def _fail(self, why: str) -> None:
+        self._closeTransfer()
         reason = why
         if self._failureReason:
             reason = f"{self._failureReason} ({why})"
@@ -351,7 +369,11 @@ class UpgradeAttempt:
             pass
 
     def _finish(self, succeeded: bool, reason: str) -> None:
-        self._outcome = Outcome(succeeded, self.childPid, reason, self._elapsed())
+        transfer, self._transfer = self._transfer, None
+        if not succeeded and transfer is not None:
+            transfer.close()
+            transfer = None
+        self._outcome = Outcome(succeeded, self.childPid, reason, self._elapsed(), transfer)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if succeeded:

@@ -1,0 +1,139 @@
+"""
+Which connections may move to the next generation, decided on Twisted's own
+HTTP channel over a StringTransport (no sockets: only the channel's state
+matters here, and every rule reads it).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from txflip.core.movable import (
+    LISTENER_KEY,
+    STAYS_CLOSING,
+    STAYS_NOT_HTTP,
+    STAYS_TLS,
+    STAYS_UPGRADED,
+    verdict,
+)
+from txflip.tls.selfsigned import generate
+
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class Slow(Resource):
+    """Answers at once, except /slow, which waits until told to finish."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = []
+
+    def render_GET(self, request):
+        if request.path == b"/slow":
+            self.waiting.append(request)
+            return NOT_DONE_YET
+        return b"ok"
+
+
+class SocketLikeTransport(StringTransport):
+    """A StringTransport that, like a socket transport, knows its protocol and takes TCP options."""
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
+
+
+def connect(site: Site):
+    protocol = site.buildProtocol(ADDRESS)
+    transport = SocketLikeTransport()
+    transport.protocol = protocol
+    setattr(transport, LISTENER_KEY, "tcp:127.0.0.1:8080")
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class MovableRulesTests(TestCase):
+    def setUp(self) -> None:
+        self.resource = Slow()
+        self.site = Site(self.resource, timeout=None)
+        self.protocol, self.transport = connect(self.site)
+
+    def test_freshConnectionMoves(self) -> None:
+        """A connection that has sent nothing yet moves, with nothing to carry."""
+        seen = verdict(self.protocol)
+        self.assertEqual((seen.kind, seen.buffered), ("movable", b""))
+
+    def test_betweenRequestsMoves(self) -> None:
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", self.transport.value())
+        self.assertEqual(verdict(self.protocol).kind, "movable")
+
+    def test_requestInProgressWaits(self) -> None:
+        """While a response is being prepared the connection is busy; once it ends, it moves."""
+        self.protocol.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        seen = verdict(self.protocol)
+        self.assertEqual((seen.kind, seen.reason), ("busy", "a request is in progress"))
+        request = self.resource.waiting.pop()
+        request.write(b"done")
+        request.finish()
+        self.assertEqual(verdict(self.protocol).kind, "movable")
+
+    def test_partialRequestLineTravels(self) -> None:
+        """Bytes of a request line not yet complete go with the connection."""
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /gues")
+        seen = verdict(self.protocol)
+        self.assertEqual((seen.kind, seen.buffered), ("movable", b"POST /gues"))
+
+    def test_partialHeadersWait(self) -> None:
+        """Once a request line is parsed, the request is under way: it is not moved."""
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        self.assertEqual(verdict(self.protocol).kind, "busy")
+
+    def test_partialBodyWaits(self) -> None:
+        self.protocol.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
+        self.assertEqual(verdict(self.protocol).kind, "busy")
+
+    def test_pipelinedRequestWaits(self) -> None:
+        """A second request already buffered behind a slow one keeps the connection busy."""
+        self.protocol.dataReceived(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertEqual(verdict(self.protocol).kind, "busy")
+        request = self.resource.waiting.pop()
+        request.finish()
+        self.assertEqual(self.transport.value().count(b"200 OK"), 2)
+        self.assertEqual(verdict(self.protocol).kind, "movable")
+
+    def test_nonPersistentStays(self) -> None:
+        """A client that said Connection: close is closing: it stays to be closed here."""
+        self.protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(verdict(self.protocol).reason, STAYS_CLOSING)
+
+    def test_otherProtocolStays(self) -> None:
+        protocol = Factory.forProtocol(Protocol).buildProtocol(ADDRESS)
+        protocol.makeConnection(StringTransport())
+        self.assertEqual(verdict(protocol).reason, STAYS_NOT_HTTP)
+
+    def test_upgradedConnectionStays(self) -> None:
+        """A socket whose protocol was replaced (as a WebSocket upgrade does) stays."""
+        self.transport.protocol = Protocol()
+        self.assertEqual(verdict(self.protocol).reason, STAYS_UPGRADED)
+
+    def test_tlsStays(self) -> None:
+        """HTTP inside TLS stays: the TLS session lives in this process."""
+        options = PrivateCertificate.loadPEM(generate(["localhost"])).options()
+        tls = TLSMemoryBIOFactory(options, False, self.site).buildProtocol(ADDRESS)
+        transport = SocketLikeTransport()
+        transport.protocol = tls
+        tls.makeConnection(transport)
+        # txflip tracks the HTTP protocol inside TLS (listenSSL wraps the tracked factory).
+        self.assertEqual(verdict(tls.wrappedProtocol).reason, STAYS_TLS)

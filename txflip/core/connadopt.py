@@ -1,0 +1,120 @@
+"""
+The new generation's side of moving connections: adopt what the previous
+generation hands over (L{txflip.core.connmove}) into the factory of the
+listener each connection came in on, and serve its next request.
+
+A connection is adopted only once the previous generation says C{yours}
+(L{txflip.core.transfer}); until then this process holds a copy without
+reading it, and closes that copy if the channel goes away.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from txflip.core.handoff import HandoffState
+from txflip.core.log import log
+from txflip.core.movable import LISTENER_KEY, factoryFor
+from txflip.core.transfer import PacketChannel, closeDescriptors
+
+
+class ConnectionReceiver:
+    """Takes the connections that arrive over the transfer channel."""
+
+    def __init__(self, reactor, registry, skt: socket.socket, fromGeneration: int) -> None:
+        self._reactor = reactor
+        self._registry = registry
+        self._fromGeneration = fromGeneration
+        self._held: dict[int, tuple[int, str, int, bytes]] = {}
+        self.adopted = 0
+        self.refused = 0
+        self.channel = PacketChannel(reactor, skt, self._packet, self._closed)
+
+    def _packet(self, header: dict, payload: bytes, fds: list[int]) -> None:
+        op, offerId = header["op"], header.get("id")
+        if not isinstance(offerId, int):
+            closeDescriptors(fds)
+            return
+        if op == "offer":
+            self._offered(offerId, header, payload, fds)
+        elif op == "yours":
+            closeDescriptors(fds)
+            held = self._held.pop(offerId, None)
+            if held is not None:
+                self._adopt(*held)
+        else:
+            closeDescriptors(fds)
+
+    def _offered(self, offerId: int, header: dict, payload: bytes, fds: list[int]) -> None:
+        key = header.get("key")
+        family = getattr(socket, str(header.get("family")), None)
+        factory = factoryFor(key, self._registry) if isinstance(key, str) else None
+        if len(fds) != 1 or family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            reason = "malformed offer"
+        elif factory is None:
+            reason = f"this generation does not listen on {key}"
+        else:
+            self._held[offerId] = (fds[0], key, family, payload)
+            self._answer({"op": "took", "id": offerId})
+            return
+        closeDescriptors(fds)
+        self.refused += 1
+        self._answer({"op": "refused", "id": offerId, "reason": reason})
+
+    def _answer(self, header: dict) -> None:
+        try:
+            self.channel.send(header)
+        except OSError:
+            pass  # the channel is gone; _closed lets go of what is held
+
+    def _adopt(self, fd: int, key: str, family: int, buffered: bytes) -> None:
+        factory = factoryFor(key, self._registry)
+        try:
+            if factory is None:
+                return
+            transport = self._reactor.adoptStreamConnection(fd, family, factory)
+        except OSError as e:
+            # The client reset the connection while it moved.
+            log.info("a moved connection was gone on arrival: {error}", error=e)
+            return
+        except Exception as e:
+            log.error("could not adopt a moved connection: {error}", error=e)
+            return
+        finally:
+            os.close(fd)
+        if transport is None:
+            return
+        setattr(transport, LISTENER_KEY, key)
+        self.adopted += 1
+        if buffered:
+            try:
+                transport.protocol.dataReceived(buffered)
+            except Exception as e:
+                log.error("a moved connection's first bytes failed: {error}", error=e)
+                transport.loseConnection()
+
+    def _closed(self, why: str) -> None:
+        held = [fd for fd, *_ in self._held.values()]
+        self._held.clear()
+        closeDescriptors(held)
+        log.info(
+            "adopted {adopted} connection(s) from generation {previous} "
+            "({refused} refused, {dropped} not handed over); the channel closed: {why}",
+            adopted=self.adopted,
+            previous=self._fromGeneration,
+            refused=self.refused,
+            dropped=len(held),
+            why=why,
+        )
+
+    def close(self) -> None:
+        self.channel.close("this generation stops")
+
+
+def receiveConnections(reactor, registry, inherited: HandoffState | None):
+    """Start taking connections from the previous generation, if it sends any."""
+    if inherited is None or inherited.transferFd is None:
+        return None
+    skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=inherited.transferFd)
+    return ConnectionReceiver(reactor, registry, skt, inherited.generation - 1)

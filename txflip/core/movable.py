@@ -1,0 +1,104 @@
+"""
+Which connections can move to the next generation, and what moves with them.
+
+A connection moves only between two requests: an HTTP/1.x channel (Twisted's
+L{HTTPChannel}, alone or behind C{Site}'s protocol) right on the socket, with
+no request in progress, no pipelined request waiting, no response bytes still
+to write, and at most a partial request line read but not yet parsed, which
+travels with it. Bytes still in the kernel move with the descriptor.
+
+Everything else stays with the old generation and is drained there:
+TLS (its session state lives in this process), other protocols, a channel
+taken over by another protocol (a WebSocket upgrade), one closing already.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from twisted.internet.interfaces import ISSLTransport
+
+from txflip.core.drain import httpChannelOf, lowestTransport
+
+BUFFERED_LIMIT = 64 * 1024
+"""Unparsed bytes a connection may carry with it; a channel holding more is busy."""
+
+LISTENER_KEY = "_txflipListenerKey"
+"""Set on an adopted connection's transport: the listener it came in on."""
+
+STAYS_TLS = "TLS"
+STAYS_NOT_HTTP = "not HTTP/1.x"
+STAYS_WRAPPED = "wrapped by another protocol"
+STAYS_UPGRADED = "taken over by another protocol"
+STAYS_CLOSING = "closing already"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """
+    What to do with one connection now.
+
+    C{kind} is C{movable} (C{buffered} goes with it), C{busy} (maybe later:
+    C{reason} says what it waits for) or C{stays} (never: C{reason} says why).
+    """
+
+    kind: Literal["movable", "busy", "stays"]
+    reason: str = ""
+    buffered: bytes = b""
+
+
+def _pendingOutput(transport) -> int:
+    """Bytes the transport has yet to write to its socket."""
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return buffered + getattr(transport, "_tempDataLen", 0)
+
+
+def verdict(protocol) -> Verdict:
+    """Whether C{protocol}'s connection can move now, later, or never."""
+    channel = httpChannelOf(protocol)
+    if channel is None:
+        return Verdict("stays", STAYS_NOT_HTTP)
+    transport = channel.transport
+    if transport is None:
+        return Verdict("stays", STAYS_CLOSING)
+    if ISSLTransport.providedBy(transport):
+        return Verdict("stays", STAYS_TLS)
+    if transport is not lowestTransport(protocol):
+        return Verdict("stays", STAYS_WRAPPED)
+    if getattr(transport, "protocol", None) is not protocol:
+        return Verdict("stays", STAYS_UPGRADED)
+    if getattr(transport, "disconnecting", False) or getattr(transport, "disconnected", False):
+        return Verdict("stays", STAYS_CLOSING)
+    if not channel.persistent:
+        return Verdict("stays", STAYS_CLOSING)
+    if channel.requests or channel._handlingRequest or channel._dataBuffer:
+        return Verdict("busy", "a request is in progress")
+    if not channel.line_mode or channel._HTTPChannel__header:
+        return Verdict("busy", "a request is being read")
+    if channel._waitingForTransport or _pendingOutput(transport):
+        return Verdict("busy", "a response is still being written")
+    buffered = bytes(getattr(channel, "_buffer", b""))
+    if len(buffered) > BUFFERED_LIMIT:
+        return Verdict("busy", "too much unparsed input")
+    return Verdict("movable", buffered=buffered)
+
+
+def listenerKeyOf(transport, registry) -> str | None:
+    """The key of the listener a connection came in on, in this generation or an earlier one."""
+    key = getattr(transport, LISTENER_KEY, None)
+    if key is not None:
+        return key
+    port = getattr(transport, "server", None)
+    for listener in registry.listeners:
+        if listener.port is port:
+            return listener.key
+    return None
+
+
+def factoryFor(key: str, registry):
+    """The protocol factory of this generation's listener C{key}, or L{None}."""
+    for listener in registry.listeners:
+        if listener.key == key and key not in registry.internal:
+            return getattr(listener.port, "factory", None)
+    return None
