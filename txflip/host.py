@@ -19,7 +19,8 @@ from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState, takeInheritedState
 from txflip.core.log import log
 from txflip.core.signals import SighupDispatch
-from txflip.systemd import activation
+from txflip.core.startfailure import StartFailureReporter
+from txflip.systemd import activation, fdstore
 from txflip.systemd import notify as sdnotify
 
 
@@ -38,6 +39,7 @@ class HostSettings:
     control: str | None = None
     noControl: bool = False
     argv: list[str] | None = None
+    fdStore: bool = False
     appNotify: bool = False
     """The app speaks sd_notify: its own C{READY=1} is its readiness."""
 
@@ -55,6 +57,10 @@ class Host:
         self.dispatch = SighupDispatch(reactor)
         self.dispatch.install()
         self.inherited: HandoffState | None = takeInheritedState()
+        # Whatever else ends this child before it serves reaches its parent too.
+        self._startFailures = (
+            StartFailureReporter(self.inherited.controlFd) if self.inherited is not None else None
+        )
         self.generation: Generation | None = None
         self._notifySettings = sdnotify.takeFromEnvironment()
         try:
@@ -97,6 +103,9 @@ class Host:
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
         )
         generation.install()
+        # What systemd's fd store hands back is what an earlier configuration
+        # listened on: one this configuration drops must not hold readiness.
+        generation.registry.offered.update(self.activated.storedKeys())
         self.generation = generation
         self.dispatch.generation = generation
         generation.childEnvironment.update(self.activated.childEnvironment())
@@ -113,6 +122,9 @@ class Host:
         control = self._listenControl(settings, generation)
         hidden = {control.key()} if control else ()
         sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)
+        fdstore.install(generation, self._notifySettings, self.activated, optIn=settings.fdStore)
+        if self._startFailures is not None:
+            generation.events.subscribe(self._startFailures.observe)
         if generation.simpleModeReason is not None:
             log.warn(
                 "simple mode: {why}; SIGHUP will not restart, SIGTERM drains",

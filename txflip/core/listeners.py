@@ -61,10 +61,29 @@ class HandoffUNIXPort(unix.Port):
             unix.Port._logConnectionLostMsg(self)
 
     def connectionLost(self, reason):
-        if self.keepPath:
-            tcp.Port.connectionLost(self, reason)
-        else:
-            unix.Port.connectionLost(self, reason)
+        # unix.Port.connectionLost, except that a path that cannot be removed
+        # (a read-only filesystem) is logged and the socket is closed anyway:
+        # there, an unlink error skipped the close and failed the shutdown.
+        if not self.keepPath:
+            self._removePath()
+            if self.lockFile is not None:
+                self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+    def _removePath(self) -> None:
+        path = self._bindPath
+        if path[:1] in (b"\0", "\0"):
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.error(
+                "cannot remove {path}: {error}; closing the socket anyway",
+                path=os.fsdecode(path),
+                error=e.strerror,
+            )
 
 
 @dataclass
@@ -274,6 +293,13 @@ class ListenerRegistry:
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
         """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
+        self.offered: set[str] = set()
+        """Keys of inherited sockets that are offered, not promised (systemd's fd store
+        hands back what an earlier configuration had): not listening on one again
+        keeps no one waiting; it is closed once this generation is ready."""
+        self.heldElsewhere: set[str] = set()
+        """Keys of listeners whose socket another process keeps for the next start
+        (systemd's fd store): a final shutdown lets go of them as at a handoff."""
 
     # The reactor's listen methods, as this generation offers them.
 
@@ -401,8 +427,8 @@ class ListenerRegistry:
         return childFDs, described
 
     def unclaimed(self) -> list[str]:
-        """Keys of inherited sockets nobody has listened on again yet."""
-        return sorted(self._inherited)
+        """Keys of inherited sockets nobody has listened on again yet (offers aside)."""
+        return sorted(key for key in self._inherited if key not in self.offered)
 
     def closeUnclaimed(self) -> None:
         """Close inherited sockets this generation's configuration no longer asks for."""
@@ -445,9 +471,29 @@ class ListenerRegistry:
         self._createdPaths.clear()
 
     def stopAll(self):
-        """Close every listener for good (a final shutdown: UNIX paths are removed)."""
+        """
+        Close every listener for good (a final shutdown: UNIX paths are removed).
+
+        One that fails to close is logged and the others go on: the shutdown
+        (its drain, its exit) never depends on closing a socket. One held
+        elsewhere is released instead: its path and socket stay usable.
+        """
         from twisted.internet.defer import gatherResults, maybeDeferred
 
+        def failed(failure, key: str) -> None:
+            log.error(
+                "closing listener {key} failed: {error}; shutting down anyway",
+                key=key,
+                error=failure.getErrorMessage(),
+            )
+
         return gatherResults(
-            [maybeDeferred(listener.port.stopListening) for listener in self.active()]
+            [
+                maybeDeferred(
+                    listener.release
+                    if listener.key in self.heldElsewhere
+                    else listener.port.stopListening
+                ).addErrback(failed, listener.key)
+                for listener in self.active()
+            ]
         )

@@ -130,7 +130,7 @@ def lookUp(name: str) -> object:
         moduleName, _, attrPath = name.partition(":")
         try:
             obj = importlib.import_module(moduleName)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(
                 f"cannot import {moduleName!r} for --app {name}: {_importProblem(e, moduleName)}"
             ) from None
@@ -138,7 +138,7 @@ def lookUp(name: str) -> object:
     else:
         try:
             obj, attrs = _importLongestPrefix(name)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(f"cannot import --app {name}: {_importProblem(e, name)}") from None
     for attr in attrs:
         try:
@@ -217,7 +217,7 @@ def _serve(name: str, obj: object, reactor, mayCall: bool) -> LoadedApp:
     if hasResourceMethod(obj):
         try:
             resource = obj.resource()
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(f"--app {name}: .resource() raised {errorText(e)}") from None
         if not IResource.providedBy(resource):
             raise AppError(
@@ -236,7 +236,7 @@ def _serve(name: str, obj: object, reactor, mayCall: bool) -> LoadedApp:
             )
         try:
             made = obj()
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise AppError(f"calling --app {name}() raised {errorText(e)}") from None
         return _serve(name, made, reactor, mayCall=False)
     if isinstance(obj, types.ModuleType):

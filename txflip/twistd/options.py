@@ -78,6 +78,12 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
     optFlags = [
         ["no-control", None, "Do not open a control socket."],
         [
+            "fd-store",
+            None,
+            "Keep the listening sockets in systemd's fd store (FileDescriptorStoreMax=), "
+            "so they outlive a crash or a full restart; implied by $FDSTORE (systemd 254+).",
+        ],
+        [
             "app-notify",
             None,
             "The app speaks sd_notify: give it a NOTIFY_SOCKET of flip's own and take its "
@@ -211,6 +217,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         closeSpread=_seconds(options, "close-spread", orZero=True),
         control=options["control"],
         noControl=bool(options["no-control"]),
+        fdStore=bool(options["fd-store"]),
         appNotify=bool(options["app-notify"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
     )
