@@ -152,19 +152,24 @@ def unixKey(path: str | bytes) -> str:
     return "unix:" + os.path.abspath(path)
 
 
-def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
-    """A new, non-blocking, close-on-exec TCP listening socket."""
+def _unboundSocket(port: int, interface: str, kind: int) -> tuple[socket.socket, tuple]:
+    """A close-on-exec socket of C{kind} for C{interface}, and the address to bind it to."""
     family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
     try:
         if family == socket.AF_INET6:
             address = socket.getaddrinfo(
-                interface, port, socket.AF_INET6, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+                interface, port, socket.AF_INET6, kind, 0, socket.AI_NUMERICHOST
             )[0][4]
         else:
-            address = (interface, port)
-        skt = socket.socket(family, socket.SOCK_STREAM)
+            address = (interface or "0.0.0.0", port)
+        return socket.socket(family, kind), address
     except OSError as e:
         raise CannotListenError(interface, port, e)
+
+
+def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
+    """A new, non-blocking, close-on-exec TCP listening socket."""
+    skt, address = _unboundSocket(port, interface, socket.SOCK_STREAM)
     try:
         skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         skt.bind(address)
@@ -184,17 +189,7 @@ def bindUDP(port: int, interface: str) -> socket.socket:
     the same port and silently share its traffic; the next generation gets
     this very socket instead.
     """
-    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-    try:
-        if family == socket.AF_INET6:
-            address = socket.getaddrinfo(
-                interface, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
-            )[0][4]
-        else:
-            address = (interface or "0.0.0.0", port)
-        skt = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError as e:
-        raise CannotListenError(interface, port, e)
+    skt, address = _unboundSocket(port, interface, socket.SOCK_DGRAM)
     try:
         skt.bind(address)
         skt.setblocking(False)
