@@ -110,6 +110,9 @@ class VerifyUnitsTests(TestCase):
     def test_notifyReload(self) -> None:
         self.assertVerifies("myapp-notify-reload.service")
 
+    def test_fdStore(self) -> None:
+        self.assertVerifies("myapp-fdstore.service")
+
     def test_everyUnitIsCovered(self) -> None:
         shipped = {os.path.basename(p) for p in glob.glob(os.path.join(UNITS, "*.s*"))}
         self.assertEqual(
@@ -120,6 +123,7 @@ class VerifyUnitsTests(TestCase):
                 "myapp-activated.socket",
                 "myapp-activated.service",
                 "myapp-notify-reload.service",
+                "myapp-fdstore.service",
             },
         )
 

@@ -19,7 +19,8 @@ from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState, takeInheritedState
 from txflip.core.log import log
 from txflip.core.signals import SighupDispatch
-from txflip.systemd import activation
+from txflip.core.startfailure import StartFailureReporter
+from txflip.systemd import activation, fdstore
 from txflip.systemd import notify as sdnotify
 from txflip.workers.role import takeWorkerRole
 
@@ -35,9 +36,11 @@ class HostSettings:
     pidFile: str | None = None
     readyTimeout: float = 60.0
     drainTimeout: float = 30.0
+    closeSpread: float = 3.0
     control: str | None = None
     noControl: bool = False
     argv: list[str] | None = None
+    fdStore: bool = False
     appNotify: bool = False
     """The app speaks sd_notify: its own C{READY=1} is its readiness."""
     workers: int = 1
@@ -57,6 +60,10 @@ class Host:
         self.dispatch = SighupDispatch(reactor)
         self.dispatch.install()
         self.inherited: HandoffState | None = takeInheritedState()
+        # Whatever else ends this child before it serves reaches its parent too.
+        self._startFailures = (
+            StartFailureReporter(self.inherited.controlFd) if self.inherited is not None else None
+        )
         # --workers: a worker is told so by its leader (txflip.workers.role).
         self.workerRole = takeWorkerRole()
         self.generation: Generation | None = None
@@ -102,12 +109,16 @@ class Host:
             pidFile=self.checkedPIDFile(settings.pidFile),
             readyTimeout=settings.readyTimeout,
             drainTimeout=settings.drainTimeout,
+            closeSpread=settings.closeSpread,
             argv=settings.argv,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
             **extra,
         )
         generation.install()
+        # What systemd's fd store hands back is what an earlier configuration
+        # listened on: one this configuration drops must not hold readiness.
+        generation.registry.offered.update(self.activated.storedKeys())
         self.generation = generation
         self.dispatch.generation = generation
         generation.childEnvironment.update(self.activated.childEnvironment())
@@ -123,6 +134,9 @@ class Host:
         control = self._listenControl(settings, generation)
         hidden = {control.key()} if control else ()
         sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)
+        fdstore.install(generation, self._notifySettings, self.activated, optIn=settings.fdStore)
+        if self._startFailures is not None:
+            generation.events.subscribe(self._startFailures.observe)
         if generation.simpleModeReason is not None:
             log.warn(
                 "simple mode: {why}; SIGHUP will not restart, SIGTERM drains",
@@ -147,6 +161,7 @@ class Host:
             role=role,
             readyTimeout=settings.readyTimeout,
             drainTimeout=settings.drainTimeout,
+            closeSpread=settings.closeSpread,
             argv=settings.argv,
             inherited=self.inherited,
         )
@@ -155,6 +170,8 @@ class Host:
         self.dispatch.generation = generation
         if settings.appNotify:
             self._hearAppNotify(generation)
+        if self._startFailures is not None:
+            generation.events.subscribe(self._startFailures.observe)
         log.info(
             "worker {index} of {count} starting, handed {listeners} listener(s) "
             "by its leader, PID {leader}",

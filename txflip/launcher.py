@@ -19,7 +19,8 @@ import sys
 
 USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
-    "[--control PATH | --no-control] [--reactor NAME] (-m MODULE | SCRIPT) [ARGS...]"
+    "[--control PATH | --no-control] [--fd-store] [--app-notify] [--reactor NAME] "
+    "(-m MODULE | SCRIPT) [ARGS...]"
 )
 
 
@@ -45,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=_seconds, default=30.0)
     p.add_argument("--control", help="control socket path (default: PID file + .control)")
     p.add_argument("--no-control", action="store_true", help="open no control socket")
+    p.add_argument(
+        "--fd-store", action="store_true", help="keep the listeners in systemd's fd store"
+    )
     p.add_argument(
         "--app-notify",
         action="store_true",
@@ -104,6 +108,7 @@ def main(argv: list[str]) -> int:
                 drainTimeout=args.drain_timeout,
                 control=args.control,
                 noControl=args.no_control,
+                fdStore=args.fd_store,
                 appNotify=args.app_notify,
             )
         )

@@ -46,8 +46,15 @@ class ScriptedAttempt(UpgradeAttempt):
     def childCloses(self) -> None:
         self._channel.connectionLost(None)
 
-    def childExits(self, why: str = "exited with code 1") -> None:
+    def childExits(self, why: str = "exited with code 1", closesChannel: bool = True) -> None:
+        """
+        The child's exit status arrives; then, as when a real child exits, its
+        end of the channel closes (unless C{closesChannel} is false: the end of
+        file is yet to be read, or something the child started holds it).
+        """
         self._ended(why)
+        if closesChannel and not self._channelGone:
+            self.childCloses()
 
     def parentSaid(self) -> list[str]:
         return self.channelTransport.value().decode().split()

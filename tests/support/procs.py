@@ -203,7 +203,7 @@ class Flip:
             *self.args,
         ]
 
-    def start(self, waitReady: bool = True) -> int:
+    def start(self, waitReady: bool = True, passFds: tuple[int, ...] = ()) -> int:
         self.process = subprocess.Popen(
             self.command(),
             cwd=self.workdir,
@@ -212,6 +212,7 @@ class Flip:
             stdout=open(self.logPath, "ab"),
             stderr=open(os.path.join(self.workdir, "stderr.log"), "ab"),
             start_new_session=True,
+            pass_fds=passFds,
         )
         self.seen.add(self.process.pid)
         if waitReady:

@@ -26,6 +26,8 @@ EXIT_FAILED = 1
 EXIT_UNREACHABLE = 2
 EXIT_TIMEOUT = 124
 DEFAULT_TIMEOUT = 120.0
+FULL_QUEUE_RETRY_SECONDS = 2.0
+"""How long a full queue (a burst of clients) is retried before giving up."""
 
 
 class Unreachable(Exception):
@@ -42,11 +44,38 @@ def controlPath(args: argparse.Namespace) -> str:
     )
 
 
-def connect(path: str, timeout: float) -> socket.socket:
+def connect(path: str, timeout: float, retryFor: float = FULL_QUEUE_RETRY_SECONDS) -> socket.socket:
+    """
+    Connect to the control socket at C{path}.
+
+    A unix socket whose queue is full refuses at once (C{EAGAIN}) rather than
+    waiting: that is retried with a growing pause for up to C{retryFor}
+    seconds, since a burst of clients drains in milliseconds.
+    """
+    giveUpAt = time.monotonic() + min(retryFor, timeout)
+    pause = 0.005
+    while True:
+        try:
+            return _connectOnce(path, timeout)
+        except BlockingIOError:
+            if time.monotonic() + pause > giveUpAt:
+                raise Unreachable(
+                    f"the control socket {path} is not accepting: its queue stayed full "
+                    f"for {min(retryFor, timeout):g}s; try again, or check that the server "
+                    "is not stuck"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
+def _connectOnce(path: str, timeout: float) -> socket.socket:
     skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     skt.settimeout(timeout)
     try:
         skt.connect(path)
+    except BlockingIOError:
+        skt.close()
+        raise
     except FileNotFoundError:
         skt.close()
         raise Unreachable(

@@ -33,6 +33,9 @@ from txflip.core.generation import Generation
 from txflip.core.log import log
 
 COMMAND_TIMEOUT = 10.0
+LISTEN_BACKLOG = socket.SOMAXCONN
+"""Room for a burst of clients (a deploy script's loop, monitoring): the kernel
+caps it at net.core.somaxconn, and the client retries a full queue briefly."""
 
 
 def peerCredentials(skt: socket.socket) -> tuple[int, int, int]:
@@ -175,7 +178,7 @@ class ControlServer(Factory):
 
     def listen(self, reactor):
         """Listen through the reactor (the registry), so the socket is handed over."""
-        port = reactor.listenUNIX(self.path, self, mode=0o600)
+        port = reactor.listenUNIX(self.path, self, mode=0o600, backlog=LISTEN_BACKLOG)
         self.registry.internal.add(self.key())
         return port
 

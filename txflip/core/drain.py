@@ -23,6 +23,8 @@ The drain, after a handoff or on SIGTERM/SIGINT:
   - An idle TLS connection is never closed: it closes after its next response
     (which says C{Connection: close}), when its client closes it, or at the
     deadline.
+  - Long-lived protocols (WebSockets, protocols with C{drainStarted}): told to
+    close, one at a time over the close-spread window (L{txflip.core.farewell}).
   - Other protocols: the drain waits for them to close.
   - At the drain timeout, whatever is left is aborted.
 """
@@ -39,6 +41,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPChannel
 
+from txflip.core.farewell import Farewell
 from txflip.core.log import log
 
 _TRACKED_MARK = "_txflipTracked"
@@ -151,11 +154,47 @@ class _HTTPDrainState:
         return now - self.lastActivity
 
 
+def _currentProtocol(transport):
+    """The protocol a connection's socket feeds now, below any TLS or wrapping layers."""
+    protocol = getattr(transport, "protocol", None)
+    while getattr(protocol, "wrappedProtocol", None) is not None:
+        protocol = protocol.wrappedProtocol
+    return protocol
+
+
+def _rememberTransport(protocol, transports: weakref.WeakSet) -> None:
+    """Record the socket C{protocol} is connected to, when it is."""
+    makeConnection = protocol.makeConnection
+
+    def remembering(transport) -> None:
+        del protocol.makeConnection
+        lowest = transport
+        while getattr(lowest, "transport", None) is not None:
+            lowest = lowest.transport
+        try:
+            transports.add(lowest)
+        except TypeError:
+            pass
+        makeConnection(transport)
+
+    try:
+        protocol.makeConnection = remembering
+    except AttributeError:
+        pass
+
+
 class ConnectionTracker:
-    """Remembers every connection built by the factories it has seen."""
+    """
+    Remembers every connection built by the factories it has seen.
+
+    Each connection is known by its protocol and by its socket's transport, so a
+    connection whose protocol changes (a WebSocket upgrade takes the transport
+    away from the HTTP channel) is still found, through the transport.
+    """
 
     def __init__(self) -> None:
         self._protocols: weakref.WeakSet = weakref.WeakSet()
+        self._transports: weakref.WeakSet = weakref.WeakSet()
 
     def track(self, factory):
         """Wrap C{factory.buildProtocol} so its connections are remembered; return C{factory}."""
@@ -163,11 +202,13 @@ class ConnectionTracker:
             return factory
         build = factory.buildProtocol
         protocols = self._protocols
+        transports = self._transports
 
         def buildProtocol(addr):
             protocol = build(addr)
             if protocol is not None:
                 protocols.add(protocol)
+                _rememberTransport(protocol, transports)
             return protocol
 
         factory.buildProtocol = buildProtocol
@@ -175,14 +216,26 @@ class ConnectionTracker:
         return factory
 
     def open(self) -> list:
-        """The connections still open."""
-        return [p for p in list(self._protocols) if isOpen(p)]
+        """The connections still open, each by the protocol that now owns it."""
+        protocols = [p for p in list(self._protocols) if isOpen(p)]
+        owned = {id(lowestTransport(p)) for p in protocols}
+        for transport in list(self._transports):
+            if id(transport) in owned or getattr(transport, "disconnected", False):
+                continue
+            protocol = _currentProtocol(transport)
+            if protocol is not None and isOpen(protocol):
+                protocols.append(protocol)
+        return protocols
 
 
 class Drain:
     """
     One drain of every tracked connection, bounded by C{timeout}.
 
+    @param closeSpread: seconds over which long-lived connections are told to
+        close (at most half of C{timeout}, so that they have time to).
+    @param handedOver: whether a newer generation serves (a restart) rather
+        than this being a final shutdown.
     @ivar done: fires with the number of connections aborted at the deadline.
     """
 
@@ -194,6 +247,8 @@ class Drain:
         idleGrace: float = 1.0,
         interval: float = 0.05,
         claims: Claims | None = None,
+        closeSpread: float = 0.0,
+        handedOver: bool = False,
     ) -> None:
         self._reactor = reactor
         self._tracker = tracker
@@ -209,17 +264,33 @@ class Drain:
         self._started = 0.0
         self._drained: set[int] = set()
         self._closedIdle: set[int] = set()
+        self._closeSpread = min(closeSpread, timeout / 2)
+        self._handedOver = handedOver
+        self._farewell: Farewell | None = None
 
     def start(self) -> Deferred:
         now = time.monotonic()
         self._started = now
         self._deadline = now + self._timeout
+        self._farewell = Farewell(
+            self._reactor,
+            self._closeSpread,
+            self._reactor.seconds() + self._timeout,
+            self._handedOver,
+        )
         connections = self._tracker.open()
+        longLived = self._farewell.plan(connections)
         log.info(
             "draining {count} connection(s), at most {timeout}s",
             count=len(connections),
             timeout=self._timeout,
         )
+        if longLived:
+            log.info(
+                "telling {count} long-lived connection(s) to close over {spread:.1f}s",
+                count=longLived,
+                spread=self._farewell.spread,
+            )
         self._deadlineCall = self._reactor.callLater(self._timeout + 1, self._abortAll)
         self._loop = LoopingCall(self._check)
         self._loop.clock = self._reactor
@@ -250,6 +321,7 @@ class Drain:
         if now >= self._deadline:
             self._abortAll()
             return
+        self._farewell.tellDue(remaining)
         for protocol in remaining:
             if self._claims is not None and self._claims.claimed(protocol):
                 continue

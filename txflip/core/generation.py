@@ -61,6 +61,8 @@ class Generation:
     @param pidFile: the PID file each generation rewrites once it serves.
     @param readyTimeout: seconds a new generation has to become ready and serve.
     @param drainTimeout: seconds to finish connections in flight before aborting.
+    @param closeSpread: seconds over which long-lived connections are told to
+        close when the drain starts (L{txflip.core.farewell}).
     @param argv: the successor's command line (default: this process's).
     @param inherited: what the predecessor handed down (default: read from
         this process's environment, or L{None} in a first generation).
@@ -91,6 +93,7 @@ class Generation:
         pidFile: str | None = None,
         readyTimeout: float = 60.0,
         drainTimeout: float = 30.0,
+        closeSpread: float = 3.0,
         argv: list[str] | None = None,
         cwd: str | None = None,
         inherited: HandoffState | None | object = _FROM_ENVIRONMENT,
@@ -112,6 +115,7 @@ class Generation:
         self.pidFile = os.path.abspath(pidFile) if pidFile else None
         self.readyTimeout = readyTimeout
         self.drainTimeout = drainTimeout
+        self.closeSpread = closeSpread
         self.simpleModeReason = (
             detectSimpleMode() if simpleModeReason is _FROM_ENVIRONMENT else simpleModeReason
         )
@@ -509,17 +513,24 @@ class Generation:
             connections=len(self.tracker.open()),
             moving=self._mover is not None,
         )
-        self._drain = self._newDrain()
+        self._drain = self._newDrain(handedOver)
         if self._mover is not None:
             self._mover.start()
         return self._drain.start()
 
-    def _newDrain(self):
+    def _newDrain(self, handedOver: bool):
         """
         The drain of this generation's connections. A hook for txflip.workers:
         a leader's connections are its workers', so it drains them instead.
         """
-        return Drain(self._reactor, self.tracker, self.drainTimeout, claims=self._mover)
+        return Drain(
+            self._reactor,
+            self.tracker,
+            self.drainTimeout,
+            claims=self._mover,
+            closeSpread=self.closeSpread,
+            handedOver=handedOver,
+        )
 
     def _stopBeforeServing(self, why: str) -> None:
         self._moveTo(State.STOPPING)

@@ -8,9 +8,15 @@ down when it stops, killing the listener the next generation shares; an
 adopted one is only closed (docs/design.rst, "listenTCP shuts its socket down").
 
 L{ListenerRegistry} also stands in for the reactor's C{listenTCP},
-C{listenUNIX} and C{listenSSL}, so that an app that listens by itself (through
-C{strports}, endpoints or the reactor) adopts the socket its predecessor
-handed down for the same address, without changing a line.
+C{listenUNIX}, C{listenSSL} and C{listenUDP}, so that an app that listens by
+itself (through C{strports}, endpoints or the reactor) adopts the socket its
+predecessor handed down for the same address, without changing a line.
+
+A UDP port is one socket shared by both generations during a handoff: the old
+one stops reading when it pauses, so datagrams waiting in the socket's buffer
+are read by the new one, and keeps the socket open for writing until it exits,
+so that answers to datagrams it had already read still go out from the right
+address. Multicast ports are not handed over (C{listenMulticast} is refused).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp, udp, unix
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
@@ -55,10 +61,29 @@ class HandoffUNIXPort(unix.Port):
             unix.Port._logConnectionLostMsg(self)
 
     def connectionLost(self, reason):
-        if self.keepPath:
-            tcp.Port.connectionLost(self, reason)
-        else:
-            unix.Port.connectionLost(self, reason)
+        # unix.Port.connectionLost, except that a path that cannot be removed
+        # (a read-only filesystem) is logged and the socket is closed anyway:
+        # there, an unlink error skipped the close and failed the shutdown.
+        if not self.keepPath:
+            self._removePath()
+            if self.lockFile is not None:
+                self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+    def _removePath(self) -> None:
+        path = self._bindPath
+        if path[:1] in (b"\0", "\0"):
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.error(
+                "cannot remove {path}: {error}; closing the socket anyway",
+                path=os.fsdecode(path),
+                error=e.strerror,
+            )
 
 
 @dataclass
@@ -75,7 +100,7 @@ class Listener:
 
     @property
     def listening(self) -> bool:
-        return bool(getattr(self.port, "connected", False))
+        return not self.released and bool(getattr(self.port, "connected", False))
 
     def pause(self) -> None:
         """Leave new connections in the kernel's queue for now."""
@@ -85,6 +110,8 @@ class Listener:
         """Accept again."""
         self.port.startReading()
 
+    released = False
+
     def release(self):
         """Stop accepting for good; the socket lives on in the other generation."""
         # Twisted would log "(TCP Port 8080 Closed)" while the port goes on
@@ -92,6 +119,11 @@ class Listener:
         log.info("handed over {key}: it stays open in the other generation", key=self.key)
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
+        if isinstance(self.port, udp.Port):
+            # Stop reading, but keep writing answers until this process exits.
+            self.released = True
+            self.port.stopReading()
+            return None
         self.port._logConnectionLostMsg = _logNothing
         return self.port.stopListening()
 
@@ -109,25 +141,35 @@ def tcpKey(port: int, interface: str) -> str:
     return f"tcp:{interface}:{port}"
 
 
+def udpKey(port: int, interface: str) -> str:
+    """The name a UDP port is handed down by."""
+    return "udp:" + tcpKey(port, interface).partition(":")[2]
+
+
 def unixKey(path: str | bytes) -> str:
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     return "unix:" + os.path.abspath(path)
 
 
-def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
-    """A new, non-blocking, close-on-exec TCP listening socket."""
+def _unboundSocket(port: int, interface: str, kind: int) -> tuple[socket.socket, tuple]:
+    """A close-on-exec socket of C{kind} for C{interface}, and the address to bind it to."""
     family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
     try:
         if family == socket.AF_INET6:
             address = socket.getaddrinfo(
-                interface, port, socket.AF_INET6, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+                interface, port, socket.AF_INET6, kind, 0, socket.AI_NUMERICHOST
             )[0][4]
         else:
-            address = (interface, port)
-        skt = socket.socket(family, socket.SOCK_STREAM)
+            address = (interface or "0.0.0.0", port)
+        return socket.socket(family, kind), address
     except OSError as e:
         raise CannotListenError(interface, port, e)
+
+
+def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
+    """A new, non-blocking, close-on-exec TCP listening socket."""
+    skt, address = _unboundSocket(port, interface, socket.SOCK_STREAM)
     try:
         skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         skt.bind(address)
@@ -137,6 +179,34 @@ def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
         skt.close()
         raise CannotListenError(interface, port, e)
     return skt
+
+
+def bindUDP(port: int, interface: str) -> socket.socket:
+    """
+    A new, non-blocking, close-on-exec UDP socket.
+
+    No C{SO_REUSEADDR}: on a datagram socket it would let a second process bind
+    the same port and silently share its traffic; the next generation gets
+    this very socket instead.
+    """
+    skt, address = _unboundSocket(port, interface, socket.SOCK_DGRAM)
+    try:
+        skt.bind(address)
+        skt.setblocking(False)
+    except OSError as e:
+        skt.close()
+        raise CannotListenError(interface, port, e)
+    return skt
+
+
+class MulticastNotHandedOver(Exception):
+    """C{listenMulticast} under flip: multicast ports are not handed over."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            f"listenMulticast({port}) is not supported under txflip: multicast ports are "
+            "not handed over at a restart; serve multicast from a process flip does not run"
+        )
 
 
 def _clearStaleUNIXPath(path: str) -> None:
@@ -218,14 +288,23 @@ class ListenerRegistry:
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
         """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
+        self.offered: set[str] = set()
+        """Keys of inherited sockets that are offered, not promised (systemd's fd store
+        hands back what an earlier configuration had): not listening on one again
+        keeps no one waiting; it is closed once this generation is ready."""
+        self.heldElsewhere: set[str] = set()
+        """Keys of listeners whose socket another process keeps for the next start
+        (systemd's fd store): a final shutdown lets go of them as at a handoff."""
 
     # The reactor's listen methods, as this generation offers them.
 
     def install(self) -> None:
-        """Stand in for the reactor's C{listenTCP}, C{listenUNIX} and C{listenSSL}."""
+        """Stand in for the reactor's C{listenTCP}, C{listenUNIX}, C{listenSSL} and C{listenUDP}."""
         self._reactor.listenTCP = self.listenTCP
         self._reactor.listenUNIX = self.listenUNIX
         self._reactor.listenSSL = self.listenSSL
+        self._reactor.listenUDP = self.listenUDP
+        self._reactor.listenMulticast = self.listenMulticast
 
     def listenTCP(self, port: int, factory, backlog: int = 50, interface: str = ""):
         return self._adoptTCP(port, self._factoryHook(factory), backlog, interface)
@@ -252,6 +331,25 @@ class ListenerRegistry:
             finally:
                 skt.close()
         return self._register(key, family, adopted, inherited is not None)
+
+    def listenUDP(self, port: int, protocol, interface: str = "", maxPacketSize: int = 8192):
+        key = self._uniqueKey(udpKey(port, interface))
+        family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+        inherited = self._inherited.pop(key, None)
+        if inherited is not None:
+            fd = inherited.fd
+        else:
+            skt = bindUDP(port, interface)
+            fd = os.dup(skt.fileno())
+            skt.close()
+        try:
+            adopted = self._reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize)
+        finally:
+            os.close(fd)
+        return self._register(key, family, adopted, inherited is not None)
+
+    def listenMulticast(self, port: int, protocol, interface: str = "", *args, **kwargs):
+        raise MulticastNotHandedOver(port)
 
     def listenUNIX(self, address, factory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0):
         path = os.path.abspath(os.fsdecode(address))
@@ -324,8 +422,8 @@ class ListenerRegistry:
         return childFDs, described
 
     def unclaimed(self) -> list[str]:
-        """Keys of inherited sockets nobody has listened on again yet."""
-        return sorted(self._inherited)
+        """Keys of inherited sockets nobody has listened on again yet (offers aside)."""
+        return sorted(key for key in self._inherited if key not in self.offered)
 
     def closeUnclaimed(self) -> None:
         """Close inherited sockets this generation's configuration no longer asks for."""
@@ -368,9 +466,29 @@ class ListenerRegistry:
         self._createdPaths.clear()
 
     def stopAll(self):
-        """Close every listener for good (a final shutdown: UNIX paths are removed)."""
+        """
+        Close every listener for good (a final shutdown: UNIX paths are removed).
+
+        One that fails to close is logged and the others go on: the shutdown
+        (its drain, its exit) never depends on closing a socket. One held
+        elsewhere is released instead: its path and socket stay usable.
+        """
         from twisted.internet.defer import gatherResults, maybeDeferred
 
+        def failed(failure, key: str) -> None:
+            log.error(
+                "closing listener {key} failed: {error}; shutting down anyway",
+                key=key,
+                error=failure.getErrorMessage(),
+            )
+
         return gatherResults(
-            [maybeDeferred(listener.port.stopListening) for listener in self.active()]
+            [
+                maybeDeferred(
+                    listener.release
+                    if listener.key in self.heldElsewhere
+                    else listener.port.stopListening
+                ).addErrback(failed, listener.key)
+                for listener in self.active()
+            ]
         )

@@ -94,6 +94,8 @@ class UpgradeAttempt:
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
+        self._exitedHow: str | None = None
+        self._channelGone = False
         self._channel: SuccessorChannel | None = None
         self._transfer: socket.socket | None = None  # connection transfer (txflip.core.connmove)
         self._process = None
@@ -262,9 +264,13 @@ class UpgradeAttempt:
             self._fail("it reported that it cannot start")
 
     def _channelLost(self) -> None:
-        # The channel usually closes because the child exited: give its exit
-        # status a moment to arrive, since it is the better reason to log.
-        if self._outcome is None:
+        self._channelGone = True
+        if self._outcome is None and self._exitedHow is not None:
+            # Everything the dead child wrote has been read now.
+            self._fail(self._exitedHow + " before serving")
+        elif self._outcome is None:
+            # The channel usually closes because the child exited: give its exit
+            # status a moment to arrive, since it is the better reason to log.
             self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._channelLostForGood)
 
     def _channelLostForGood(self) -> None:
@@ -275,7 +281,13 @@ class UpgradeAttempt:
         self._childEnded = True
         if self._killTimer is not None and self._killTimer.active():
             self._killTimer.cancel()
-        if self._outcome is None:
+        if self._outcome is None and self._channel is not None and not self._channelGone:
+            # A child that cannot start says why, then exits at once: the line
+            # may still be unread although the exit status is here. What it
+            # said beats how it exited, so read on until the channel ends.
+            self._exitedHow = why
+            self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._exitedForGood)
+        elif self._outcome is None:
             self._fail(why + " before serving")
         elif not self._outcome.succeeded and not self.result.called:
             self.result.callback(self._outcome)
@@ -283,6 +295,11 @@ class UpgradeAttempt:
             if self._silenceCheck is not None and self._silenceCheck.running:
                 self._silenceCheck.stop()
             self.successorEnded.callback(why)
+
+    def _exitedForGood(self) -> None:
+        # Something the child started may hold the channel open.
+        if self._outcome is None:
+            self._fail(self._exitedHow + " before serving")
 
     def _timedOut(self) -> None:
         if self._outcome is None:

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from txflip.core.channel import reportFailureSynchronously
 from txflip.core.generation import Generation
+from txflip.core.log import log
 
 
 def fatal(message: str, generation: Generation | None = None, controlFd: int | None = None):
@@ -99,8 +100,16 @@ class GenerationService(Service):
         stopped = self.generation.stop()
         if self.appService is not None:
             stopped.addCallback(lambda _: maybeDeferred(self.appService.stopService))
+            # An app that fails to stop is logged; the exit is still clean.
+            stopped.addErrback(self._appStopFailed)
         stopped.addCallback(lambda _: self._cleanExit())
         return stopped
+
+    def _appStopFailed(self, failure: Failure) -> None:
+        log.error(
+            "stopping the app failed: {error}; shutting down anyway",
+            error=f"{failure.type.__name__}: {failure.getErrorMessage()}",
+        )
 
     def _cleanExit(self) -> None:
         # twistd re-raises a SIGTERM/SIGINT that stopped the reactor, so the

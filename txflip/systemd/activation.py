@@ -19,6 +19,11 @@ they are read from C{/proc/self/environ}, the environment this process was
 started with, where C{LISTEN_PID} still says whether they were meant for us.
 Either way they are removed from C{os.environ}, so no process the app starts
 sees them; the next txflip generation gets txflip's own L{ENV_CARRIED}.
+
+Descriptors systemd passes back from its fd store (L{txflip.systemd.fdstore})
+carry the names txflip gave them: each is adopted as the listener its name
+stands for, and is not one of the C{.socket} unit's sockets that
+C{systemd:name=}, C{systemd:index=} and the no-C{--listen} default speak of.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import stat
 from dataclasses import dataclass, field
 
 from txflip.core.listeners import tcpKey, unixKey
+from txflip.core.log import log
+from txflip.systemd.fdnames import isOurs, keyForName
 
 ENV_CARRIED = "TXFLIP_ACTIVATION"
 LISTEN_FDS_START = 3
@@ -56,14 +63,16 @@ class Activation:
     What socket activation gave this service.
 
     @ivar sockets: the descriptors to adopt (first generation only).
-    @ivar keys: the address key of each passed socket, in systemd's order.
-    @ivar names: each socket's C{FileDescriptorName=}, in the same order.
+    @ivar keys: the address key of each socket of a C{.socket} unit, in systemd's order.
+    @ivar names: each of those sockets' C{FileDescriptorName=}, in the same order.
+    @ivar stored: the names of the descriptors passed back from the fd store.
     """
 
     sockets: list[ActivatedSocket] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     source: str = "environment"
+    stored: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.keys)
@@ -72,6 +81,10 @@ class Activation:
         if not self.keys:
             return {}
         return {ENV_CARRIED: json.dumps({"keys": self.keys, "names": self.names})}
+
+    def storedKeys(self) -> list[str]:
+        """The keys of the sockets passed back from the fd store."""
+        return [s.key for s in self.sockets if isOurs(s.name)]
 
     def inheritedListeners(self):
         from txflip.core.handoff import InheritedListener
@@ -226,10 +239,24 @@ def takeActivation(environ: dict | None = None, pid: int | None = None) -> Activ
     activation = Activation(source=source)
     for offset in range(count):
         fd = LISTEN_FDS_START + offset
-        key, family = _keyOf(fd, names[offset])
+        name = names[offset]
+        key, family = _keyOf(fd, name)
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
-        activation.sockets.append(ActivatedSocket(fd, names[offset], key, family))
-        activation.keys.append(key)
-        activation.names.append(names[offset])
+        if isOurs(name):
+            key = keyForName(name) or key
+            activation.stored.append(name)
+        if any(s.key == key for s in activation.sockets):
+            log.warn(
+                "socket activation: closing descriptor {fd} ({name}): {key} was passed twice",
+                fd=fd,
+                name=name,
+                key=key,
+            )
+            os.close(fd)
+            continue
+        activation.sockets.append(ActivatedSocket(fd, name, key, family))
+        if not isOurs(name):
+            activation.keys.append(key)
+            activation.names.append(name)
     return activation

@@ -21,11 +21,12 @@ gets them deliberately, in L{ENV_CARRIED}.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twisted.internet.task import LoopingCall
 
@@ -33,21 +34,39 @@ from txflip.core.generation import Generation
 from txflip.core.log import log
 
 ENV_CARRIED = "TXFLIP_SYSTEMD"
-_SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "FDSTORE")
 
 
 @dataclass(frozen=True)
 class NotifySettings:
-    """Where to notify systemd, and how often the watchdog wants to hear from us."""
+    """
+    Where to notify systemd, and how often the watchdog wants to hear from us.
+
+    @ivar fdStoreMax: C{FileDescriptorStoreMax=}, when systemd said (C{$FDSTORE},
+        systemd 254 and later).
+    @ivar stored: the names under which earlier generations stored descriptors
+        in systemd's fd store.
+    """
 
     socket: str | None = None
     watchdogUsec: int | None = None
+    fdStoreMax: int | None = None
+    stored: tuple[str, ...] = ()
 
     def childEnvironment(self) -> dict[str, str]:
         """What the next txflip generation needs to go on notifying."""
         if not self.socket:
             return {}
-        return {ENV_CARRIED: json.dumps({"socket": self.socket, "watchdogUsec": self.watchdogUsec})}
+        carried = {
+            "socket": self.socket,
+            "watchdogUsec": self.watchdogUsec,
+            "fdStoreMax": self.fdStoreMax,
+            "stored": list(self.stored),
+        }
+        return {ENV_CARRIED: json.dumps(carried)}
+
+    def withStored(self, names) -> NotifySettings:
+        return replace(self, stored=tuple(names))
 
 
 def _positiveInt(text: str | None) -> int | None:
@@ -73,7 +92,10 @@ def takeFromEnvironment(environ: dict | None = None, pid: int | None = None) -> 
         try:
             data = json.loads(carried)
             return NotifySettings(
-                data.get("socket") or None, _positiveInt(data.get("watchdogUsec"))
+                data.get("socket") or None,
+                _positiveInt(data.get("watchdogUsec")),
+                _positiveInt(data.get("fdStoreMax")),
+                tuple(str(name) for name in data.get("stored") or ()),
             )
         except (ValueError, AttributeError, TypeError):
             log.warn("ignoring malformed {name}", name=ENV_CARRIED)
@@ -81,7 +103,7 @@ def takeFromEnvironment(environ: dict | None = None, pid: int | None = None) -> 
     watchdog = _positiveInt(raw["WATCHDOG_USEC"])
     if raw["WATCHDOG_PID"] is not None and raw["WATCHDOG_PID"] != str(pid):
         watchdog = None
-    return NotifySettings(raw["NOTIFY_SOCKET"] or None, watchdog)
+    return NotifySettings(raw["NOTIFY_SOCKET"] or None, watchdog, _positiveInt(raw["FDSTORE"]))
 
 
 def socketAddress(name: str) -> str | bytes:
@@ -117,9 +139,14 @@ class Notifier:
         self._socket.setblocking(False)
         self._warned = False
 
-    def send(self, *fields: tuple[str, object]) -> bool:
+    def send(self, *fields: tuple[str, object], fds: list[int] = ()) -> bool:
+        """Send one message; C{fds} travel with it as C{SCM_RIGHTS}."""
         try:
-            self._socket.sendto(formatMessage(list(fields)), self._target)
+            if fds:
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                self._socket.sendmsg([formatMessage(list(fields))], rights, 0, self._target)
+            else:
+                self._socket.sendto(formatMessage(list(fields)), self._target)
         except OSError as e:
             if not self._warned:
                 self._warned = True

@@ -12,7 +12,7 @@ from txflip.acme.options import AcmeOptionsMixin, acmeRequested
 from txflip.core import pidfile
 from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
-from txflip.twistd.appload import AppError, loadApp
+from txflip.twistd.appload import AppError, loadServed, rejectTwistdAppOptions
 
 DEMO_APP = "txflip.demo.makeResource"
 DEFAULT_LISTEN = "tcp:8080"
@@ -28,7 +28,7 @@ def _positiveSeconds(text: str) -> float:
 class FlipOptions(AcmeOptionsMixin, usage.Options):
     """Options of C{twistd flip}."""
 
-    synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH]"
+    synopsis = "[--app NAME] [--listen ENDPOINT ...] [--pid-file PATH] [PLUGIN [its options]]"
     longdesc = (
         "Serve a Twisted app and restart it without downtime on SIGHUP: the running "
         "generation starts a new one with the same command line, hands it the listening "
@@ -39,8 +39,9 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "app",
             "a",
             None,
-            "The app: pkg.mod.attr or pkg.mod:attr naming a Resource, a protocol factory, "
-            "an IService, or a callable returning one. Default: the txflip demo.",
+            "The app: a .tac file, or pkg.mod.attr or pkg.mod:attr naming a Resource, a "
+            "protocol factory, an IService, a WSGI app, a Klein app, or a callable returning "
+            "one. Default: the txflip demo.",
         ],
         [
             "pid-file",
@@ -51,6 +52,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ],
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
+        [
+            "close-spread",
+            None,
+            "3",
+            "Seconds over which long-lived connections (WebSockets) are told to close "
+            "when the drain starts (at most half the drain timeout).",
+        ],
         [
             "workers",
             "w",
@@ -77,6 +85,12 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
     optFlags = [
         ["no-control", None, "Do not open a control socket."],
         [
+            "fd-store",
+            None,
+            "Keep the listening sockets in systemd's fd store (FileDescriptorStoreMax=), "
+            "so they outlive a crash or a full restart; implied by $FDSTORE (systemd 254+).",
+        ],
+        [
             "app-notify",
             None,
             "The app speaks sd_notify: give it a NOTIFY_SOCKET of flip's own and take its "
@@ -89,6 +103,17 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         super().__init__()
         self["listen"] = []
         self["redirect-http"] = []
+
+    def parseArgs(self, *args: str) -> None:
+        """A twistd plugin to run, and its own options (parsed once flip starts it)."""
+        from txflip.twistd.plugins import PluginCommand
+
+        self["plugin"] = PluginCommand(args[0], tuple(args[1:])) if args else None
+
+    def getUsage(self, width: int | None = None) -> str:
+        from txflip.twistd.plugins import pluginListing
+
+        return super().getUsage(width) + pluginListing(width)
 
     def opt_listen(self, description: str) -> None:
         """An endpoint to serve on (tcp:, tcp6:, unix:, ...); repeatable. Default: tcp:8080."""
@@ -109,11 +134,14 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         self["redirect-http"].append(description)
 
 
-def _seconds(options: FlipOptions, name: str) -> float:
+def _seconds(options: FlipOptions, name: str, orZero: bool = False) -> float:
     try:
+        if orZero and float(options[name]) == 0:
+            return 0.0
         return _positiveSeconds(options[name])
     except ValueError:
-        raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds above 0") from None
+        least = "0 or more" if orZero else "above 0"
+        raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds {least}") from None
 
 
 def _workers(options: FlipOptions) -> int:
@@ -195,14 +223,17 @@ def _makeService(options: FlipOptions, reactor, host: Host):
     )
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
+    rejectTwistdAppOptions(getattr(options, "parent", None))
     if twistd.logfile:
         openLogFilesForAppending()
     settings = HostSettings(
         pidFile=options["pid-file"] or twistd.pidfile,
         readyTimeout=_seconds(options, "ready-timeout"),
         drainTimeout=_seconds(options, "drain-timeout"),
+        closeSpread=_seconds(options, "close-spread", orZero=True),
         control=options["control"],
         noControl=bool(options["no-control"]),
+        fdStore=bool(options["fd-store"]),
         appNotify=bool(options["app-notify"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
         workers=_workers(options),
@@ -219,12 +250,12 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         except usage.UsageError as e:
             raise ConfigError(str(e)) from None
 
-    loaded = loadApp(options["app"] or DEMO_APP)
+    loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
     if settings.workers > 1 and loaded.kind == "service":
         # The leader never runs the app's services, so it cannot learn what they listen on.
         raise ConfigError(
-            f"--workers {settings.workers}: --app {options['app']} is a service that listens "
-            "by itself; with workers, name a Resource or protocol factory and give --listen"
+            f"--workers {settings.workers}: {loaded.name} is a service that listens by "
+            "itself; with workers, name a Resource or protocol factory and give --listen"
         )
     if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
@@ -256,14 +287,14 @@ def _endpoints(reactor, options: FlipOptions, loaded, activated, acme) -> list:
         factory = loaded.app
     if listen and factory is None:
         raise ConfigError(
-            f"--app {options['app']} is a service that listens by itself; "
-            "drop --listen, or name a Resource or protocol factory"
+            f"{loaded.name} is a service that listens by itself; "
+            "drop flip's --listen, or name a Resource or protocol factory"
         )
     endpoints = [(d, _parseEndpoint(reactor, d), factory) for d in listen]
     if acme and acme.listen:
         if factory is None:
             raise ConfigError(
-                f"--app {options['app']} is a service that listens by itself; "
+                f"{loaded.name} is a service that listens by itself; "
                 "--acme-listen needs a Resource or protocol factory"
             )
         endpoints += acme.endpoints(reactor, factory, _parseEndpoint)

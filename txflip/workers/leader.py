@@ -127,7 +127,7 @@ class LeaderGeneration(Generation):
         process.spawn(self._workerArgv, self._workerCwd, self.registry)
         return process
 
-    def _newDrain(self) -> LeaderDrain:
+    def _newDrain(self, handedOver: bool) -> LeaderDrain:
         return LeaderDrain(self._reactor, self)
 
     def _followed(self, name: str, fields: dict) -> None:

@@ -137,7 +137,13 @@ class WorkerGeneration(Generation):
             self.registry.resumeAll()
         elif word == "drain":
             self.registry.pauseAll()
-            self._handoverDrain = Drain(self._reactor, self.tracker, self.drainTimeout)
+            self._handoverDrain = Drain(
+                self._reactor,
+                self.tracker,
+                self.drainTimeout,
+                closeSpread=self.closeSpread,
+                handedOver=True,
+            )
             self._handoverDrain.start().addCallback(self._drained)
         elif word == "undrain":
             if self._handoverDrain is not None:
