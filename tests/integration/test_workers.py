@@ -18,9 +18,13 @@ import subprocess
 import tempfile
 import time
 
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.integration.test_dns_handoff import DNSQueries, waitUntil
 from tests.support.acmehelpers import fetchTLS
+from tests.support.anyapps import ZONE, writeFile
 from tests.support.apps import appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.load import Load
@@ -391,3 +395,49 @@ class AcmeTests(AcmeTestMixin, WorkersCase):
                 "certificate",
                 flip.log(),
             )
+
+
+class ServiceAppTests(WorkersCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_dnsPluginOverUDPAndTCPThroughARestart(self):
+        """
+        twisted.names' dns plugin, an app that listens by itself on UDP and TCP,
+        with --workers 2: the leader opens both sockets, each worker serves
+        both, and a restart under UDP and TCP queries loses none.
+        """
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        zone = writeFile(workdir, "example.test.zone", ZONE)
+        port = freePort()
+        flip = Flip(
+            self,
+            ["--workers", "2", "dns", "--interface", "127.0.0.1", "--port", str(port)]
+            + ["--bindzone", zone],
+            workdir=workdir,
+        )
+        yield deferToThread(flip.start)
+        first = yield deferToThread(waitFor, lambda: allServing(flip), "both workers to serve")
+        queries = DNSQueries(port)
+        try:
+            yield waitUntil(lambda: queries.total() > 20, "answers from the first generation")
+            before = dict(queries.answered)
+            leader = yield deferToThread(flip.restart)
+            second = yield deferToThread(waitFor, lambda: allServing(flip), "the new workers")
+            yield waitUntil(
+                lambda: all(queries.answered[k] > before[k] + 5 for k in before),
+                "UDP and TCP answers from the new generation",
+            )
+        finally:
+            yield queries.stop()
+        self.assertEqual(queries.failures, [])
+        self.assertFalse(set(first) & set(second))
+        log = flip.log()
+        for generation, pids in ((1, first), (2, second)):
+            for pid in pids:
+                self.assertIn(
+                    f"[txflip gen {generation} pid {pid}] adopted inherited listener "
+                    f"udp:127.0.0.1:{port}",
+                    log,
+                )
+        self.assertEqual(flip.pid(), leader)

@@ -251,12 +251,12 @@ def _makeService(options: FlipOptions, reactor, host: Host):
             raise ConfigError(str(e)) from None
 
     loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
-    if settings.workers > 1 and loaded.kind == "service":
-        # The leader never runs the app's services, so it cannot learn what they listen on.
-        raise ConfigError(
-            f"--workers {settings.workers}: {loaded.name} is a service that listens by "
-            "itself; with workers, name a Resource or protocol factory and give --listen"
-        )
+    appService = loaded.app if loaded.kind == "service" else None
+    if appService is not None and settings.workers > 1 and host.workerRole is None:
+        # --workers: the leader opens the app's listeners and never runs it (txflip.workers).
+        from txflip.workers.leader import ListeningOnly
+
+        appService = ListeningOnly(appService)
     if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
     endpoints = _endpoints(reactor, options, loaded, host.activated, acme)
@@ -264,9 +264,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         from txflip.workers.worker import leaveIssuanceToTheLeader
 
         leaveIssuanceToTheLeader()
-    return GenerationService(
-        reactor, generation, endpoints, loaded.app if loaded.kind == "service" else None
-    )
+    return GenerationService(reactor, generation, endpoints, appService)
 
 
 def _endpoints(reactor, options: FlipOptions, loaded, activated, acme) -> list:

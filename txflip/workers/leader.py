@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+from twisted.application.service import IService, Service
 from twisted.internet.defer import DeferredList
 
 from txflip.core.drain import Drain
@@ -74,6 +75,22 @@ class LeaderRegistry(ListenerRegistry):
         if self.pool is not None:
             self.pool.stopAll()
         return super().stopAll()
+
+
+class ListeningOnly(Service):
+    """
+    An app that is a service, as its leader holds it: privileged-started, which
+    is when Twisted's listening services (C{strports}, endpoint services,
+    C{internet.TCPServer} and C{UDPServer}) open their ports, and never started,
+    so none of the app's own work runs here. Its workers run it whole.
+    """
+
+    def __init__(self, app: IService) -> None:
+        self._app = app
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._app.privilegedStartService()
 
 
 class LeaderDrain:
@@ -153,7 +170,11 @@ class LeaderGeneration(Generation):
             return
         self._workersStarted = True
         if not self.registry.serving():
-            self.failStart("--workers: nothing to serve: no listener was opened for the app")
+            self.failStart(
+                "--workers: the app opened no listener: with workers, the app's listeners must "
+                "be opened by --listen, or by its services as they are privileged-started "
+                "(strports, endpoint services and internet.TCPServer/UDPServer do)"
+            )
             return
         self.registry.mute()
         self.waitFor(self.pool.allReady, f"all {self.workerCount} workers to be ready")

@@ -20,6 +20,7 @@ import socket
 import sys
 
 from twisted.internet.defer import succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPFactory
 
@@ -68,8 +69,33 @@ def acceptOneAtATime(port) -> None:
     port._txflipOneAtATime = True
 
 
+class NotOpenedByTheLeader(CannotListenError):
+    """The app listens, in a worker, on an address its leader did not open."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(None, key, None)
+        self.key = key
+
+    def __str__(self) -> str:
+        return (
+            f"{self.key} was not opened by the leader: with --workers, every listener must be "
+            "opened by --listen or by the app's services as they are privileged-started "
+            "(strports, endpoint services and internet.TCPServer/UDPServer do); one opened "
+            "later would be one worker's alone"
+        )
+
+
 class WorkerRegistry(ListenerRegistry):
-    """A worker's listeners: stopping for good lets go of the shared sockets."""
+    """
+    A worker's listeners: only the sockets its leader handed down (never one of
+    its own), and stopping for good lets go of them.
+    """
+
+    def _uniqueKey(self, key: str) -> str:
+        unique = super()._uniqueKey(key)
+        if unique not in self.unclaimed():
+            raise NotOpenedByTheLeader(unique)
+        return unique
 
     def stopAll(self):
         self.releaseAll()

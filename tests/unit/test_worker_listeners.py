@@ -1,0 +1,39 @@
+"""
+A worker listens only on what its leader handed it: an address the leader did
+not open is refused with a message saying why, before any socket is made.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory
+from twisted.trial.unittest import TestCase
+
+from txflip.core.handoff import InheritedListener
+from txflip.workers.worker import NotOpenedByTheLeader, WorkerRegistry
+
+
+class WorkerListenerTests(TestCase):
+    def test_anAddressTheLeaderDidNotOpenIsRefused(self) -> None:
+        leaderSocket = socket.socket()
+        leaderSocket.bind(("127.0.0.1", 0))
+        leaderSocket.listen(5)
+        self.addCleanup(leaderSocket.close)
+        port = leaderSocket.getsockname()[1]
+        fd = os.dup(leaderSocket.fileno())
+        registry = WorkerRegistry(
+            reactor, [InheritedListener(fd, f"tcp:127.0.0.1:{port}", "AF_INET")], paused=True
+        )
+        adopted = registry.listenTCP(port, Factory(), interface="127.0.0.1")
+        self.addCleanup(adopted.stopListening)
+        with self.assertRaises(NotOpenedByTheLeader) as caught:
+            registry.listenTCP(port + 1, Factory(), interface="127.0.0.1")
+        self.assertIn(
+            f"tcp:127.0.0.1:{port + 1} was not opened by the leader", str(caught.exception)
+        )
+        self.assertEqual(
+            [listener.key for listener in registry.listeners], [f"tcp:127.0.0.1:{port}"]
+        )
