@@ -150,6 +150,12 @@ class WorkerGeneration(Generation):
             return
         super()._go("the leader said go")
 
+    def _abandoned(self, why: str) -> None:
+        # The handoff channel and the command channel both close when the leader
+        # goes: only the first one counts.
+        if self.state is State.STARTING:
+            super()._abandoned(why)
+
     # What the leader says.
 
     def _command(self, word: str) -> None:
