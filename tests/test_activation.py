@@ -13,9 +13,9 @@ import socket
 
 from twisted.trial.unittest import TestCase
 
+from tests.support.apps import appEnv, writeJSONApp
 from tests.support.load import Load
-from tests.support.opsapps import appEnv, shortTempDir, writeApp
-from tests.support.procs import Flip, freePort, httpGet, servedBy, waitFor
+from tests.support.procs import Flip, freePort, httpGet, servedBy, shortTempDir, waitFor
 from txflip.systemd import activation
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
@@ -137,7 +137,7 @@ class SocketActivateTests(TestCase):
                 "--listen",
                 "systemd:index=1",
                 "--app",
-                writeApp(workdir, 1),
+                writeJSONApp(workdir, 1),
             ],
             env=appEnv(workdir),
         )

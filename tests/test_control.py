@@ -15,8 +15,8 @@ import threading
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.opsapps import appEnv, txflip, writeApp
-from tests.support.procs import Flip, freePort, pidAlive, servedBy, waitFor
+from tests.support.apps import appEnv, writeJSONApp
+from tests.support.procs import Flip, freePort, pidAlive, servedBy, txflip, waitFor
 
 
 class ControlTestCase(TestCase):
@@ -26,7 +26,7 @@ class ControlTestCase(TestCase):
         self.flip = flip
         args = ["--listen", f"tcp:{self.port}:interface=127.0.0.1", *extra]
         if app:
-            args += ["--app", writeApp(flip.workdir, 1)]
+            args += ["--app", writeJSONApp(flip.workdir, 1)]
             flip.env.update(appEnv(flip.workdir))
         flip.args = args
         flip.start()
@@ -66,7 +66,7 @@ class ReloadTests(ControlTestCase):
         """
         flip = self.startFlip()
         old = flip.pid()
-        writeApp(flip.workdir, 2, broken="release 2 cannot find its config")
+        writeJSONApp(flip.workdir, 2, broken="release 2 cannot find its config")
         result = txflip("reload", "--pid-file", flip.pidFile)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("release 2 cannot find its config", result.stdout)
@@ -79,7 +79,7 @@ class ReloadTests(ControlTestCase):
         self.assertEqual(status["lastRestart"]["outcome"], "failed")
         self.assertIn("release 2 cannot find its config", status["lastRestart"]["reason"])
 
-        writeApp(flip.workdir, 2)
+        writeJSONApp(flip.workdir, 2)
         result = txflip("reload", "--pid-file", flip.pidFile)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         new = flip.pid()
@@ -95,7 +95,7 @@ class ReloadTests(ControlTestCase):
         """
         flip = self.startFlip("--ready-timeout", "120")
         old = flip.pid()
-        with open(os.path.join(flip.workdir, "opsapp.py"), "a") as f:
+        with open(os.path.join(flip.workdir, "jsonapp.py"), "a") as f:
             f.write("\nimport time\ntime.sleep(60)\n")
         result = txflip("reload", "--pid-file", flip.pidFile, "--timeout", "3")
         self.assertEqual(result.returncode, 124, result.stdout + result.stderr)

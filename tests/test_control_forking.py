@@ -12,8 +12,7 @@ import signal
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.opsapps import txflip
-from tests.support.procs import Flip, freePort, pidAlive, readPidFile, servedBy, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, readPidFile, servedBy, txflip, waitFor
 
 
 class DetachedFlip(Flip):

@@ -21,8 +21,8 @@ from tests.support.apps import (
     appEnv,
     writeApp,
 )
-from tests.support.opsapps import NotifyCapture, shortTempDir, txflip
-from tests.support.procs import Flip, freePort, servedBy, waitFor
+from tests.support.notifycapture import NotifyCapture
+from tests.support.procs import Flip, freePort, servedBy, shortTempDir, txflip, waitFor
 
 
 class FailedReleaseTests(TestCase):

@@ -13,8 +13,9 @@ import uuid
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.opsapps import NotifyCapture, appEnv, shortTempDir, txflip, writeApp
-from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from tests.support.apps import appEnv, writeJSONApp
+from tests.support.notifycapture import NotifyCapture
+from tests.support.procs import Flip, freePort, httpGet, pidAlive, shortTempDir, txflip, waitFor
 from txflip.systemd import notify as sdnotify
 
 
@@ -59,7 +60,7 @@ class NotifyThroughRestartsTests(TestCase):
             "--listen",
             f"tcp:{self.port}:interface=127.0.0.1",
             "--app",
-            writeApp(flip.workdir, 1),
+            writeJSONApp(flip.workdir, 1),
         ]
         flip.env.update(appEnv(flip.workdir))
         flip.start()
@@ -113,7 +114,7 @@ class NotifyThroughRestartsTests(TestCase):
         flip = self.startFlip(address, capture)
         old = flip.pid()
         capture.waitFor(lambda m: m[0] == old and "READY" in m[1], "READY=1 at start")
-        writeApp(flip.workdir, 2, broken="release 2 is broken")
+        writeJSONApp(flip.workdir, 2, broken="release 2 is broken")
         result = txflip("reload", "--pid-file", flip.pidFile)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         found = capture.waitFor(

@@ -26,10 +26,10 @@ from tests.support.tlshelpers import (
     peerCertificate,
     sClient,
     serialOf,
-    writePrivate,
     writePublic,
 )
 from tests.support.tlsload import TLSLoad, summary
+from txflip.tls.privatefile import writePrivate
 
 RESTARTS = 10
 

@@ -22,11 +22,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from tests.support.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePrivate, writePublic
+from tests.support.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePublic
 from txflip.tls.certdir import CertificateDirectory
 from txflip.tls.certfiles import CertificateError, loadCombined, loadPair
 from txflip.tls.defaults import ALPN_PROTOCOLS
 from txflip.tls.endpoint import EndpointSyntaxError, TLSServerEndpoint, TLSServerParser, parseTLS
+from txflip.tls.privatefile import writePrivate
 from txflip.tls.redirect import HTTPSRedirect, httpsPortOf, redirectSite
 from txflip.tls.selfsigned import ensureSelfSigned
 
@@ -64,10 +65,8 @@ class CertificateFileTests(CADir):
     def test_leafFoundWhereverItIs(self) -> None:
         """A combined file with the chain before the leaf still serves the leaf first."""
         key, cert = self.ca.issue(["x.test"])
-        path = writePrivate(
-            os.path.join(self.dir, "x.pem"),
-            certPEM(self.ca.intermediate) + keyPEM(key) + certPEM(cert),
-        )
+        path = os.path.join(self.dir, "x.pem")
+        writePrivate(path, certPEM(self.ca.intermediate) + keyPEM(key) + certPEM(cert))
         self.assertEqual(loadCombined(path).leaf.serial_number, cert.serial_number)
 
     def assertOneLineError(self, call, *words: str) -> str:
@@ -99,12 +98,14 @@ class CertificateFileTests(CADir):
         self.assertOneLineError(lambda: loadPair(self.dir), self.dir, "is a directory")
 
     def test_notPEM(self) -> None:
-        path = writePrivate(os.path.join(self.dir, "junk.pem"), b"hello\n")
+        path = os.path.join(self.dir, "junk.pem")
+        writePrivate(path, b"hello\n")
         self.assertOneLineError(lambda: loadCombined(path), "no PEM private key", path)
 
     def test_keyWithoutCertificate(self) -> None:
         key, _ = self.ca.issue(["a.test"])
-        path = writePrivate(os.path.join(self.dir, "key-only.pem"), keyPEM(key))
+        path = os.path.join(self.dir, "key-only.pem")
+        writePrivate(path, keyPEM(key))
         self.assertOneLineError(lambda: loadCombined(path), "no PEM certificate", path)
 
     def test_encryptedKey(self) -> None:
@@ -114,7 +115,8 @@ class CertificateFileTests(CADir):
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(b"secret"),
         )
-        path = writePrivate(os.path.join(self.dir, "enc.pem"), encrypted + certPEM(cert))
+        path = os.path.join(self.dir, "enc.pem")
+        writePrivate(path, encrypted + certPEM(cert))
         self.assertOneLineError(lambda: loadCombined(path), "encrypted", path)
 
     def test_keyReadableByOthersWarns(self) -> None:
@@ -260,7 +262,8 @@ class CertificateDirectoryTests(CADir):
 
     def test_badFileFailsTheWholeDirectory(self) -> None:
         self.add("a.test.pem", ["a.test"])
-        bad = writePrivate(os.path.join(self.certs, "b.test.pem"), b"not a certificate\n")
+        bad = os.path.join(self.certs, "b.test.pem")
+        writePrivate(bad, b"not a certificate\n")
         error = self.assertRaises(CertificateError, CertificateDirectory(self.certs).load)
         self.assertIn(bad, str(error))
 
