@@ -23,10 +23,12 @@ import urllib.request
 
 from cryptography import x509
 
-from tests.support.procs import freePort, pidAlive, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, waitFor
 from tests.support.tlshelpers import TestCA
 
 PEBBLE = "/usr/bin/pebble"
+NAMES = ("a.test", "b.test")
+ISSUED = "ACME: now serving the newly issued certificate"
 DNS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acmedns.py")
 
 
@@ -291,3 +293,59 @@ def servedSerial(port: int, name: str) -> int | None:
         return fetchTLS(port, name)[2].serial_number
     except (OSError, ssl.SSLError):
         return None
+
+
+class AcmeTestMixin:
+    """One pebble and one flip serving the demo app over ACME-issued HTTPS."""
+
+    def setUpAcme(self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None):
+        self.httpPort = getattr(self, "httpPort", None) or freePort()
+        self.tlsPort = freePort()
+        self.pebble = Pebble(self, pebbleHttpPort or self.httpPort, self.tlsPort, env=pebbleEnv)
+        if startPebble:
+            self.pebble.start()
+        self.store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+
+    def flip(self, challenge="http-01", domains="a.test,b.test", extra=(), plain="--listen"):
+        flip = Flip(
+            self,
+            [
+                plain,
+                f"tcp:{self.httpPort}:interface=127.0.0.1",
+                "--acme-listen",
+                f"tcp:{self.tlsPort}:interface=127.0.0.1",
+                "--acme-domain",
+                domains,
+                "--acme-dir",
+                self.store,
+                "--acme-directory",
+                self.pebble.directory,
+                "--acme-ca-bundle",
+                self.pebble.caBundle,
+                "--acme-challenge",
+                challenge,
+                "--acme-retry-min",
+                "1",
+                *extra,
+            ],
+        )
+        return flip
+
+    def rootFile(self) -> str:
+        path = os.path.join(self.pebble.workdir, "pebble-root.pem")
+        with open(path, "wb") as f:
+            f.write(self.pebble.root())
+        return path
+
+    def assertVerifiedFor(self, names, root: str) -> int:
+        """Every name is served a certificate that verifies against C{root}; return its serial."""
+        serials = set()
+        for name in names:
+            status, body, cert = fetchTLS(self.tlsPort, name, cafile=root)
+            self.assertEqual(status, 200, body[:200])
+            serials.add(cert.serial_number)
+        self.assertEqual(len(serials), 1)
+        return serials.pop()
+
+    def orders(self) -> int:
+        return self.pebble.log().count("POST /order-plz")

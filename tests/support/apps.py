@@ -10,7 +10,10 @@ with the environment it and the processes it starts see.
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
+
+from tests.support.procs import Flip, freePort
 
 GOOD_RESOURCE = """
 import os
@@ -146,3 +149,17 @@ def writeJSONApp(directory: str, release: int, broken: str | None = None) -> str
     raising = f"raise RuntimeError({broken!r})" if broken else ""
     writeApp(directory, "jsonapp", JSON_APP, release=release, broken=raising)
     return "jsonapp.app"
+
+
+def releaseFlip(testCase, *extra: str) -> tuple[Flip, int, str]:
+    """A flip, not started, serving release 1 of L{GOOD_RESOURCE}; its port and directory."""
+    workdir = tempfile.mkdtemp(prefix="txflip-test-")
+    writeApp(workdir, "myrelease", GOOD_RESOURCE, release="1")
+    port = freePort()
+    flip = Flip(
+        testCase,
+        ["--app", "myrelease.resource", "--listen", f"tcp:{port}:interface=127.0.0.1", *extra],
+        workdir=workdir,
+        env=appEnv(workdir),
+    )
+    return flip, port, workdir

@@ -1,5 +1,7 @@
 """
-The control socket and the C{txflip} command, against real flip processes.
+The control socket and the C{txflip} command, against real flip processes:
+reload and its phases, status, a stale socket after a crash, who may connect,
+and a client that trusts only a server run by root or its own user.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import pwd
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.apps import appEnv, writeJSONApp
 from tests.support.procs import Flip, freePort, pidAlive, servedBy, txflip, waitFor
@@ -243,3 +246,42 @@ class PermissionTests(ControlTestCase):
         flip.waitLog("control socket: refused PID")
         self.assertEqual(flip.pid(), old)
         self.assertNotIn("starting generation 2", flip.log())
+
+
+class ClientTrustTests(TestCase):
+    def test_refusesAServerRunByAnotherUser(self):
+        """A control socket planted by another user is not believed."""
+        if os.geteuid() != 0:
+            raise SkipTest("needs root, to run the planted server as nobody")
+        if not os.path.exists("/usr/bin/python3"):
+            raise SkipTest("no /usr/bin/python3 to run the planted server as nobody")
+        directory = tempfile.mkdtemp(prefix="txflip-test-")
+        os.chmod(directory, 0o777)
+        path = os.path.join(directory, "flip.pid.control")
+        planted = subprocess.Popen(
+            [
+                "/usr/bin/python3",
+                "-I",
+                "-c",
+                "import socket, sys\n"
+                "s = socket.socket(socket.AF_UNIX)\n"
+                "s.bind(sys.argv[1])\n"
+                "s.listen(1)\n"
+                "print('up', flush=True)\n"
+                "s.settimeout(60)\n"
+                "c, _ = s.accept()\n"
+                'c.sendall(b\'{"phase": "done", "ok": true}\\n\')\n'
+                "c.recv(1)\n",
+                path,
+            ],
+            user=65534,
+            group=65534,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        self.addCleanup(planted.wait, 30)
+        self.addCleanup(planted.kill)
+        self.assertEqual(planted.stdout.readline().strip(), b"up")
+        result = txflip("status", "--control", path)
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("neither root nor you: not trusting it", result.stderr)

@@ -1,10 +1,9 @@
 """
-The installed package: twistd finds the plugin, and nothing shadows Twisted.
+The installed package: twistd finds the plugin.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 from twisted.trial.unittest import TestCase
@@ -22,9 +21,3 @@ class PluginTests(TestCase):
         self.assertIn("flip ", result.stdout)
         self.assertNotIn("Traceback", result.stderr)
         self.assertNotIn("Unable", result.stderr)
-
-    def test_noTwistedPackageShadowing(self):
-        """The project ships twisted/plugins/ without __init__.py files of its own."""
-        top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for relative in ("twisted/__init__.py", "twisted/plugins/__init__.py"):
-            self.assertFalse(os.path.exists(os.path.join(top, relative)), relative)
