@@ -24,6 +24,7 @@ from __future__ import annotations
 import socket
 import time
 import weakref
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
@@ -89,13 +90,13 @@ def _refuseKeepAlive(request, version) -> bool:
 class _HTTPDrainState:
     """What the drain needs to know about one HTTP channel."""
 
-    def __init__(self, channel: HTTPChannel, now: float) -> None:
+    def __init__(self, channel: HTTPChannel, seconds: Callable[[], float]) -> None:
         self.channel = channel
-        self.lastActivity = now
+        self.lastActivity = seconds()
         originalDataReceived = channel.dataReceived
 
         def dataReceived(data: bytes) -> None:
-            self.lastActivity = time.monotonic()
+            self.lastActivity = seconds()
             originalDataReceived(data)
 
         originalRequestDone = channel.requestDone
@@ -103,7 +104,7 @@ class _HTTPDrainState:
         def requestDone(request) -> None:
             # A response just ended: the client may be about to send the next
             # request, so the quiet period starts now.
-            self.lastActivity = time.monotonic()
+            self.lastActivity = seconds()
             originalRequestDone(request)
 
         channel.dataReceived = dataReceived
@@ -160,6 +161,8 @@ class Drain:
     """
     One drain of every tracked connection, bounded by C{timeout}.
 
+    @param seconds: the clock the quiet periods and the deadline are measured
+        by; monotonic, so that a step of the wall clock changes neither.
     @ivar done: fires with the number of connections aborted at the deadline.
     """
 
@@ -170,8 +173,10 @@ class Drain:
         timeout: float,
         idleGrace: float = 1.0,
         interval: float = 0.05,
+        seconds: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reactor = reactor
+        self._seconds = seconds
         self._tracker = tracker
         self._timeout = timeout
         self._idleGrace = min(idleGrace, timeout)
@@ -183,7 +188,7 @@ class Drain:
         self._deadline = 0.0
 
     def start(self) -> Deferred:
-        now = time.monotonic()
+        now = self._seconds()
         self._deadline = now + self._timeout
         connections = self._tracker.open()
         log.info(
@@ -212,7 +217,7 @@ class Drain:
         self._finish(len(remaining))
 
     def _check(self) -> None:
-        now = time.monotonic()
+        now = self._seconds()
         remaining = self._tracker.open()
         if not remaining:
             self._finish(0)
@@ -226,7 +231,7 @@ class Drain:
                 continue
             state = self._http.get(id(channel))
             if state is None or state.channel is not channel:
-                state = self._http[id(channel)] = _HTTPDrainState(channel, now)
+                state = self._http[id(channel)] = _HTTPDrainState(channel, self._seconds)
             try:
                 if state.idleFor(now) >= self._idleGrace and not _kernelHasUnreadBytes(protocol):
                     _transportOf(protocol).loseConnection()
