@@ -30,7 +30,7 @@ setup(
         "pyopenssl>=24",
         "service-identity>=24",
     ],
-    entry_points={"console_scripts": ["txflip = txflip.control.client:main"]},
+    entry_points={"console_scripts": ["txflip = txflip.__main__:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3 :: Only",

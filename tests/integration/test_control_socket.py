@@ -145,7 +145,7 @@ class StatusTests(ControlTestCase):
             return status["connections"] >= 1 and status
 
         status = waitFor(inFlight, "a connection in flight")
-        self.assertEqual(status["state"], "ready")
+        self.assertEqual(status["state"], "serving")
 
         second = flip.restart()
         status = json.loads(txflip("status", "-p", flip.pidFile, "--json").stdout)

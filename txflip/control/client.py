@@ -18,7 +18,7 @@ import struct
 import sys
 import time
 
-from txflip.control.server import defaultControlPath
+from txflip.control.paths import defaultControlPath
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -28,16 +28,11 @@ from datetime import UTC, datetime
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
-from txflip.core.drain import ConnectionTracker
-from txflip.core.log import generation, log
+from txflip.control.paths import defaultControlPath  # noqa: F401 (re-exported)
+from txflip.core.generation import Generation
+from txflip.core.log import log
 
-CONTROL_SUFFIX = ".control"
 COMMAND_TIMEOUT = 10.0
-
-
-def defaultControlPath(pidFile: str) -> str:
-    """Where the control socket of the server with this PID file lives."""
-    return pidFile + CONTROL_SUFFIX
 
 
 def peerCredentials(skt: socket.socket) -> tuple[int, int, int]:
@@ -147,20 +142,13 @@ class ControlProtocol(LineOnlyReceiver):
 class ControlServer(Factory):
     """Answers C{reload} and C{status} for this generation."""
 
-    def __init__(
-        self,
-        upgrader,
-        registry,
-        tracker: ConnectionTracker,
-        path: str,
-        pidFile: str | None,
-        inherited=None,
-    ) -> None:
-        self.upgrader = upgrader
-        self.registry = registry
-        self.tracker = tracker
+    def __init__(self, generation: Generation, path: str) -> None:
+        self.generation = generation
+        self.registry = generation.registry
+        self.tracker = generation.tracker
         self.path = os.path.abspath(path)
-        self.pidFile = pidFile
+        self.pidFile = generation.pidFile
+        inherited = generation.inherited
         self.uid = os.geteuid()
         self._started = time.monotonic()
         self._startedAt = time.time()
@@ -177,7 +165,7 @@ class ControlServer(Factory):
                 "at": _iso(self._startedAt),
             }
         self._connections: set[ControlProtocol] = set()
-        upgrader.events.subscribe(self._observe)
+        generation.events.subscribe(self._observe)
 
     def buildProtocol(self, addr) -> ControlProtocol:
         protocol = ControlProtocol(self)
@@ -198,17 +186,11 @@ class ControlServer(Factory):
 
     def status(self) -> dict:
         return {
-            "pid": os.getpid(),
-            "generation": generation(),
-            "state": self.upgrader.state,
+            **self.generation.status(),
             "uptimeSeconds": round(time.monotonic() - self._started, 1),
             "startedAt": _iso(self._startedAt),
-            "listeners": [
-                listener.key for listener in self.registry.active() if listener.key != self.key()
-            ],
             "connections": self.connectionsInFlight(),
             "pidFile": self.pidFile,
-            "simpleMode": self.upgrader.simpleModeReason,
             "lastRestart": self.lastRestart,
         }
 
@@ -220,9 +202,14 @@ class ControlServer(Factory):
     # Reload.
 
     def reload(self, protocol: ControlProtocol) -> None:
+        last = self.lastRestart or {}
+        if last.get("outcome") == "successor-died":
+            protocol.send(
+                {"phase": "warning", "reason": f"the last restart failed: {last['reason']}"}
+            )
         self._watchers.add(protocol)
         source = f"control socket (PID {protocol.peerPid})"
-        self.upgrader.upgrade(source).addCallback(self._outcome, protocol)
+        self.generation.upgrade(source).addCallback(self._outcome, protocol)
 
     def _outcome(self, outcome, protocol: ControlProtocol) -> None:
         if outcome.succeeded:
@@ -236,7 +223,7 @@ class ControlServer(Factory):
                     "refused": True,
                     "reason": outcome.reason,
                     "pid": os.getpid(),
-                    "generation": generation(),
+                    "generation": self.generation.number,
                 }
             )
             return
@@ -247,7 +234,7 @@ class ControlServer(Factory):
                 "childPid": outcome.childPid,
                 "childGeneration": self._nextGeneration,
                 "pid": os.getpid(),
-                "generation": generation(),
+                "generation": self.generation.number,
                 "ms": int(outcome.seconds * 1000),
             }
         )
@@ -282,7 +269,7 @@ class ControlServer(Factory):
                     "childPid": fields.get("childPid"),
                     "childGeneration": self._nextGeneration,
                     "pid": os.getpid(),
-                    "generation": generation(),
+                    "generation": self.generation.number,
                 }
             )
         elif name == "child-ready":
@@ -301,6 +288,8 @@ class ControlServer(Factory):
             )
         elif name == "upgrade-failed":
             self._record("failed", fields.get("childPid"), fields.get("reason"), fields.get("ms"))
+        elif name == "successor-died":
+            self._record("successor-died", fields.get("childPid"), fields.get("reason"), None)
         elif name == "upgrade-refused":
             self.lastRestart = {
                 "outcome": "refused",
@@ -315,7 +304,7 @@ class ControlServer(Factory):
                 {
                     "phase": "draining",
                     "pid": os.getpid(),
-                    "generation": generation(),
+                    "generation": self.generation.number,
                     "connections": self.connectionsInFlight(),
                 }
             )

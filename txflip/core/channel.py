@@ -5,12 +5,19 @@ It runs over one end of a socketpair that the parent hands the child as an
 inherited descriptor. The exchange is a three-way handshake, so that there is
 never a moment when nobody will accept a queued connection:
 
-    child  -> parent   ready <pid>     app started, PID file written; not accepting yet
-    parent -> child    go              parent has paused accepting
-    child  -> parent   serving         child accepts; the parent may now let go
+    child  -> parent   waiting <what>  not ready yet: what it still waits for (repeated)
+    child  -> parent   ready <pid>     the app is ready; not accepting yet
+    parent -> child    go              take over (the parent still accepts)
+    child  -> parent   serving         the PID file is written and the child accepts;
+                                       the parent stops accepting and drains
+    child  -> parent   alive           every HEARTBEAT_SECONDS once it serves, so the
+                                       parent can tell a hung successor from a busy one
+    child  -> parent   retired <why>   the child handed over in turn, or is stopping:
+                                       its exit is no reason to take the sockets back
 
 and, from a child that cannot start, C{failed <reason>}; from a parent that
-gives up on its child (a timeout, its own shutdown), C{abort}.
+gives up on its child (a timeout, its own shutdown), C{abort}. The channel
+stays open while the parent drains, so the parent hears C{retired}.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
 MAX_LINE = 4096
+HEARTBEAT_SECONDS = 0.25
 
 
 class SuccessorChannel(LineOnlyReceiver):
@@ -37,13 +45,20 @@ class SuccessorChannel(LineOnlyReceiver):
         onServing: Callable[[], None],
         onFailed: Callable[[str], None],
         onLost: Callable[[], None],
+        onWaiting: Callable[[str], None] = lambda what: None,
+        onRetired: Callable[[str], None] = lambda why: None,
+        onHeard: Callable[[], None] = lambda: None,
     ) -> None:
         self._onReady = onReady
         self._onServing = onServing
         self._onFailed = onFailed
         self._onLost = onLost
+        self._onWaiting = onWaiting
+        self._onRetired = onRetired
+        self._onHeard = onHeard
 
     def lineReceived(self, line: bytes) -> None:
+        self._onHeard()
         word, _, rest = line.decode("utf-8", "replace").partition(" ")
         if word == "ready" and rest.strip().isdigit():
             self._onReady(int(rest))
@@ -51,6 +66,10 @@ class SuccessorChannel(LineOnlyReceiver):
             self._onServing()
         elif word == "failed":
             self._onFailed(rest.strip() or "no reason given")
+        elif word == "waiting":
+            self._onWaiting(rest.strip())
+        elif word == "retired":
+            self._onRetired(rest.strip())
 
     def go(self) -> None:
         self.sendLine(b"go")
@@ -78,6 +97,7 @@ class PredecessorChannel(LineOnlyReceiver):
         self._onAbort = onAbort
         self._parentPid = parentPid
         self._decided = False
+        self.closed = False
 
     def ready(self) -> None:
         self.sendLine(f"ready {os.getpid()}".encode())
@@ -85,17 +105,27 @@ class PredecessorChannel(LineOnlyReceiver):
     def serving(self) -> None:
         self.sendLine(b"serving")
 
+    def waiting(self, what: str) -> None:
+        self.sendLine(("waiting " + " ".join(what.split()))[: MAX_LINE - 1].encode())
+
+    def alive(self) -> None:
+        self.sendLine(b"alive")
+
+    def retired(self, why: str) -> None:
+        self.sendLine(("retired " + " ".join(why.split()))[: MAX_LINE - 1].encode())
+
     def failed(self, reason: str) -> None:
         self.sendLine(("failed " + " ".join(reason.split()))[: MAX_LINE - 1].encode())
 
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
         if word == b"go":
-            self._decide(self._onGo, "parent has stopped accepting")
+            self._decide(self._onGo, "the previous generation said go")
         elif word == b"abort":
             self._decide(self._onAbort, "it said abort")
 
     def connectionLost(self, reason=None) -> None:
+        self.closed = True
         # End of file means go only if the parent really died; a parent that is
         # alive and closed the channel has given up on this generation.
         if os.getppid() == self._parentPid:
@@ -121,10 +151,15 @@ def adoptChannel(reactor, skt: socket.socket, protocol):
     return protocol
 
 
-def reportFailureSynchronously(fd: int, reason: str) -> None:
-    """Tell the parent why this child is about to exit, before any reactor runs."""
-    message = ("failed " + " ".join(reason.split()))[: MAX_LINE - 1] + "\n"
+def writeLine(fd: int, line: str) -> None:
+    """Write one protocol line to the channel at C{fd} now, bypassing the reactor."""
+    message = " ".join(line.split())[: MAX_LINE - 1] + "\n"
     try:
         os.write(fd, message.encode("utf-8", "replace"))
     except OSError:
         pass
+
+
+def reportFailureSynchronously(fd: int, reason: str) -> None:
+    """Tell the parent why this child is about to exit, before any reactor runs."""
+    writeLine(fd, "failed " + reason)

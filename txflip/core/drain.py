@@ -238,6 +238,13 @@ class Drain:
             except Exception as e:
                 log.warn("drain: could not close an idle connection: {error}", error=e)
 
+    def cancel(self) -> None:
+        """Stop draining (this generation serves again); C{done} never fires."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._deadlineCall is not None and self._deadlineCall.active():
+            self._deadlineCall.cancel()
+
     def _finish(self, aborted: int) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()

@@ -178,7 +178,9 @@ class ListenerRegistry:
     @param factoryHook: applied to every factory before it serves (connection
         tracking for the drain).
     @param paused: whether new ports start without accepting (a child
-        generation accepts only once its parent has stopped).
+        generation accepts only once its parent says go).
+    @param onClaimed: called with the key of each inherited socket once
+        this generation listens on it again.
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class ListenerRegistry:
         inherited: list[InheritedListener] = (),
         factoryHook: FactoryHook = lambda f: f,
         paused: bool = False,
+        onClaimed: Callable[[str], None] = lambda key: None,
     ) -> None:
         self._reactor = reactor
         self._inherited: dict[str, InheritedListener] = {i.key: i for i in inherited}
@@ -194,6 +197,7 @@ class ListenerRegistry:
             os.set_inheritable(item.fd, False)
         self._factoryHook = factoryHook
         self._paused = paused
+        self._onClaimed = onClaimed
         self._keysAsked: dict[str, int] = {}
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
@@ -272,6 +276,8 @@ class ListenerRegistry:
             how="adopted inherited listener" if wasInherited else "listening on",
             key=key,
         )
+        if wasInherited:
+            self._onClaimed(key)
         return port
 
     def active(self) -> list[Listener]:
@@ -297,6 +303,10 @@ class ListenerRegistry:
             childFDs[fd] = listener.port.fileno()
             described.append(InheritedListener(fd, listener.key, listener.familyName))
         return childFDs, described
+
+    def unclaimed(self) -> list[str]:
+        """Keys of inherited sockets nobody has listened on again yet."""
+        return sorted(self._inherited)
 
     def closeUnclaimed(self) -> None:
         """Close inherited sockets this generation's configuration no longer asks for."""

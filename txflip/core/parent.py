@@ -1,12 +1,13 @@
 """
-Starting the next generation and handing it the listeners (DESIGN.md section 2).
+The parent side of a handoff: starting the next generation and handing it the listeners.
 
-L{Upgrader} holds this generation's restart state: at most one upgrade runs at
-a time, and only a generation that is itself serving may start one. An
-L{UpgradeAttempt} is one try: spawn the child with the listeners at known
-descriptors, wait for it to report ready, pause, say go, wait for it to serve,
-then let go of the listeners. Any failure on the way kills the child, resumes
-accepting, and leaves this generation serving as if nothing had happened.
+An L{UpgradeAttempt} is one try: spawn the child with the listeners at known
+descriptors, wait for it to report ready, say go, and wait for it to say it
+serves. This generation keeps accepting until then, so a successor that hangs
+or dies at any step before serving costs no connection: it is killed and this
+generation goes on as if nothing had happened. Once the successor serves,
+this generation stops accepting but keeps its sockets, and goes on watching
+the successor (L{UpgradeAttempt.successorEnded}) while it drains.
 """
 
 from __future__ import annotations
@@ -15,25 +16,25 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 
 from txflip.core import pidfile
-from txflip.core.channel import SuccessorChannel, adoptChannel
+from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel, adoptChannel
 from txflip.core.events import Events
 from txflip.core.handoff import ENV_STATE, HandoffState
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import generation, log
-from txflip.twistd.compat import successorArgv
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
-SERVING_TIMEOUT_SECONDS = 30.0
+SILENCE_SECONDS = 1.0
+"""A successor that serves and says nothing for this long is taken for hung."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ class UpgradeAttempt:
         self._cwd = cwd
         self._readyTimeout = readyTimeout
         self._pidFile = pidFile
-        self._started = time.monotonic()
-        self._paused = False
+        self._started = reactor.seconds()
+        self._saidGo = False
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
@@ -96,6 +97,17 @@ class UpgradeAttempt:
         self._timer = None
         self.childPid: int | None = None
         self.result: Deferred = Deferred()
+        self.childWaitingFor: str | None = None
+        """What the child last said it waits for before it is ready."""
+        self._childRetired: str | None = None
+        self._lastHeard = self._started
+        self._silenceCheck: LoopingCall | None = None
+        self._onSilence: Callable[[bool], None] = lambda silent: None
+        self.successorSilent = False
+        """Whether the successor, which took over, has not been heard for a while."""
+        self.successorEnded: Deferred = Deferred()
+        """Fires with how the child ended, if it dies after it took over
+        (not after it said it handed over in turn or is stopping)."""
 
     def start(self, source: str = "SIGHUP") -> Deferred:
         """Spawn the child; the L{Deferred} fires with the L{Outcome}."""
@@ -146,11 +158,7 @@ class UpgradeAttempt:
         finally:
             theirs.close()
         self.childPid = self._process.pid
-        self._channel = adoptChannel(
-            self._reactor,
-            ours,
-            SuccessorChannel(self._ready, self._serving, self._failed, self._channelLost),
-        )
+        self._channel = adoptChannel(self._reactor, ours, self._newChannel())
         log.info(
             "started generation {next} as PID {child}, {count} listener(s) handed down",
             next=state.generation,
@@ -158,37 +166,79 @@ class UpgradeAttempt:
             count=len(described),
         )
 
+    def _newChannel(self) -> SuccessorChannel:
+        """The protocol for this end of the control channel."""
+        return SuccessorChannel(
+            self._ready,
+            self._serving,
+            self._failed,
+            self._channelLost,
+            onWaiting=self._waiting,
+            onRetired=self._retired,
+            onHeard=self._heard,
+        )
+
+    def _heard(self) -> None:
+        self._lastHeard = self._reactor.seconds()
+        if self.successorSilent:
+            self.successorSilent = False
+            self._onSilence(False)
+
+    def _waiting(self, what: str) -> None:
+        self.childWaitingFor = what
+
+    def _retired(self, why: str) -> None:
+        self._childRetired = why
+
+    def _elapsed(self) -> float:
+        return self._reactor.seconds() - self._started
+
     def _elapsedMs(self) -> int:
-        return int((time.monotonic() - self._started) * 1000)
+        return int(self._elapsed() * 1000)
 
     # What the child says.
 
     def _ready(self, pid: int) -> None:
-        if self._outcome is not None:
+        if self._outcome is not None or self._saidGo:
             return
         log.info(
-            "generation {next} (PID {child}) is ready after {ms} ms; pausing accept and saying go",
+            "generation {next} (PID {child}) is ready after {ms} ms; saying go",
             next=generation() + 1,
             child=pid,
             ms=self._elapsedMs(),
         )
         self._events.emit("child-ready", childPid=pid, ms=self._elapsedMs())
-        # From "go" on, the child may be accepting: the ready timeout no longer
-        # applies (a late timer must not kill a child that took over); only a
-        # child that does not confirm within SERVING_TIMEOUT_SECONDS is given up.
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = self._reactor.callLater(SERVING_TIMEOUT_SECONDS, self._servingTimedOut)
-        self._registry.pauseAll()
-        self._paused = True
+        # This generation goes on accepting until the child says it serves:
+        # two processes accepting on one socket is safe, nobody accepting is not.
+        self._saidGo = True
         self._channel.go()
 
     def _serving(self) -> None:
-        if self._outcome is not None or not self._paused:
+        if self._outcome is not None or not self._saidGo:
             return
-        self._registry.releaseAll()
-        self._paused = False
+        self._registry.pauseAll()
         self._finish(True, "serving")
+
+    def watchSuccessor(self, onSilence: Callable[[bool], None]) -> None:
+        """
+        After a success: call C{onSilence(True)} once the successor has not been
+        heard for L{SILENCE_SECONDS} (hung, or stopped), C{onSilence(False)} when
+        it is heard again.
+        """
+        self._onSilence = onSilence
+        self._lastHeard = self._reactor.seconds()
+        self._silenceCheck = LoopingCall(self._checkSilence)
+        self._silenceCheck.clock = self._reactor
+        self._silenceCheck.start(HEARTBEAT_SECONDS, now=False)
+
+    def _checkSilence(self) -> None:
+        if self._childEnded or self._childRetired is not None:
+            self._silenceCheck.stop()
+            return
+        silent = self._reactor.seconds() - self._lastHeard >= SILENCE_SECONDS
+        if silent and not self.successorSilent:
+            self.successorSilent = True
+            self._onSilence(True)
 
     def _failed(self, reason: str) -> None:
         self._failureReason = reason
@@ -213,14 +263,18 @@ class UpgradeAttempt:
             self._fail(why + " before serving")
         elif not self._outcome.succeeded and not self.result.called:
             self.result.callback(self._outcome)
-
-    def _servingTimedOut(self) -> None:
-        if self._outcome is None:
-            self._fail(f"did not confirm serving within {SERVING_TIMEOUT_SECONDS:g}s of go")
+        elif self._outcome.succeeded and self._childRetired is None:
+            if self._silenceCheck is not None and self._silenceCheck.running:
+                self._silenceCheck.stop()
+            self.successorEnded.callback(why)
 
     def _timedOut(self) -> None:
         if self._outcome is None:
-            self._fail(f"was not ready within the ready timeout of {self._readyTimeout:g}s")
+            what = "serving" if self._saidGo else "ready"
+            reason = f"was not {what} within the ready timeout of {self._readyTimeout:g}s"
+            if self.childWaitingFor and not self._saidGo:
+                reason += f"; it was still waiting for {self.childWaitingFor}"
+            self._fail(reason)
 
     def abort(self, why: str) -> None:
         """Give up on this attempt (this generation is shutting down)."""
@@ -230,13 +284,10 @@ class UpgradeAttempt:
     # Endings.
 
     def _fail(self, why: str) -> None:
-        if self._paused:
-            self._registry.resumeAll()
-            self._paused = False
         reason = why
         if self._failureReason:
             reason = f"{self._failureReason} ({why})"
-        self._outcome = Outcome(False, self.childPid, reason, time.monotonic() - self._started)
+        self._outcome = Outcome(False, self.childPid, reason, self._elapsed())
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._channel is not None and self._channel.transport is not None:
@@ -279,7 +330,7 @@ class UpgradeAttempt:
             pass
 
     def _finish(self, succeeded: bool, reason: str) -> None:
-        self._outcome = Outcome(succeeded, self.childPid, reason, time.monotonic() - self._started)
+        self._outcome = Outcome(succeeded, self.childPid, reason, self._elapsed())
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if succeeded:
@@ -322,104 +373,6 @@ def workingDirectory() -> str:
     return resolved
 
 
-class Upgrader:
-    """
-    This generation's restart state; one upgrade at a time.
-
-    States: C{starting} (not serving yet), C{ready}, C{upgrading},
-    C{handedOver} and C{stopping}. Only C{ready} accepts an upgrade.
-    """
-
-    def __init__(
-        self,
-        reactor,
-        registry: ListenerRegistry,
-        readyTimeout: float,
-        pidFile: str | None,
-        onHandedOver: Callable[[Outcome], None],
-        simpleModeReason: str | None = None,
-        argv: list[str] | None = None,
-        cwd: str | None = None,
-        events: Events | None = None,
-        successorOptions: list[str] | None = None,
-    ) -> None:
-        self._reactor = reactor
-        self._registry = registry
-        self.events = events or Events()
-        self._readyTimeout = readyTimeout
-        self._pidFile = pidFile
-        self._onHandedOver = onHandedOver
-        self.simpleModeReason = simpleModeReason
-        self._argv = argv or successorArgv(
-            list(sys.orig_argv), sys.executable, successorOptions or []
-        )
-        self._cwd = cwd or workingDirectory()
-        self.state = "starting"
-        self.attempt: UpgradeAttempt | None = None
-        self.childEnvironment: dict[str, str] = {}
-        """Variables the next generation gets on top of this one's environment."""
-
-    def refusal(self) -> str | None:
-        """Why an upgrade cannot start now, or L{None} if it can."""
-        if self.simpleModeReason is not None:
-            return f"restarts are unavailable in simple mode ({self.simpleModeReason})"
-        return {
-            "starting": "this generation is not serving yet",
-            "upgrading": "an upgrade is already in progress",
-            "handedOver": "this generation has handed over and is draining",
-            "stopping": "this generation is shutting down",
-        }.get(self.state)
-
-    def upgrade(self, source: str = "SIGHUP") -> Deferred:
-        """
-        Start the next generation, if this one may.
-
-        @return: a L{Deferred} firing with an L{Outcome}.
-        """
-        refused = self.refusal()
-        if refused is not None:
-            log.warn("{source} refused: {why}", source=source, why=refused)
-            self.events.emit("upgrade-refused", source=source, reason=refused)
-            d = Deferred()
-            d.callback(Outcome(False, None, f"refused: {refused}", 0.0))
-            return d
-        log.info("{source}: starting generation {next}", source=source, next=generation() + 1)
-        self.state = "upgrading"
-        self.attempt = UpgradeAttempt(
-            self._reactor,
-            self._registry,
-            self._argv,
-            self._cwd,
-            self._readyTimeout,
-            self._pidFile,
-            self.events,
-            self.childEnvironment,
-        )
-        return self.attempt.start(source).addCallback(self._attemptEnded)
-
-    def _attemptEnded(self, outcome: Outcome) -> Outcome:
-        self.attempt = None
-        if outcome.succeeded:
-            self.state = "handedOver"
-            self._onHandedOver(outcome)
-        elif self.state == "upgrading":
-            self.state = "ready"
-        return outcome
-
-    def stopping(self) -> Deferred:
-        """
-        This generation is shutting down: no more upgrades; abandon one in progress.
-
-        @return: fires once an abandoned child has been reaped.
-        """
-        if self.state != "handedOver":
-            self.state = "stopping"
-        attempt = self.attempt
-        if attempt is None:
-            d = Deferred()
-            d.callback(None)
-            return d
-        waiting = Deferred()
-        attempt.result.addBoth(lambda result: waiting.callback(None) or result)
-        attempt.abort("this generation is shutting down")
-        return waiting
+def defaultSuccessorArgv() -> list[str]:
+    """This process's command line, run by this interpreter."""
+    return [sys.executable, *sys.orig_argv[1:]]

@@ -1,5 +1,5 @@
 """
-SIGHUP, routed to this generation's L{Upgrader} through the reactor.
+SIGHUP, routed to this generation's L{Generation} through the reactor.
 
 twistd installs no SIGHUP handler, so a stray SIGHUP would kill the process
 (DESIGN.md 5.7): the handler is installed before the app is imported. It does
@@ -15,25 +15,27 @@ from txflip.core.log import log
 
 
 class SighupDispatch:
-    """Turns SIGHUP into a call to C{upgrader.upgrade()} on the reactor."""
+    """Turns SIGHUP into a call to C{generation.upgrade()} on the reactor."""
 
     def __init__(self, reactor) -> None:
         self._reactor = reactor
-        self.upgrader = None
+        self.generation = None
 
     def install(self) -> None:
         signal.signal(signal.SIGHUP, self._onSignal)
 
     def _onSignal(self, signum, frame) -> None:
-        upgrader = self.upgrader
-        refusal = "this generation is not serving yet" if upgrader is None else upgrader.refusal()
+        generation = self.generation
+        refusal = (
+            "this generation is not serving yet" if generation is None else generation.refusal()
+        )
         self._reactor.callFromThread(self._dispatch, refusal)
 
     def _dispatch(self, refusalAtSignal: str | None) -> None:
-        if refusalAtSignal is not None or self.upgrader is None:
-            why = refusalAtSignal or "no upgrader"
+        if refusalAtSignal is not None or self.generation is None:
+            why = refusalAtSignal or "this generation is not serving yet"
             log.warn("SIGHUP refused: {why}", why=why)
-            if self.upgrader is not None:
-                self.upgrader.events.emit("upgrade-refused", source="SIGHUP", reason=why)
+            if self.generation is not None:
+                self.generation.events.emit("upgrade-refused", source="SIGHUP", reason=why)
             return
-        self.upgrader.upgrade("SIGHUP")
+        self.generation.upgrade("SIGHUP")

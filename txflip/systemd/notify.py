@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 from twisted.internet.task import LoopingCall
 
-from txflip.core.log import generation, log
+from txflip.core.generation import Generation
+from txflip.core.log import log
+from txflip.core.state import State
 
 ENV_CARRIED = "TXFLIP_SYSTEMD"
 _SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -143,22 +145,25 @@ class SystemdReporter:
         self,
         reactor,
         notifier: Notifier,
-        upgrader,
+        generation: Generation,
         watchdogUsec: int | None,
         hidden: frozenset[str] = frozenset(),
     ) -> None:
         self._reactor = reactor
         self._hidden = hidden
         self._notifier = notifier
-        self._upgrader = upgrader
+        self._generation = generation
         self._watchdogUsec = watchdogUsec
         self._watchdog: LoopingCall | None = None
         self._stoppingSent = False
         self._served = False
         self._nextGeneration: int | None = None
 
+    def _who(self) -> str:
+        return f"generation {self._generation.number} (PID {os.getpid()})"
+
     def subscribe(self) -> None:
-        self._upgrader.events.subscribe(self.observe)
+        self._generation.events.subscribe(self.observe)
         self._reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
 
     def observe(self, name: str, fields: dict) -> None:
@@ -172,7 +177,7 @@ class SystemdReporter:
         self._notifier.send(
             ("MAINPID", os.getpid()),
             ("READY", 1),
-            ("STATUS", f"generation {generation()} (PID {os.getpid()}) serving on {on}"),
+            ("STATUS", f"{self._who()} serving on {on}"),
         )
         self._startWatchdog()
 
@@ -190,12 +195,12 @@ class SystemdReporter:
             (
                 "STATUS",
                 f"restart failed: generation {self._nextGeneration} (PID {childPid}) {reason}; "
-                f"generation {generation()} (PID {os.getpid()}) keeps serving",
+                f"{self._who()} keeps serving",
             ),
         )
 
     def _on_upgrade_refused(self, reason: str, **_: object) -> None:
-        if self._upgrader.simpleModeReason is not None:
+        if self._generation.simpleModeReason is not None:
             # Nothing will ever answer a reload: end systemd's wait at once.
             self._notifier.send(("RELOADING", 1), ("MONOTONIC_USEC", monotonicUsec()))
             self._notifier.send(("READY", 1), ("STATUS", f"restart refused: {reason}"))
@@ -212,6 +217,18 @@ class SystemdReporter:
             )
         )
 
+    def _on_successor_died(self, reason: str, **_: object) -> None:
+        # This generation serves again: it is the service's main process.
+        self._notifier.send(
+            ("MAINPID", os.getpid()),
+            ("READY", 1),
+            (
+                "STATUS",
+                f"{reason}; {self._who()} serves",
+            ),
+        )
+        self._startWatchdog()
+
     def _on_draining(self, handedOver: bool, **_: object) -> None:
         if not handedOver:
             self._shutdown()
@@ -219,12 +236,15 @@ class SystemdReporter:
     def _shutdown(self) -> None:
         # A generation that never served (a failed release) is not the service:
         # STOPPING=1 from it would make systemd stop the one that serves.
-        if not self._served or self._upgrader.state == "handedOver" or self._stoppingSent:
+        if not self._served or self._generation.state is State.HANDED_OVER or self._stoppingSent:
             return
         self._stoppingSent = True
         self._notifier.send(
             ("STOPPING", 1),
-            ("STATUS", f"generation {generation()} (PID {os.getpid()}) shutting down, draining"),
+            (
+                "STATUS",
+                f"{self._who()} shutting down, draining",
+            ),
         )
 
     # The watchdog.
@@ -241,7 +261,7 @@ class SystemdReporter:
             self._watchdog.stop()
 
 
-def install(reactor, upgrader, settings: NotifySettings, hidden=()) -> SystemdReporter | None:
+def install(reactor, generation, settings: NotifySettings, hidden=()) -> SystemdReporter | None:
     """
     Report to systemd if it is listening, and pass the settings on to the next generation.
 
@@ -254,9 +274,9 @@ def install(reactor, upgrader, settings: NotifySettings, hidden=()) -> SystemdRe
     except ValueError as e:
         log.warn("not notifying systemd: {why}", why=e)
         return None
-    upgrader.childEnvironment.update(settings.childEnvironment())
+    generation.childEnvironment.update(settings.childEnvironment())
     reporter = SystemdReporter(
-        reactor, notifier, upgrader, settings.watchdogUsec, frozenset(hidden)
+        reactor, notifier, generation, settings.watchdogUsec, frozenset(hidden)
     )
     reporter.subscribe()
     return reporter

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 
 from twisted.python import usage
 
@@ -10,9 +10,8 @@ from txflip.acme.options import OPT_FLAGS as ACME_FLAGS
 from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
 from txflip.acme.options import AcmeOptionsMixin, acmeRequested
 from txflip.core import pidfile
-from txflip.core.log import log
+from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
-from txflip.systemd import notify as sdnotify
 from txflip.twistd.appload import AppError, loadApp
 
 DEMO_APP = "txflip.demo.makeResource"
@@ -86,10 +85,6 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         self["redirect-http"].append(description)
 
 
-class ConfigError(Exception):
-    """Bad input; the message is one line that says what is wrong and how to fix it."""
-
-
 def _seconds(options: FlipOptions, name: str) -> float:
     try:
         return _positiveSeconds(options[name])
@@ -141,78 +136,38 @@ def _redirectEndpoints(reactor, options: FlipOptions, listen: list[str], acme=No
 
 
 def makeService(options: FlipOptions):
-    """Build this generation's L{FlipService} from C{twistd flip}'s options."""
+    """Build this generation's L{GenerationService} from C{twistd flip}'s options."""
     from twisted.internet import reactor
 
-    from txflip.core.handoff import takeInheritedState
     from txflip.core.service import fatal
-    from txflip.core.signals import SighupDispatch
 
     # Before anything imports the app: a stray SIGHUP would kill a plain twistd.
-    dispatch = SighupDispatch(reactor)
-    dispatch.install()
     try:
-        inherited = takeInheritedState()
-    except ValueError as e:
+        host = Host(reactor)
+    except (ValueError, ConfigError) as e:
         raise fatal(str(e)) from None
     try:
-        return _makeService(options, reactor, dispatch, inherited)
+        return _makeService(options, reactor, host)
     except (ConfigError, AppError, pidfile.PIDFileError) as e:
-        raise fatal(str(e), inherited) from None
+        raise fatal(str(e), controlFd=host.controlFd) from None
 
 
-def _makeService(options: FlipOptions, reactor, dispatch, inherited):
-    from txflip.core.drain import ConnectionTracker
-    from txflip.core.listeners import ListenerRegistry
-    from txflip.core.log import setGeneration
-    from txflip.core.parent import Upgrader
-    from txflip.core.service import FlipConfig, FlipService
-    from txflip.core.simplemode import simpleModeReason
-    from txflip.twistd.compat import openLogFilesForAppending, takeOverTwistd
-
-    simpleReason = simpleModeReason()
-    notifySettings = sdnotify.takeFromEnvironment()
-    try:
-        activated = activation.takeActivation()
-    except activation.ActivationError as e:
-        raise ConfigError(str(e)) from None
-
-    if inherited is not None:
-        os.set_inheritable(inherited.controlFd, False)
-        setGeneration(inherited.generation)
+def _makeService(options: FlipOptions, reactor, host: Host):
+    from txflip.core.service import GenerationService
+    from txflip.twistd.compat import openLogFilesForAppending, successorArgv, takeOverTwistd
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
     if twistd.logfile:
         openLogFilesForAppending()
-    pidFile = options["pid-file"] or twistd.pidfile
-    if inherited is not None and inherited.pidFile:
-        pidFile = inherited.pidFile
-    if pidFile:
-        pidFile = os.path.abspath(pidFile)
-        pidfile.checkWritableDirectory(pidFile)
-        if inherited is None:
-            running = pidfile.readPID(pidFile)
-            if running and running != os.getpid() and pidfile.processIsAlive(running):
-                raise ConfigError(
-                    f"PID file {pidFile} names PID {running}, which is running: "
-                    f"send it SIGHUP to restart, or stop it first"
-                )
-
-    config = FlipConfig(
-        listen=list(options["listen"]),
-        pidFile=pidFile,
+    settings = HostSettings(
+        pidFile=options["pid-file"] or twistd.pidfile,
         readyTimeout=_seconds(options, "ready-timeout"),
         drainTimeout=_seconds(options, "drain-timeout"),
+        control=options["control"],
+        noControl=bool(options["no-control"]),
+        argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
     )
-
-    tracker = ConnectionTracker()
-    registry = ListenerRegistry(
-        reactor,
-        inherited.listeners if inherited is not None else activated.inheritedListeners(),
-        factoryHook=tracker.track,
-        paused=inherited is not None,
-    )
-    registry.install()
+    generation = host.startGeneration(settings)
 
     acme = None
     if acmeRequested(options):
@@ -224,10 +179,17 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
             raise ConfigError(str(e)) from None
 
     loaded = loadApp(options["app"] or DEMO_APP)
-    appService = loaded.app if loaded.kind == "service" else None
     if acme and (problem := acme.appProblem(loaded.kind, bool(options["redirect-http"]))):
         raise ConfigError(problem)
-    listen = config.listen
+    endpoints = _endpoints(reactor, options, loaded, host.activated, acme)
+    return GenerationService(
+        reactor, generation, endpoints, loaded.app if loaded.kind == "service" else None
+    )
+
+
+def _endpoints(reactor, options: FlipOptions, loaded, activated, acme) -> list:
+    """C{(description, endpoint, factory)} for every listener flip opens for the app."""
+    listen = list(options["listen"])
     if not listen and loaded.kind != "service" and not (acme and acme.listen):
         listen = activated.defaultListen() or [DEFAULT_LISTEN]
     try:
@@ -254,61 +216,7 @@ def _makeService(options: FlipOptions, reactor, dispatch, inherited):
                 "--acme-listen needs a Resource or protocol factory"
             )
         endpoints += acme.endpoints(reactor, factory, _parseEndpoint)
-    endpoints += _redirectEndpoints(reactor, options, listen, acme)
-
-    service: FlipService | None = None
-    upgrader = Upgrader(
-        reactor,
-        registry,
-        config.readyTimeout,
-        config.pidFile,
-        lambda outcome: service.handedOver(outcome),
-        simpleModeReason=simpleReason,
-        successorOptions=twistd.successorOptions,
-    )
-    service = FlipService(
-        reactor, config, registry, tracker, upgrader, endpoints, appService, inherited
-    )
-    dispatch.upgrader = upgrader
-    upgrader.childEnvironment.update(activated.childEnvironment())
-    if activated.sockets:
-        log.info(
-            "socket activation: adopting {sockets}, read from {source}",
-            sockets=", ".join(f"{s.name}={s.key}" for s in activated.sockets),
-            source=activated.source,
-        )
-    control = _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited)
-    sdnotify.install(reactor, upgrader, notifySettings, hidden={control.key()} if control else ())
-    if simpleReason is not None:
-        log.warn("simple mode: {why}; SIGHUP will not restart, SIGTERM drains", why=simpleReason)
-    if inherited is not None:
-        log.info(
-            "generation {gen} starting, handed {count} listener(s) by PID {parent}",
-            gen=inherited.generation,
-            count=len(inherited.listeners),
-            parent=inherited.parentPid,
-        )
-    return service
-
-
-def _listenControl(options, reactor, upgrader, registry, tracker, pidFile, inherited):
-    """Open the control socket (through the registry, so it is handed over)."""
-    from twisted.internet.error import CannotListenError
-
-    from txflip.control.server import ControlServer, defaultControlPath
-
-    path = options["control"] or (defaultControlPath(pidFile) if pidFile else None)
-    if options["no-control"] or not path:
-        return None
-    server = ControlServer(upgrader, registry, tracker, path, pidFile, inherited)
-    try:
-        server.listen(reactor)
-    except CannotListenError as e:
-        raise ConfigError(
-            f"cannot open the control socket {server.path}: {e.socketError}; "
-            "give another --control PATH, or --no-control"
-        ) from None
-    return server
+    return endpoints + _redirectEndpoints(reactor, options, listen, acme)
 
 
 Options = FlipOptions

@@ -1,0 +1,112 @@
+"""
+Programs that run their own reactor get zero-downtime restarts: through
+C{python -m txflip run}, unchanged, and through the API (the example in
+docs/api.rst).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from tests.support.load import Load
+from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
+OWN_REACTOR = os.path.join(SUPPORT, "ownreactor.py")
+API_EXAMPLE = os.path.join(
+    os.path.dirname(os.path.dirname(SUPPORT)), "docs", "examples", "hello_api.py"
+)
+
+
+class Program(Flip):
+    """A program with its own reactor, run as C{command} instead of C{twistd flip}."""
+
+    def __init__(self, testCase, command: list[str], **kw) -> None:
+        super().__init__(testCase, [], **kw)
+        self._command = [arg.replace("{pidFile}", self.pidFile) for arg in command]
+
+    def command(self) -> list[str]:
+        return self._command
+
+
+def served(port: int) -> dict:
+    status, headers, body = httpGet("127.0.0.1", port, "/")
+    assert status == 200, (status, body)
+    return json.loads(body)
+
+
+class LauncherTests(TestCase):
+    def restartUnderLoad(self, program: Program, port: int, count: int) -> list[int]:
+        first = program.start()
+        with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
+            pids = [first, *program.restartsUnderLoad(load, count)]
+        self.assertEqual(load.failures(), {}, load.failureReport())
+        self.assertEqual(len(set(pids)), count + 1)
+        waitFor(lambda: program.aliveGenerations() == [pids[-1]], "only the last generation left")
+        return pids
+
+    def test_moduleThatRunsTheReactorRestartsUnderLoad(self) -> None:
+        """python -m txflip run -m MODULE ARGS: 3 restarts under load, no failed request."""
+        port = freePort()
+        program = Program(
+            self,
+            [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}"]
+            + ["-m", "ownreactor", str(port), "--flag", "x y"],
+            env={"PYTHONPATH": os.pathsep.join([SUPPORT, os.environ.get("PYTHONPATH", "")])},
+        )
+        pids = self.restartUnderLoad(program, port, 3)
+        self.assertEqual(served(port), {"pid": pids[-1], "argv": [str(port), "--flag", "x y"]})
+
+    def test_scriptUsingReactDrainsOnSigterm(self) -> None:
+        """A react() script: restarts, then SIGTERM drains, exits and removes the PID file."""
+        port = freePort()
+        program = Program(
+            self,
+            [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}"]
+            + [OWN_REACTOR, str(port), "--react"],
+        )
+        pids = self.restartUnderLoad(program, port, 2)
+        self.assertIn(f"[txflip gen 3 pid {pids[-1]}] serving", program.log())
+        os.kill(pids[-1], signal.SIGTERM)
+        waitFor(lambda: not pidAlive(pids[-1]), "the last generation to exit")
+        self.assertFalse(os.path.exists(program.pidFile))
+        self.assertIn("generation exits (shut down)", program.log())
+
+    def test_badUsageIsOneLine(self) -> None:
+        program = Program(self, [sys.executable, "-m", "txflip", "run", "--ready-timeout", "0"])
+        program.start(waitReady=False)
+        program.process.wait(timeout=60)
+        self.assertEqual(program.process.returncode, 2)
+        lines = program.stderr().strip().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("--ready-timeout", lines[0])
+        self.assertIn("above 0", lines[0])
+
+
+class ApiExampleTests(TestCase):
+    def test_exampleFromTheDocsRestartsUnderLoad(self) -> None:
+        """docs/examples/hello_api.py, as docs/api.rst shows it: restarts with no failed request."""
+        port = freePort()
+        program = Program(self, [sys.executable, API_EXAMPLE, str(port), "{pidFile}"])
+        first = program.start(waitReady=False)
+        waitFor(lambda: program.pid() == first, "the example's PID file")
+        with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
+            waitFor(lambda: load.totalRequests() > 20, "load to get going")
+            pids = [first]
+            for _ in range(2):
+                os.kill(pids[-1], signal.SIGHUP)
+                pids.append(
+                    waitFor(lambda: (p := program.pid()) not in pids and p, "the next generation")
+                )
+                waitFor(lambda: not pidAlive(pids[-2]), "the previous generation to exit")
+        self.assertEqual(load.failures(), {}, load.failureReport())
+        status, headers, body = httpGet("127.0.0.1", port, "/")
+        self.assertEqual(body.decode(), f"hello from generation 3, PID {pids[-1]}\n")
+        os.kill(pids[-1], signal.SIGTERM)
+        waitFor(lambda: not pidAlive(pids[-1]), "the example to exit after SIGTERM")
+        self.assertFalse(os.path.exists(program.pidFile))

@@ -1,0 +1,267 @@
+"""
+One generation's restart state, in process: readiness, refusals, the handover,
+taking traffic back from a successor that dies, and the final stop.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
+from txflip.core.generation import Generation
+from txflip.core.handoff import InheritedListener
+from txflip.core.state import State
+
+
+class ExitCalled(Exception):
+    pass
+
+
+def makeGeneration(testCase: TestCase, **kw) -> Generation:
+    reactor = clockReactor()
+    kw.setdefault("pidFile", os.path.join(testCase.mktemp() + "-dir", "flip.pid"))
+    os.makedirs(os.path.dirname(kw["pidFile"]), exist_ok=True)
+    generation = Generation(
+        reactor, inherited=None, simpleModeReason=None, argv=["python"], cwd="/", **kw
+    )
+    generation._attemptFactory = ScriptedAttempt
+
+    def exitProcess(code: int) -> None:
+        raise ExitCalled(code)
+
+    generation._exitProcess = exitProcess
+    generation.seen = []
+    generation.events.subscribe(lambda name, fields: generation.seen.append(name))
+    return generation
+
+
+def openConnection(generation: Generation) -> Protocol:
+    """A connection of the app's, tracked for the drain."""
+    factory = generation.tracker.track(Factory.forProtocol(Protocol))
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+class ReadinessTests(TestCase):
+    def test_firstGenerationServesOnceStarted(self) -> None:
+        generation = makeGeneration(self)
+        self.assertIs(generation.state, State.STARTING)
+        self.assertFalse(os.path.exists(generation.pidFile), "no PID file before ready")
+        generation.start()
+        self.assertIs(generation.state, State.SERVING)
+        with open(generation.pidFile) as f:
+            self.assertEqual(int(f.read()), os.getpid())
+        self.assertEqual(generation.seen, ["serving"])
+
+    def test_expectReadyWaitsForTheCall(self) -> None:
+        generation = makeGeneration(self)
+        generation.expectReady()
+        generation.start()
+        self.assertIs(generation.state, State.STARTING)
+        self.assertEqual(generation.waitingFor(), ["the app to call ready()"])
+        generation.ready()
+        self.assertIs(generation.state, State.SERVING)
+
+    def test_startServiceDeferredIsReadiness(self) -> None:
+        generation = makeGeneration(self)
+        started = Deferred()
+        generation.waitFor(started, "the app's startService Deferred")
+        generation.start()
+        self.assertEqual(generation.waitingFor(), ["the app's startService Deferred"])
+        started.callback(None)
+        self.assertIs(generation.state, State.SERVING)
+
+    def test_failedStartServiceDeferredFailsTheStart(self) -> None:
+        generation = makeGeneration(self)
+        started = Deferred()
+        generation.waitFor(started, "the app's startService Deferred")
+        generation.start()
+        started.errback(RuntimeError("no database"))
+        self.failureResultOf(started, ExitCalled)
+
+    def test_unclaimedInheritedSocketHoldsReadiness(self) -> None:
+        """Without a signal of its own, the app is ready once it listens on every socket again."""
+        skt = socket.socket()
+        skt.bind(("127.0.0.1", 0))
+        port = skt.getsockname()[1]
+        fd = os.dup(skt.fileno())
+        skt.close()
+        key = f"tcp:127.0.0.1:{port}"
+        generation = makeGeneration(self, listeners=[InheritedListener(fd, key, "AF_INET")])
+        generation.start()
+        self.assertEqual(generation.waitingFor(), [f"listening again on {key}"])
+        self.assertIs(generation.state, State.STARTING)
+        generation.registry.listenTCP(port, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.assertIs(generation.state, State.SERVING)
+
+    def test_explicitReadinessClosesUnclaimedSockets(self) -> None:
+        skt = socket.socket()
+        skt.bind(("127.0.0.1", 0))
+        fd = os.dup(skt.fileno())
+        skt.close()
+        generation = makeGeneration(
+            self, listeners=[InheritedListener(fd, "tcp:127.0.0.1:1", "AF_INET")]
+        )
+        generation.expectReady()
+        generation.start()
+        generation.ready()
+        self.assertIs(generation.state, State.SERVING)
+        self.assertRaises(OSError, os.fstat, fd)
+
+    def test_firstGenerationNotReadyInTimeExits(self) -> None:
+        generation = makeGeneration(self, readyTimeout=5)
+        generation.expectReady()
+        generation.start()
+        generation._reactor.advance(4.9)
+        self.assertRaises(ExitCalled, generation._reactor.advance, 0.1)
+
+
+class UpgradeTests(TestCase):
+    def setUp(self) -> None:
+        self.generation = makeGeneration(self)
+        self.generation.start()
+
+    def upgrade(self):
+        outcomes = []
+        self.generation.upgrade("test").addCallback(outcomes.append)
+        return self.generation._attempt, outcomes
+
+    def test_refusedWhileStarting(self) -> None:
+        generation = makeGeneration(self)
+        outcomes = []
+        generation.upgrade().addCallback(outcomes.append)
+        self.assertEqual(outcomes[0].reason, "refused: this generation is not serving yet")
+
+    def test_refusedInSimpleMode(self) -> None:
+        generation = makeGeneration(self)
+        generation.simpleModeReason = "running as PID 1"
+        generation.start()
+        self.assertIn("simple mode (running as PID 1)", generation.refusal())
+
+    def test_oneUpgradeAtATime(self) -> None:
+        self.upgrade()
+        self.assertIs(self.generation.state, State.UPGRADING)
+        self.assertEqual(self.generation.refusal(), "an upgrade is already in progress")
+
+    def test_failedUpgradeKeepsServing(self) -> None:
+        attempt, outcomes = self.upgrade()
+        attempt.childExits("exited with code 1")
+        self.assertFalse(outcomes[0].succeeded)
+        self.assertIs(self.generation.state, State.SERVING)
+        self.assertIs(self.generation.lastOutcome, outcomes[0])
+        self.assertIsNone(self.generation.refusal())
+
+    def liveFor(self, attempt, seconds: float) -> None:
+        """Let C{seconds} pass with the successor saying it is alive, as a real one does."""
+        for _ in range(round(seconds / 0.25)):
+            self.generation._reactor.advance(0.25)
+            attempt.childSays("alive")
+
+    def test_handoverDrainsThenExits(self) -> None:
+        connection = openConnection(self.generation)
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.assertIs(self.generation.state, State.HANDED_OVER)
+        self.assertEqual(
+            self.generation.refusal(), "this generation has handed over and is draining"
+        )
+        self.assertFalse(self.generation.exiting.called, "a connection is still open")
+        connection.transport.disconnected = True
+        self.liveFor(attempt, 0.5)
+        self.assertFalse(self.generation.exiting.called, "it watches its successor a while")
+        self.liveFor(attempt, Generation.successorWatch)
+        self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
+        self.assertIs(self.generation.state, State.STOPPING)
+
+    def test_successorDyingWhileWeDrainIsTakenBack(self) -> None:
+        """The successor dies while this generation still holds the sockets: serve again."""
+        connection = openConnection(self.generation)  # keeps the drain going
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.assertTrue(self.generation.registry._paused)
+        with open(self.generation.pidFile, "w") as f:
+            f.write(str(CHILD_PID))
+        attempt.childExits("was killed by signal 9")
+        self.assertIs(self.generation.state, State.SERVING)
+        self.assertFalse(self.generation.registry._paused, "accepting again")
+        self.assertIn("successor-died", self.generation.seen)
+        self.assertIn(
+            f"PID {CHILD_PID}) was killed by signal 9", self.generation.lastOutcome.reason
+        )
+        with open(self.generation.pidFile) as f:
+            self.assertEqual(int(f.read()), os.getpid())
+        self.assertFalse(self.generation.exiting.called)
+        self.generation._reactor.advance(60)
+        self.assertFalse(self.generation.exiting.called, "the cancelled drain never ends it")
+        self.assertIsNone(self.generation.refusal(), "a later upgrade works as usual")
+        self.assertFalse(connection.transport.disconnecting)
+
+    def test_successorEndingAfterOurExitChangesNothing(self) -> None:
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.liveFor(attempt, Generation.successorWatch + 0.5)
+        self.assertTrue(self.generation.exiting.called)
+        attempt.childExits("exited with code 0")
+        self.assertIs(self.generation.state, State.STOPPING)
+
+    def test_successorDyingRightAfterTakingOverIsTakenBack(self) -> None:
+        """Even with nothing to drain, the sockets are kept long enough to take them back."""
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.liveFor(attempt, 0.25)
+        attempt.childExits("was killed by signal 9")
+        self.assertIs(self.generation.state, State.SERVING)
+        self.assertFalse(self.generation.registry._paused)
+
+    def test_hungSuccessorGetsCompany(self) -> None:
+        """A successor silent for a second: accept beside it, stay, and leave once it answers."""
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.assertTrue(self.generation.registry._paused)
+        self.generation._reactor.advance(1.0)
+        self.assertFalse(self.generation.registry._paused, "accepting beside a silent successor")
+        self.assertIn("successor-silent", self.generation.seen)
+        self.generation._reactor.advance(30)
+        self.assertFalse(self.generation.exiting.called, "never leaves a hung successor alone")
+        attempt.childSays("alive")
+        self.assertTrue(self.generation.registry._paused)
+        self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
+
+    def test_retiredSuccessorsExitIsNoCrash(self) -> None:
+        """A successor that handed over in turn says so: its exit is not taken back from."""
+        connection = openConnection(self.generation)  # noqa: F841 (keeps the drain going)
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        attempt.childSays("retired handed over")
+        attempt.childExits("exited with code 0")
+        self.assertIs(self.generation.state, State.HANDED_OVER)
+
+    def test_stopDrainsAndRemovesThePIDFile(self) -> None:
+        stopped = self.generation.stop()
+        self.successResultOf(stopped)
+        self.assertIs(self.generation.state, State.STOPPING)
+        self.assertFalse(os.path.exists(self.generation.pidFile))
+        self.assertEqual(self.successResultOf(self.generation.exiting), "shut down")
+        self.assertEqual(self.generation.refusal(), "this generation is shutting down")
+
+    def test_stopDuringAnUpgradeAbandonsIt(self) -> None:
+        attempt, outcomes = self.upgrade()
+        stopped = self.generation.stop()
+        self.assertNoResult(stopped)
+        attempt.childExits("was killed by signal 15")
+        self.successResultOf(stopped)
+        self.assertEqual(outcomes[0].reason, "this generation is shutting down")
+        self.assertIs(self.generation.state, State.STOPPING)

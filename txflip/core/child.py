@@ -1,0 +1,123 @@
+"""
+The child side of a handoff: a new generation's link to the one that started it.
+
+The link is the inherited end of a socketpair (L{txflip.core.channel}). The
+child says C{ready} once its app is ready, waits for C{go}, starts accepting,
+and says C{serving}; a reason for failing is written before the child exits,
+so that it reaches the parent word for word.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from twisted.internet.task import LoopingCall
+
+from txflip.core.channel import (
+    HEARTBEAT_SECONDS,
+    PredecessorChannel,
+    adoptChannel,
+    reportFailureSynchronously,
+    writeLine,
+)
+from txflip.core.handoff import HandoffState
+
+
+class PredecessorLink:
+    """
+    What this generation says to its predecessor, and hears back.
+
+    @param onGo: called with a reason once the predecessor says go (or died).
+    @param onAbandoned: called with a reason if the predecessor gave up on us.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        inherited: HandoffState,
+        onGo: Callable[[str], None],
+        onAbandoned: Callable[[str], None],
+    ) -> None:
+        self._reactor = reactor
+        self._inherited = inherited
+        self._onGo = onGo
+        self._onAbandoned = onAbandoned
+        self._channel: PredecessorChannel | None = None
+        self._heartbeat: LoopingCall | None = None
+
+    @property
+    def parentPid(self) -> int:
+        return self._inherited.parentPid
+
+    def open(self) -> None:
+        """Start talking to the predecessor (once the reactor runs)."""
+        if self._channel is None:
+            channelSocket = socket.socket(fileno=self._inherited.controlFd)
+            self._channel = adoptChannel(
+                self._reactor,
+                channelSocket,
+                PredecessorChannel(self._onGo, self._onAbandoned, self._inherited.parentPid),
+            )
+
+    def waiting(self, what: list[str]) -> None:
+        """Tell the predecessor what this generation still waits for."""
+        if self._say() and what:
+            self._channel.waiting(", ".join(what))
+
+    def ready(self) -> None:
+        """Tell the predecessor this generation is ready; it will answer go."""
+        self.open()
+        self._channel.ready()
+
+    def serving(self) -> None:
+        """
+        This generation accepts now: the predecessor may stop accepting. From
+        now on it hears that this generation is alive, while it listens.
+        """
+        if self._say():
+            self._channel.serving()
+            self._heartbeat = LoopingCall(self._alive)
+            self._heartbeat.clock = self._reactor
+            self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
+
+    def _alive(self) -> None:
+        if self._say() and not self._channel.closed:
+            self._channel.alive()
+        elif self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+
+    def retired(self, why: str) -> None:
+        """
+        This generation handed over in turn, or is stopping: its exit is
+        planned. Written at once, since the exit may follow in this turn.
+        """
+        if self._say():
+            self._sayNow(f"retired {why}", lambda: self._channel.retired(why))
+
+    def _say(self) -> bool:
+        return self._channel is not None and self._channel.transport is not None
+
+    def failed(self, reason: str) -> None:
+        """
+        Tell the predecessor why this generation cannot go on, before anything
+        else happens: the caller may exit right after.
+        """
+        if not self._say():
+            reportFailureSynchronously(self._inherited.controlFd, reason)
+            return
+        self._sayNow(f"failed {reason}", lambda: self._channel.failed(reason))
+
+    def _sayNow(self, line: str, queue) -> None:
+        """Write C{line} now if nothing is queued before it; else C{queue} it."""
+        transport = self._channel.transport
+        # Twisted writes from the reactor loop; with nothing queued before it,
+        # the line can go out now, ahead of an exit.
+        queued = getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataBuffer", [])
+        if transport.fileno() >= 0 and not queued:
+            writeLine(transport.fileno(), line)
+        else:
+            queue()
+
+    def _say(self) -> bool:
+        return self._channel is not None and self._channel.transport is not None

@@ -1,0 +1,140 @@
+"""
+Hosting a generation in a process: what the twistd plugin and C{python -m
+txflip run} both set up around the restart core.
+
+In order: SIGHUP is caught before any app code is imported (a stray SIGHUP
+would kill the process); the handoff state and systemd's variables are taken
+from the environment; the L{Generation} is made and stands in for the
+reactor's listen methods; then the control socket and sd_notify are attached
+to its events.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from txflip.core import pidfile
+from txflip.core.generation import Generation
+from txflip.core.handoff import HandoffState, takeInheritedState
+from txflip.core.log import log
+from txflip.core.signals import SighupDispatch
+from txflip.systemd import activation
+from txflip.systemd import notify as sdnotify
+
+
+class ConfigError(Exception):
+    """Bad input; the message is one line that says what is wrong and how to fix it."""
+
+
+@dataclass
+class HostSettings:
+    """What the operator asked of the generation, whichever launcher read it."""
+
+    pidFile: str | None = None
+    readyTimeout: float = 60.0
+    drainTimeout: float = 30.0
+    control: str | None = None
+    noControl: bool = False
+    argv: list[str] | None = None
+
+
+class Host:
+    """
+    The process around one generation. Make it first thing: its constructor
+    catches SIGHUP and reads what the previous generation handed down.
+
+    @raise ValueError: the handoff state in the environment is malformed.
+    """
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.dispatch = SighupDispatch(reactor)
+        self.dispatch.install()
+        self.inherited: HandoffState | None = takeInheritedState()
+        self.generation: Generation | None = None
+        self._notifySettings = sdnotify.takeFromEnvironment()
+        try:
+            self.activated = activation.takeActivation()
+        except activation.ActivationError as e:
+            raise ConfigError(str(e)) from None
+
+    @property
+    def controlFd(self) -> int | None:
+        """Where to report a failed start to the parent, if there is one."""
+        return self.inherited.controlFd if self.inherited is not None else None
+
+    def checkedPIDFile(self, path: str | None) -> str | None:
+        """The PID file, checked: its directory writable, nobody else running from it."""
+        if self.inherited is not None and self.inherited.pidFile:
+            path = self.inherited.pidFile
+        if not path:
+            return None
+        path = os.path.abspath(path)
+        pidfile.checkWritableDirectory(path)
+        if self.inherited is None:
+            running = pidfile.readPID(path)
+            if running and running != os.getpid() and pidfile.processIsAlive(running):
+                raise ConfigError(
+                    f"PID file {path} names PID {running}, which is running: "
+                    f"send it SIGHUP to restart, or stop it first"
+                )
+        return path
+
+    def startGeneration(self, settings: HostSettings) -> Generation:
+        """Make this process's L{Generation}, listening through the handed-over sockets."""
+        generation = Generation(
+            self.reactor,
+            pidFile=self.checkedPIDFile(settings.pidFile),
+            readyTimeout=settings.readyTimeout,
+            drainTimeout=settings.drainTimeout,
+            argv=settings.argv,
+            inherited=self.inherited,
+            listeners=self.activated.inheritedListeners() if self.inherited is None else (),
+        )
+        generation.install()
+        self.generation = generation
+        self.dispatch.generation = generation
+        generation.childEnvironment.update(self.activated.childEnvironment())
+        if self.activated.sockets:
+            log.info(
+                "socket activation: adopting {sockets}, read from {source}",
+                sockets=", ".join(f"{s.name}={s.key}" for s in self.activated.sockets),
+                source=self.activated.source,
+            )
+        control = self._listenControl(settings, generation)
+        hidden = {control.key()} if control else ()
+        sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)
+        if generation.simpleModeReason is not None:
+            log.warn(
+                "simple mode: {why}; SIGHUP will not restart, SIGTERM drains",
+                why=generation.simpleModeReason,
+            )
+        if self.inherited is not None:
+            log.info(
+                "generation {gen} starting, handed {count} listener(s) by PID {parent}",
+                gen=self.inherited.generation,
+                count=len(self.inherited.listeners),
+                parent=self.inherited.parentPid,
+            )
+        return generation
+
+    def _listenControl(self, settings: HostSettings, generation: Generation):
+        """Open the control socket (through the registry, so it is handed over)."""
+        from twisted.internet.error import CannotListenError
+
+        from txflip.control.server import ControlServer, defaultControlPath
+
+        pidFile = generation.pidFile
+        path = settings.control or (defaultControlPath(pidFile) if pidFile else None)
+        if settings.noControl or not path:
+            return None
+        server = ControlServer(generation, path)
+        try:
+            server.listen(self.reactor)
+        except CannotListenError as e:
+            raise ConfigError(
+                f"cannot open the control socket {server.path}: {e.socketError}; "
+                "give another --control PATH, or --no-control"
+            ) from None
+        return server
