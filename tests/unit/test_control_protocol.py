@@ -1,10 +1,10 @@
 """
 The control socket's protocol in this process: commands, the phases of a
-reload as the generation's events arrive, refusals, and status.
+reload as a real L{Generation} goes through them, refusals, and status.
 
-The upgrader is a stand-in (the real one starts processes): it has the
-generation's real L{Events} hub, a state, and an C{upgrade} whose outcome the
-test decides. Each connection's peer credentials come from a real unix
+The generation runs on a clock reactor and its successor is played by the
+test (L{ScriptedAttempt}: the one thing a unit test cannot do cheaply is
+start a child). Each connection's peer credentials come from a real unix
 socket, except where the test needs another user than this process's: the
 kernel reports no other user without a process running as that user (the
 process tests do that), so there the credentials are given.
@@ -17,46 +17,46 @@ import os
 import socket
 import struct
 import tempfile
-from dataclasses import dataclass
 
 import twisted.internet
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import TestCase
 
+from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
 from txflip.control.server import COMMAND_TIMEOUT, ControlServer
-from txflip.core.drain import ConnectionTracker
-from txflip.core.events import Events
+from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState
-from txflip.core.listeners import ListenerRegistry
+from txflip.core.log import generation, setGeneration
 
 
-@dataclass(frozen=True)
-class Ended:
-    """How an upgrade ended, with the fields the control server reads."""
-
-    succeeded: bool
-    childPid: int | None
-    reason: str
-    seconds: float
+class ExitCalled(Exception):
+    pass
 
 
-class StandInUpgrader:
-    def __init__(self) -> None:
-        self.events = Events()
-        self.state = "ready"
-        self.simpleModeReason: str | None = None
-        self.asked: list[str] = []
-        self.outcome: Deferred = Deferred()
+def makeGeneration(testCase: TestCase, reactor, **kw) -> Generation:
+    """A first generation on C{reactor} whose successors are played by the test."""
+    pidFile = os.path.join(tempfile.mkdtemp(prefix="txflip-ctl-"), "flip.pid")
+    generation = Generation(
+        reactor,
+        pidFile=pidFile,
+        inherited=kw.pop("inherited", None),
+        simpleModeReason=None,
+        argv=["python"],
+        cwd="/",
+        **kw,
+    )
+    generation._attemptFactory = ScriptedAttempt
 
-    def upgrade(self, source: str) -> Deferred:
-        self.asked.append(source)
-        return self.outcome
+    def exitProcess(code: int) -> None:
+        raise ExitCalled(code)
+
+    generation._exitProcess = exitProcess
+    return generation
 
 
 class PeerTransport(StringTransport):
@@ -83,24 +83,13 @@ class GivenCredentials:
 
 class ControlTestCase(TestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
-        # The idle timer is scheduled on the global reactor: a Clock stands in
-        # for it during each (synchronous) test.
+        self.clock = clockReactor()
+        # The idle timer is scheduled on the global reactor: the generation's
+        # clock stands in for it during each (synchronous) test.
         self.patch(twisted.internet, "reactor", self.clock)
-        self.upgrader = StandInUpgrader()
-        self.registry = ListenerRegistry(reactor)
-        self.tracker = ConnectionTracker()
-        self.server = self.makeServer()
-
-    def makeServer(self, inherited=None) -> ControlServer:
-        return ControlServer(
-            self.upgrader,
-            self.registry,
-            self.tracker,
-            path="/run/test/flip.pid.control",
-            pidFile="/run/test/flip.pid",
-            inherited=inherited,
-        )
+        self.generation = makeGeneration(self, self.clock)
+        self.generation.start()
+        self.server = ControlServer(self.generation, self.generation.pidFile + ".control")
 
     def connect(self, handle=None) -> tuple[object, PeerTransport]:
         if handle is None:
@@ -108,13 +97,19 @@ class ControlTestCase(TestCase):
             self.addCleanup(ours.close)
             self.addCleanup(peer.close)
             handle = ours
-        protocol = self.tracker.track(self.server).buildProtocol(None)
+        protocol = self.generation.tracker.track(self.server).buildProtocol(None)
         transport = PeerTransport(handle)
         protocol.makeConnection(transport)
         return protocol, transport
 
     def messages(self, transport: StringTransport) -> list[dict]:
         return [json.loads(line) for line in transport.value().splitlines()]
+
+    def reload(self) -> tuple[object, PeerTransport, ScriptedAttempt]:
+        """Ask for a reload over a new connection; return it and the attempt it started."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"reload\n")
+        return protocol, transport, self.generation._attempt
 
 
 class CommandTests(ControlTestCase):
@@ -123,9 +118,9 @@ class CommandTests(ControlTestCase):
         protocol.dataReceived(b"status\n")
         [status] = self.messages(transport)
         self.assertEqual(status["phase"], "status")
-        self.assertEqual(status["pid"], os.getpid())
-        self.assertEqual(status["state"], "ready")
-        self.assertEqual(status["pidFile"], "/run/test/flip.pid")
+        self.assertEqual((status["pid"], status["generation"]), (os.getpid(), 1))
+        self.assertEqual(status["state"], "serving")
+        self.assertEqual(status["pidFile"], self.generation.pidFile)
         self.assertIsNone(status["lastRestart"])
         self.assertTrue(transport.disconnecting)
 
@@ -145,8 +140,8 @@ class CommandTests(ControlTestCase):
     def test_oneCommandPerConnection(self) -> None:
         protocol, transport = self.connect()
         protocol.dataReceived(b"reload\nstatus\nreload\n")
-        self.assertEqual(self.upgrader.asked, [f"control socket (PID {os.getpid()})"])
-        self.assertEqual(transport.value(), b"")
+        self.assertEqual([m["phase"] for m in self.messages(transport)], ["started"])
+        self.assertEqual(str(self.generation.state), "upgrading")
 
     def test_noCommandInTime(self) -> None:
         protocol, transport = self.connect()
@@ -159,9 +154,11 @@ class CommandTests(ControlTestCase):
 
     def test_commandCancelsTheTimer(self) -> None:
         protocol, transport = self.connect()
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        protocol.dataReceived(b"reload\n")
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        timers = set(self.clock.getDelayedCalls())
+        protocol.dataReceived(b"status\n")
+        self.assertEqual(len(timers - set(self.clock.getDelayedCalls())), 1)
+        self.clock.advance(COMMAND_TIMEOUT * 2)
+        self.assertEqual(len(self.messages(transport)), 1)
 
 
 class PeerTests(ControlTestCase):
@@ -178,7 +175,7 @@ class PeerTests(ControlTestCase):
         self.assertFalse(transport.disconnecting)
         protocol.dataReceived(b"reload\n")
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(self.upgrader.asked, [])
+        self.assertEqual(str(self.generation.state), "serving")
 
     def test_rootMayControlAnyServer(self) -> None:
         self.server.uid = 1234
@@ -206,74 +203,86 @@ class PeerTests(ControlTestCase):
 class ReloadPhaseTests(ControlTestCase):
     def test_successfulReload(self) -> None:
         """Every phase goes to the asking client, which is closed after done."""
-        protocol, transport = self.connect()
-        protocol.dataReceived(b"reload\n")
-        events = self.upgrader.events
-        events.emit("upgrade-started", source="x", childPid=77, nextGeneration=2)
-        events.emit("child-ready", childPid=77, ms=120)
-        events.emit("upgrade-succeeded", childPid=77, ms=150)
-        self.upgrader.outcome.callback(Ended(True, 77, "serving", 0.15))
+        protocol, transport, attempt = self.reload()
+        attempt.childSays(f"ready {CHILD_PID}")
+        self.assertEqual(attempt.parentSaid(), ["go"])
         self.assertFalse(transport.disconnecting)
-        events.emit("draining", handedOver=True, connections=0)
+        attempt.childSays("serving")
         phases = self.messages(transport)
         self.assertEqual(
             [m["phase"] for m in phases], ["started", "ready", "serving", "draining", "done"]
         )
-        self.assertEqual(phases[0]["childPid"], 77)
-        self.assertEqual(phases[0]["childGeneration"], 2)
-        self.assertEqual(phases[1]["ms"], 120)
-        self.assertEqual(phases[4], {"phase": "done", "childPid": 77, "childGeneration": 2})
+        started, ready, serving, draining, done = phases
+        self.assertEqual((started["childPid"], started["childGeneration"]), (CHILD_PID, 2))
+        self.assertEqual((started["pid"], started["generation"]), (os.getpid(), 1))
+        self.assertEqual(ready["childPid"], CHILD_PID)
+        self.assertEqual(serving["childGeneration"], 2)
+        self.assertEqual(draining["generation"], 1)
+        self.assertEqual(done, {"phase": "done", "childPid": CHILD_PID, "childGeneration": 2})
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.server.lastRestart["outcome"], "succeeded")
 
     def test_failedReload(self) -> None:
-        protocol, transport = self.connect()
-        protocol.dataReceived(b"reload\n")
-        self.upgrader.events.emit("upgrade-started", source="x", childPid=77, nextGeneration=2)
-        self.upgrader.events.emit("upgrade-failed", childPid=77, reason="no config", ms=40)
-        self.upgrader.outcome.callback(Ended(False, 77, "no config", 0.04))
+        protocol, transport, attempt = self.reload()
+        attempt.childSays("failed release 2 cannot find its config")
+        attempt.childExits("exited with code 1")
         started, failed = self.messages(transport)
         self.assertEqual(started["phase"], "started")
         self.assertEqual(failed["phase"], "failed")
-        self.assertEqual(
-            (failed["reason"], failed["childPid"], failed["ms"]), ("no config", 77, 40)
-        )
-        self.assertEqual(failed["childGeneration"], 2)
+        self.assertIn("release 2 cannot find its config", failed["reason"])
+        self.assertEqual((failed["childPid"], failed["childGeneration"]), (CHILD_PID, 2))
         self.assertTrue(transport.disconnecting)
-        status = self.server.status()["lastRestart"]
-        self.assertEqual((status["outcome"], status["reason"]), ("failed", "no config"))
+        last = self.server.status()["lastRestart"]
+        self.assertEqual(last["outcome"], "failed")
+        self.assertIn("release 2 cannot find its config", last["reason"])
+        self.assertEqual(str(self.generation.state), "serving")
 
-    def test_refusedReload(self) -> None:
-        protocol, transport = self.connect()
-        protocol.dataReceived(b"reload\n")
-        self.upgrader.events.emit("upgrade-refused", source="x", reason="already upgrading")
-        self.upgrader.outcome.callback(Ended(False, None, "refused: already upgrading", 0.0))
+    def test_refusedWhileAnotherRuns(self) -> None:
+        self.reload()
+        protocol, transport, _ = self.reload()
         [answer] = self.messages(transport)
         self.assertEqual(answer["phase"], "failed")
         self.assertTrue(answer["refused"])
+        self.assertEqual(answer["reason"], "refused: an upgrade is already in progress")
         self.assertEqual(self.server.lastRestart["outcome"], "refused")
+        self.assertTrue(transport.disconnecting)
 
-    def test_shutdownDuringAReloadIsNotDone(self) -> None:
-        """A drain that is not a handover (SIGTERM mid-reload) tells the client nothing yet."""
-        protocol, transport = self.connect()
-        protocol.dataReceived(b"reload\n")
-        self.upgrader.events.emit("upgrade-started", source="x", childPid=77, nextGeneration=2)
-        self.upgrader.events.emit("draining", handedOver=False, connections=0)
-        self.assertEqual([m["phase"] for m in self.messages(transport)], ["started"])
-        self.upgrader.outcome.callback(Ended(False, 77, "this generation is shutting down", 1))
-        self.assertEqual(self.messages(transport)[-1]["phase"], "failed")
+    def test_successorThatDiedIsWarnedAbout(self) -> None:
+        """After a successor died and this generation took the traffic back, say so first."""
+        _, _, attempt = self.reload()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        attempt.childExits("was killed by signal 9")
+        self.assertEqual(self.server.lastRestart["outcome"], "successor-died")
+        protocol, transport, _ = self.reload()
+        warning, started = self.messages(transport)
+        self.assertEqual(warning["phase"], "warning")
+        self.assertIn("the last restart failed:", warning["reason"])
+        self.assertIn("was killed by signal 9", warning["reason"])
+        self.assertEqual(started["phase"], "started")
+
+    def test_shutdownDuringAReloadIsNoHandover(self) -> None:
+        """Stopping mid-reload drains without handing over: no draining/done, but failed."""
+        protocol, transport, attempt = self.reload()
+        self.generation.stop()
+        attempt.childExits("was killed by signal 15")
+        phases = self.messages(transport)
+        self.assertEqual([m["phase"] for m in phases], ["started", "failed"])
+        self.assertIn("shutting down", phases[-1]["reason"])
 
     def test_othersAreNotTold(self) -> None:
         """Only connections that asked for the reload hear its phases."""
         _, watcher = self.connect()
-        asking, _ = self.connect()
-        asking.dataReceived(b"reload\n")
-        self.upgrader.events.emit("upgrade-started", source="x", childPid=77, nextGeneration=2)
+        self.reload()
         self.assertEqual(watcher.value(), b"")
 
-    def test_drainingClosesConnectionsThatAskedNothing(self) -> None:
+    def test_handoverClosesConnectionsThatAskedNothing(self) -> None:
+        """Once the generation drains, a connection that asked nothing must ask the next one."""
         _, idle = self.connect()
-        self.upgrader.events.emit("draining", handedOver=False, connections=0)
+        _, _, attempt = self.reload()
+        attempt.childSays(f"ready {CHILD_PID}")
+        self.assertEqual(idle.value(), b"")
+        attempt.childSays("serving")
         [answer] = self.messages(idle)
         self.assertEqual(answer["reason"], "this generation is draining; ask again")
         self.assertTrue(idle.disconnecting)
@@ -281,32 +290,37 @@ class ReloadPhaseTests(ControlTestCase):
 
 class StatusTests(ControlTestCase):
     def test_inheritedGenerationReportsItsTakeOver(self) -> None:
-        state = HandoffState(generation=3, parentPid=99, controlFd=4)
-        server = self.makeServer(inherited=state)
+        self.addCleanup(setGeneration, generation())
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        state = HandoffState(generation=3, parentPid=99, controlFd=theirs.fileno())
+        inherited = makeGeneration(self, self.clock, inherited=state)
+        server = ControlServer(inherited, inherited.pidFile + ".control")
         self.assertEqual(server.lastRestart["outcome"], "succeeded")
+        self.assertEqual(server.lastRestart["generation"], 3)
         self.assertEqual(server.lastRestart["reason"], "took over from PID 99")
 
     def test_controlConnectionsAreNotCounted(self) -> None:
-        app = self.tracker.track(Factory.forProtocol(Protocol)).buildProtocol(None)
+        app = self.generation.tracker.track(Factory.forProtocol(Protocol)).buildProtocol(None)
         app.makeConnection(StringTransport())
         self.connect()
         self.assertEqual(self.server.connectionsInFlight(), 1)
+        self.assertEqual(len(self.generation.tracker.open()), 2)
 
 
 class RealSocketTests(TestCase):
     def test_statusOverTheRealSocket(self) -> None:
         """
-        Listening through the registry: a real unix client gets the status,
-        which lists the app's listener but not the control socket.
+        Listening through the registry on the real reactor: a real unix client
+        gets the status, which lists the app's listener but not the control
+        socket (a 0600 socket file).
         """
-        directory = tempfile.mkdtemp(prefix="txflip-ctl-")
-        registry = ListenerRegistry(reactor)
+        generation = makeGeneration(self, reactor)
+        registry = generation.registry
         self.addCleanup(registry.stopAll)
         registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-        upgrader = StandInUpgrader()
-        server = ControlServer(
-            upgrader, registry, ConnectionTracker(), os.path.join(directory, "c"), None
-        )
+        server = ControlServer(generation, generation.pidFile + ".control")
         server.listen(registry)
         self.assertEqual(os.stat(server.path).st_mode & 0o777, 0o600)
         [app, control] = registry.listeners
@@ -326,6 +340,7 @@ class RealSocketTests(TestCase):
 
         def check(status: dict) -> None:
             self.assertEqual(status["phase"], "status")
+            self.assertEqual(status["state"], "starting")
             self.assertEqual(status["listeners"], [app.key])
 
         def connected(client):
