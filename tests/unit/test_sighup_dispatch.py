@@ -1,9 +1,9 @@
 """
-SIGHUP routed to the upgrader: a real SIGHUP sent to this process, its
+SIGHUP routed to the generation: a real SIGHUP sent to this process, its
 handler, and the work it schedules on the running reactor.
 
-The upgrader is a stand-in (the real one starts processes) with the
-generation's real L{Events} hub; what it refuses is set by the test.
+The generation is a stand-in with a real L{Events} hub, whose refusal the
+test sets: the point is when the refusal is taken, not why.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from txflip.core.events import Events
 from txflip.core.signals import SighupDispatch
 
 
-class StandInUpgrader:
+class StandInGeneration:
     def __init__(self, refusing: str | None = None) -> None:
         self.events = Events()
         self.refusing = refusing
@@ -58,24 +58,26 @@ class SighupTests(TestCase):
         return done
 
     def test_upgradeStarts(self) -> None:
-        upgrader = self.dispatch.upgrader = StandInUpgrader()
+        generation = self.dispatch.generation = StandInGeneration()
 
         def check(_):
-            self.assertEqual(upgrader.upgrades, ["SIGHUP"])
-            self.assertEqual(upgrader.refused, [])
+            self.assertEqual(generation.upgrades, ["SIGHUP"])
+            self.assertEqual(generation.refused, [])
 
         return self.hangUp().addCallback(check)
 
     def test_refusedWithTheReasonItHadAtTheSignal(self) -> None:
-        """What the upgrader refused when the signal came decides, not what it says later."""
-        upgrader = self.dispatch.upgrader = StandInUpgrader("an upgrade is already in progress")
+        """What the generation refused when the signal came decides, not what it says later."""
+        generation = self.dispatch.generation = StandInGeneration(
+            "an upgrade is already in progress"
+        )
         d = self.hangUp()
-        upgrader.refusing = None
+        generation.refusing = None
 
         def check(_):
-            self.assertEqual(upgrader.upgrades, [])
+            self.assertEqual(generation.upgrades, [])
             self.assertEqual(
-                upgrader.refused,
+                generation.refused,
                 [{"source": "SIGHUP", "reason": "an upgrade is already in progress"}],
             )
             refusals = [line for line in self.logs if "SIGHUP refused" in line]
