@@ -36,7 +36,14 @@ class Heard:
             onServing=lambda: self.calls.append(("serving",)),
             onFailed=lambda reason: self.calls.append(("failed", reason)),
             onLost=lambda: self.calls.append(("lost",)),
+            onWaiting=lambda what: self.calls.append(("waiting", what)),
+            onRetired=lambda why: self.calls.append(("retired", why)),
+            onHeard=lambda: self.calls.append(("heard",)),
         )
+
+    def said(self) -> list[tuple]:
+        """What was heard, without the C{heard} marks every line gives."""
+        return [call for call in self.calls if call != ("heard",)]
 
 
 def childEnd(decisions: list, parentPid: int) -> PredecessorChannel:
@@ -62,22 +69,33 @@ class ParentEndTests(TestCase):
     def test_readyServingFailed(self) -> None:
         self.channel.dataReceived(b"ready 4242\nserving\nfailed no database\n")
         self.assertEqual(
-            self.heard.calls, [("ready", 4242), ("serving",), ("failed", "no database")]
+            self.heard.said(), [("ready", 4242), ("serving",), ("failed", "no database")]
         )
+
+    def test_waitingAndRetired(self) -> None:
+        self.channel.dataReceived(b"waiting the database \nretired handed over\n")
+        self.assertEqual(
+            self.heard.said(), [("waiting", "the database"), ("retired", "handed over")]
+        )
+
+    def test_everyLineIsHeard(self) -> None:
+        """Any line, understood or not, counts as a sign of life (alive is nothing else)."""
+        self.channel.dataReceived(b"alive\nalive\nhello\n")
+        self.assertEqual(self.heard.calls, [("heard",)] * 3)
 
     def test_linesSplitAcrossReads(self) -> None:
         for piece in (b"rea", b"dy 7", b"\nserv", b"ing\n"):
             self.channel.dataReceived(piece)
-        self.assertEqual(self.heard.calls, [("ready", 7), ("serving",)])
+        self.assertEqual(self.heard.said(), [("ready", 7), ("serving",)])
 
     def test_whatIsNotUnderstoodIsIgnored(self) -> None:
         """A ready without a PID, unknown words and bad UTF-8 call nothing."""
         self.channel.dataReceived(b"ready\nready soon\nhello\n\xff\xfe\n\n")
-        self.assertEqual(self.heard.calls, [])
+        self.assertEqual(self.heard.said(), [])
 
     def test_failedWithoutReason(self) -> None:
         self.channel.dataReceived(b"failed\nfailed   \n")
-        self.assertEqual(self.heard.calls, [("failed", "no reason given")] * 2)
+        self.assertEqual(self.heard.said(), [("failed", "no reason given")] * 2)
 
     def test_goAndAbort(self) -> None:
         self.channel.go()
@@ -91,7 +109,7 @@ class ParentEndTests(TestCase):
 
     def test_lost(self) -> None:
         self.channel.connectionLost(None)
-        self.assertEqual(self.heard.calls, [("lost",)])
+        self.assertEqual(self.heard.said(), [("lost",)])
 
 
 class ChildEndTests(TestCase):
@@ -105,9 +123,25 @@ class ChildEndTests(TestCase):
         self.channel.serving()
         self.assertEqual(self.transport.value(), f"ready {os.getpid()}\nserving\n".encode())
 
+    def test_waitingAliveRetiredAreOneLineEach(self) -> None:
+        self.channel.waiting("the database\n  on db:5432")
+        self.channel.alive()
+        self.channel.retired("handed over\tto PID 7")
+        self.assertEqual(
+            self.transport.value(),
+            b"waiting the database on db:5432\nalive\nretired handed over to PID 7\n",
+        )
+        self.channel.waiting("w" * MAX_LINE * 2)
+        self.assertEqual(len(self.transport.value().splitlines()[-1]), MAX_LINE - 1)
+
+    def test_closedOnceLost(self) -> None:
+        self.assertFalse(self.channel.closed)
+        self.channel.connectionLost(None)
+        self.assertTrue(self.channel.closed)
+
     def test_goAndAbortLines(self) -> None:
         self.channel.dataReceived(b" go \n")
-        self.assertEqual(self.decisions, [("go", "parent has stopped accepting")])
+        self.assertEqual(self.decisions, [("go", "the previous generation said go")])
         other: list = []
         aborting = childEnd(other, os.getppid())
         connected(aborting)
@@ -118,7 +152,7 @@ class ChildEndTests(TestCase):
         """After go, neither abort nor the channel's end changes the decision."""
         self.channel.dataReceived(b"hello\ngo\nabort\ngo\n")
         self.channel.connectionLost(None)
-        self.assertEqual(self.decisions, [("go", "parent has stopped accepting")])
+        self.assertEqual(self.decisions, [("go", "the previous generation said go")])
 
     def test_endOfFileFromALiveParentIsAbort(self) -> None:
         """The parent that started this process is still its parent: it closed the channel."""
@@ -152,18 +186,17 @@ class FailedReasonTests(TestCase):
     def test_oneLine(self) -> None:
         line, heard = self.sentBy("Traceback:\n  File x\n\tValueError:  bad\n")
         self.assertEqual(line, b"failed Traceback: File x ValueError: bad\n")
-        self.assertEqual(heard, [("failed", "Traceback: File x ValueError: bad")])
+        self.assertEqual(heard, [("heard",), ("failed", "Traceback: File x ValueError: bad")])
 
     def test_longReasonTruncatedToOneLine(self) -> None:
         line, heard = self.sentBy("x" * (MAX_LINE * 2))
         self.assertEqual(len(line), MAX_LINE)
-        [(word, reason)] = heard
-        self.assertEqual((word, reason), ("failed", "x" * (MAX_LINE - 1 - len("failed "))))
+        self.assertEqual(heard, [("heard",), ("failed", "x" * (MAX_LINE - 1 - len("failed ")))])
 
     def test_longNonASCIIReasonStillHeard(self) -> None:
         line, heard = self.sentBy("é" * MAX_LINE)
         self.assertLessEqual(len(line), MAX_LINE, "longer than the parent reads")
-        self.assertEqual([word for word, *_ in heard], ["failed"])
+        self.assertEqual([word for word, *_ in heard], ["heard", "failed"])
 
     test_longNonASCIIReasonStillHeard.todo = (  # type: ignore[attr-defined]
         "failed() truncates characters, not bytes: a long non-ASCII reason exceeds "
@@ -214,7 +247,7 @@ class SocketpairTests(TestCase):
 
         self.addCleanup(closed)
         child.ready()
-        wentAhead.addCallback(lambda why: self.assertEqual(why, "parent has stopped accepting"))
+        wentAhead.addCallback(lambda why: self.assertEqual(why, "the previous generation said go"))
         wentAhead.addCallback(lambda _: child.serving())
         wentAhead.addCallback(lambda _: servingHeard)
         wentAhead.addCallback(lambda _: self.assertEqual(heard, [("ready", os.getpid())]))
