@@ -344,6 +344,21 @@ class DeadlineTests(DrainTestCase):
         self.assertEqual(done, [1])
         self.flushLoggedErrors(RuntimeError)
 
+    def test_cancelledDrainNeitherClosesNorAborts(self) -> None:
+        """A generation that serves again cancels its drain: nothing closes, done never fires."""
+        protocol, idle = self.connect()
+        protocol.dataReceived(get())
+        drain = Drain(
+            self.clock, self.tracker, TIMEOUT, GRACE, INTERVAL, seconds=self.clock.seconds
+        )
+        done: list = []
+        drain.start().addCallback(done.append)
+        self.advance(GRACE / 2)
+        drain.cancel()
+        self.advance(TIMEOUT * 2)
+        self.assertIsNone(idle.closedBy)
+        self.assertEqual(done, [])
+
     def test_nothingOpenFinishesAtOnce(self) -> None:
         done = self.drain()
         self.assertEqual(done, [0])

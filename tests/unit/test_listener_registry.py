@@ -112,6 +112,24 @@ class HandoffTests(RegistryTestCase):
         self.assertEqual(adopted, ports)
         self.assertEqual(len([line for line in self.logs if "adopted inherited" in line]), 2)
 
+    def test_claimedInheritedSocketsAreReported(self) -> None:
+        """The next generation hears each inherited key it listens on again; the rest wait."""
+        first = self.registry()
+        first.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first.listenTCP(0, Accepted(), interface="127.0.0.1")
+        claimed: list[str] = []
+        second = ListenerRegistry(reactor, self.handDown(first), onClaimed=claimed.append)
+        self.addCleanup(second.stopAll)
+        self.addCleanup(second.closeUnclaimed)
+        self.assertEqual(second.unclaimed(), ["tcp:127.0.0.1:0", "tcp:127.0.0.1:0#1"])
+        second.listenTCP(0, Accepted(), interface="127.0.0.1")
+        self.assertEqual(claimed, ["tcp:127.0.0.1:0"])
+        self.assertEqual(second.unclaimed(), ["tcp:127.0.0.1:0#1"])
+        second.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second.listenTCP(0, Accepted(), interface="127.0.0.1")
+        self.assertEqual(claimed, ["tcp:127.0.0.1:0", "tcp:127.0.0.1:0#1"])
+        self.assertEqual(second.unclaimed(), [])
+
     def test_handoffDescriptors(self) -> None:
         registry = self.registry()
         port = registry.listenTCP(0, Accepted(), interface="127.0.0.1")
