@@ -11,7 +11,7 @@ C{txflip} alone imports no Twisted: the names load on first use.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from txflip._version import __version__
 
 __all__ = [
     "Generation",

@@ -37,6 +37,8 @@ class HostSettings:
     control: str | None = None
     noControl: bool = False
     argv: list[str] | None = None
+    appNotify: bool = False
+    """The app speaks sd_notify: its own C{READY=1} is its readiness."""
 
 
 class Host:
@@ -102,6 +104,10 @@ class Host:
                 sockets=", ".join(f"{s.name}={s.key}" for s in self.activated.sockets),
                 source=self.activated.source,
             )
+        if settings.appNotify:
+            from txflip.systemd.appnotify import AppNotifyListener
+
+            AppNotifyListener(generation).listen(self.reactor)
         control = self._listenControl(settings, generation)
         hidden = {control.key()} if control else ()
         sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)

@@ -45,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=_seconds, default=30.0)
     p.add_argument("--control", help="control socket path (default: PID file + .control)")
     p.add_argument("--no-control", action="store_true", help="open no control socket")
+    p.add_argument(
+        "--app-notify",
+        action="store_true",
+        help="the program speaks sd_notify: its own READY=1 is its readiness",
+    )
     p.add_argument("--reactor", help="the reactor to install, as twistd --reactor names it")
     p.add_argument("-m", dest="module", help="run this module as __main__, like python -m")
     p.add_argument(
@@ -99,6 +104,7 @@ def main(argv: list[str]) -> int:
                 drainTimeout=args.drain_timeout,
                 control=args.control,
                 noControl=args.no_control,
+                appNotify=args.app_notify,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

@@ -40,6 +40,10 @@ class IssueTests(AcmeTestMixin, TestCase):
         ):
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600, path)
         self.assertEqual(self.orders(), 1)
+        # The pending answers' directory goes once the order is complete.
+        self.assertEqual(
+            sorted(os.listdir(self.store)), [".txflip.lock", "a.test.pem", "client.key"]
+        )
 
     def test_http01OnTheRedirectListener(self):
         """

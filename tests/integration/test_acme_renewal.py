@@ -1,18 +1,22 @@
 """
 ACME certificates across restarts and renewals: a restart serves the stored
 certificate, renewal swaps certificates without a restart (or keeps the old
-one when the CA is gone), and the account is reused by the next process.
+one when the CA is gone), short lifetimes are told in hours, the account is
+reused by the next process, and a read-only store serves what it holds.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+import tempfile
 import threading
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.acmehelpers import ISSUED, NAMES, AcmeTestMixin, fetchTLS
-from tests.support.procs import waitFor
+from tests.support.acmehelpers import ISSUED, NAMES, AcmeTestMixin, fetchTLS, makeReadOnly
+from tests.support.procs import Flip, freePort, waitFor
+from tests.support.tlshelpers import TestCA
 
 
 class RestartAndRenewalTests(AcmeTestMixin, TestCase):
@@ -88,6 +92,17 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
         self.assertEqual(self.assertVerifiedFor(NAMES, root), serial)
         self.assertEqual(flip.pid(), pid)
 
+    def test_shortLivedCertificate(self):
+        """A certificate that lives for hours is said to expire in hours, not in 0.0 days."""
+        self.setUpAcme(validitySeconds=3 * 3600)
+        flip = self.flip("http-01", extra=["--acme-renew-days", "1", "--acme-check-interval", "1"])
+        flip.start()
+        flip.waitLog("ACME: requesting a certificate for a.test, b.test: expires in", deadline=60)
+        self.assertRegex(
+            flip.log(), r"requesting a certificate for a\.test, b\.test: expires in [23]\.\d hours"
+        )
+        self.assertNotIn("days", flip.log().split(ISSUED, 1)[1])
+
     def test_accountReusedByTheNextProcess(self):
         """A later process with the same store reuses the account instead of making one."""
         self.setUpAcme()
@@ -103,3 +118,38 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
         self.assertNotIn("ACME: created account", second.log())
         self.assertEqual(self.pebble.log().count("There are now 1 accounts"), 1)
         self.assertNotIn("There are now 2 accounts", self.pebble.log())
+
+
+class ReadOnlyStoreTests(TestCase):
+    def test_servesWhatItHolds(self):
+        """
+        A store that cannot be written but holds a valid certificate: flip
+        starts, serves it, and says loudly that it cannot renew it.
+        """
+        store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+        ca = TestCA(tempfile.mkdtemp(prefix="txflip-ca-"))
+        cert = ca.combined(os.path.join(store, "a.test.pem"), ["a.test"])
+        makeReadOnly(self, store)
+        tlsPort = freePort()
+        flip = Flip(
+            self,
+            [
+                "--acme-listen",
+                f"tcp:{tlsPort}:interface=127.0.0.1",
+                "--acme-domain",
+                "a.test",
+                "--acme-dir",
+                store,
+                # Never contacted: nothing can be issued into this store.
+                "--acme-directory",
+                f"https://127.0.0.1:{freePort()}/dir",
+            ],
+        )
+        flip.start()
+        _, _, served = fetchTLS(tlsPort, "a.test", cafile=ca.caFile)
+        self.assertEqual(served.serial_number, cert.serial_number)
+        flip.waitLog("cannot renew the certificate for a.test (expires in")
+        log = flip.log()
+        self.assertIn(f"ACME: the store {store} is NOT WRITABLE", log)
+        self.assertIn(f"the store {store} is not writable by uid {os.geteuid()}", log)
+        self.assertNotIn("requesting a certificate", log)

@@ -103,7 +103,7 @@ class BrokenReleaseTests(TestCase):
             stop.set()
             thread.join(30)
         self.assertEqual(failures, [])
-        self.assertEqual(flip.aliveGenerations(), [old])
+        waitFor(lambda: flip.aliveGenerations() == [old], "the broken release to be gone")
 
 
 class ReleaseGivesUpTests(TestCase):

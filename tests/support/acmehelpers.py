@@ -32,6 +32,30 @@ ISSUED = "ACME: now serving the newly issued certificate"
 DNS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acmedns.py")
 
 
+def makeReadOnly(testCase, path: str) -> None:
+    """
+    Make the directory C{path} unwritable for this process, until the test ends.
+
+    Root may write any directory whatever its mode, so as root the directory is
+    made immutable (chattr +i) instead; where that is not possible the test is
+    skipped.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    if os.geteuid() != 0:
+        mode = os.stat(path).st_mode
+        os.chmod(path, 0o500)
+        testCase.addCleanup(os.chmod, path, mode)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SkipTest("no chattr here: cannot make a directory unwritable for root") from None
+    if done.returncode != 0 or os.access(path, os.W_OK):
+        raise SkipTest(f"cannot make {path} unwritable for root: {done.stderr.strip()}")
+    testCase.addCleanup(subprocess.run, ["chattr", "-i", path], capture_output=True)
+
+
 class _Process:
     """A helper process, stopped by PID at cleanup."""
 
@@ -94,6 +118,7 @@ class Pebble(_Process):
         tlsPort: int,
         env: dict | None = None,
         workdir: str | None = None,
+        validitySeconds: int | None = None,
     ) -> None:
         super().__init__(testCase)
         self.workdir = workdir or tempfile.mkdtemp(prefix="txflip-pebble-")
@@ -118,6 +143,11 @@ class Pebble(_Process):
                         "tlsPort": tlsPort,
                         "ocspResponderURL": "",
                         "externalAccountBindingRequired": False,
+                        **(
+                            {"certificateValidityPeriod": validitySeconds}
+                            if validitySeconds
+                            else {}
+                        ),
                     }
                 },
                 f,
@@ -298,10 +328,18 @@ def servedSerial(port: int, name: str) -> int | None:
 class AcmeTestMixin:
     """One pebble and one flip serving the demo app over ACME-issued HTTPS."""
 
-    def setUpAcme(self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None):
+    def setUpAcme(
+        self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None, validitySeconds=None
+    ):
         self.httpPort = getattr(self, "httpPort", None) or freePort()
         self.tlsPort = freePort()
-        self.pebble = Pebble(self, pebbleHttpPort or self.httpPort, self.tlsPort, env=pebbleEnv)
+        self.pebble = Pebble(
+            self,
+            pebbleHttpPort or self.httpPort,
+            self.tlsPort,
+            env=pebbleEnv,
+            validitySeconds=validitySeconds,
+        )
         if startPebble:
             self.pebble.start()
         self.store = tempfile.mkdtemp(prefix="txflip-acme-store-")

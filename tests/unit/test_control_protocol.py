@@ -88,7 +88,7 @@ class ControlTestCase(TestCase):
         # clock stands in for it during each (synchronous) test.
         self.patch(twisted.internet, "reactor", self.clock)
         self.generation = makeGeneration(self, self.clock)
-        self.generation.start()
+        self.generation.ready()
         self.server = ControlServer(self.generation, self.generation.pidFile + ".control")
 
     def connect(self, handle=None) -> tuple[object, PeerTransport]:

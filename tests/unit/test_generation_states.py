@@ -6,6 +6,7 @@ taking traffic back from a successor that dies, and the final stop.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 from twisted.internet.defer import Deferred
@@ -50,15 +51,24 @@ def openConnection(generation: Generation) -> Protocol:
 
 
 class ReadinessTests(TestCase):
-    def test_firstGenerationServesOnceStarted(self) -> None:
+    def test_firstGenerationServesOnceItListens(self) -> None:
+        """A first generation that listens late (after set-up of its own) is ready then."""
         generation = makeGeneration(self)
-        self.assertIs(generation.state, State.STARTING)
-        self.assertFalse(os.path.exists(generation.pidFile), "no PID file before ready")
         generation.start()
+        self.assertIs(generation.state, State.STARTING)
+        self.assertEqual(generation.waitingFor(), ["the app to listen"])
+        self.assertFalse(os.path.exists(generation.pidFile), "no PID file before ready")
+        generation.registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         self.assertIs(generation.state, State.SERVING)
         with open(generation.pidFile) as f:
             self.assertEqual(int(f.read()), os.getpid())
         self.assertEqual(generation.seen, ["serving"])
+
+    def test_appThatNeverListensIsTakenAsReadyAtTheTimeout(self) -> None:
+        generation = makeGeneration(self, readyTimeout=5)
+        generation.start()
+        generation._reactor.advance(5)
+        self.assertIs(generation.state, State.SERVING)
 
     def test_expectReadyWaitsForTheCall(self) -> None:
         generation = makeGeneration(self)
@@ -126,7 +136,7 @@ class ReadinessTests(TestCase):
 class UpgradeTests(TestCase):
     def setUp(self) -> None:
         self.generation = makeGeneration(self)
-        self.generation.start()
+        self.generation.ready()
 
     def upgrade(self):
         outcomes = []
@@ -142,7 +152,7 @@ class UpgradeTests(TestCase):
     def test_refusedInSimpleMode(self) -> None:
         generation = makeGeneration(self)
         generation.simpleModeReason = "running as PID 1"
-        generation.start()
+        generation.ready()
         self.assertIn("simple mode (running as PID 1)", generation.refusal())
 
     def test_oneUpgradeAtATime(self) -> None:
@@ -160,8 +170,8 @@ class UpgradeTests(TestCase):
 
     def liveFor(self, attempt, seconds: float) -> None:
         """Let C{seconds} pass with the successor saying it is alive, as a real one does."""
-        for _ in range(round(seconds / 0.25)):
-            self.generation._reactor.advance(0.25)
+        for _ in range(round(seconds / 0.1)):
+            self.generation._reactor.advance(0.1)
             attempt.childSays("alive")
 
     def test_handoverDrainsThenExits(self) -> None:
@@ -230,14 +240,25 @@ class UpgradeTests(TestCase):
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
         self.assertTrue(self.generation.registry._paused)
-        self.generation._reactor.advance(1.0)
+        self.generation._reactor.advance(0.6)
         self.assertFalse(self.generation.registry._paused, "accepting beside a silent successor")
         self.assertIn("successor-silent", self.generation.seen)
         self.generation._reactor.advance(30)
         self.assertFalse(self.generation.exiting.called, "never leaves a hung successor alone")
+        self.assertEqual(attempt.signalsSent, [], "not killed before the ready timeout")
         attempt.childSays("alive")
         self.assertTrue(self.generation.registry._paused)
         self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
+
+    def test_successorHungPastTheReadyTimeoutIsKilledAndTakenBack(self) -> None:
+        attempt, outcomes = self.upgrade()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.generation._reactor.advance(0.6)
+        self.generation._reactor.advance(self.generation.readyTimeout)
+        self.assertEqual(attempt.signalsSent, [signal.SIGKILL])
+        attempt.childExits("was killed by signal 9")
+        self.assertIs(self.generation.state, State.SERVING)
 
     def test_retiredSuccessorsExitIsNoCrash(self) -> None:
         """A successor that handed over in turn says so: its exit is not taken back from."""

@@ -19,7 +19,8 @@ from txflip.acme.store import StoreError, checkName, splitPEM
 DAY = acmeservice.DAY
 # The option definitions live in txflip.acme.options, which options.py imports
 # early: this module imports treq, and so twisted.internet.endpoints, which must
-# not be imported before socket activation has read LISTEN_FDS (DESIGN.md 5.8).
+# not be imported before socket activation has read LISTEN_FDS, since importing it
+# deletes them from os.environ (docs/design.rst).
 
 
 @dataclass

@@ -3,7 +3,8 @@ The C{--acme-*} options of C{twistd flip}, and nothing else.
 
 Kept free of heavy imports: C{txflip.twistd.options} imports this before socket
 activation has read C{LISTEN_FDS}, and importing C{twisted.internet.endpoints}
-(which treq does) would delete them (DESIGN.md 5.8). The options are checked
+(which treq does) would delete them (docs/design.rst, "Importing
+twisted.internet.endpoints deletes LISTEN_FDS"). The options are checked
 and used in L{txflip.acme.configure}.
 """
 

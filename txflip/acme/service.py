@@ -60,6 +60,17 @@ settings = AcmeSettings()
 _managers: dict[str, AcmeManager] = {}
 
 
+def duration(seconds: float) -> str:
+    """C{seconds} the way a person would say it: 29.5 days, 5.0 hours, 12 minutes."""
+    if seconds >= 2 * DAY:
+        return f"{seconds / DAY:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} seconds"
+
+
 def selfSigned(names: Sequence[str]) -> ServedCertificate:
     """A throwaway self-signed certificate for C{names}: what is served until ACME succeeds."""
     keys, certificates = splitPEM(generateSelfSigned(list(names)))
@@ -112,6 +123,13 @@ class AcmeManager:
         if self._prepared:
             return
         self._prepared = True
+        if not self.store.writable:
+            log.warn(
+                "ACME: the store {store} is NOT WRITABLE by uid {uid}: serving what it holds, "
+                "but nothing can be renewed or issued until it is made writable",
+                store=self.store.path,
+                uid=os.geteuid(),
+            )
         self._loadStore()
         for spec in self.specs:
             stored = self.current.get(spec[0])
@@ -174,8 +192,10 @@ class AcmeManager:
         if not self._covers(stored, spec):
             return f"stored certificate covers {', '.join(stored.names)} only"
         left = stored.expiresIn()
+        if left <= 0:
+            return f"expired {duration(-left)} ago"
         if left < self.settings.renewBefore:
-            return f"expires in {left / DAY:.1f} days"
+            return f"expires in {duration(left)}"
         return None
 
     # Checking and issuing.
@@ -244,6 +264,20 @@ class AcmeManager:
         if not due:
             self._failures.clear()
             self._retryAt.clear()
+            return self.settings.checkInterval
+        if not self.store.checkWritable():
+            for spec, why in due:
+                stored = self.current.get(spec[0])
+                urgent = stored is None or stored.expiresIn() < URGENT
+                (log.critical if urgent else log.error)(
+                    "ACME: cannot renew the certificate for {names} ({why}): the store {store} "
+                    "is not writable by uid {uid}; checking again in {delay:.0f}s",
+                    names=", ".join(spec),
+                    why=why,
+                    store=self.store.path,
+                    uid=os.geteuid(),
+                    delay=self.settings.checkInterval,
+                )
             return self.settings.checkInterval
         if not self.store.lock.tryAcquire():
             log.info(

@@ -9,7 +9,8 @@ used as it is:
                         an empty file asks for a certificate to be issued
     .txflip.lock        held (flock) by the one process that is issuing right now
     .txflip-challenges/ pending challenge answers, so that every generation can
-                        answer a challenge another one asked for
+                        answer a challenge another one asked for; removed with
+                        the last one
 
 Every generation reads this directory when it starts, so a restart serves what
 is on disk and never asks the CA again.
@@ -21,6 +22,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from txflip.core.log import log
 from txflip.tls.privatefile import writePrivate
 
 ACCOUNT_KEY = "client.key"
@@ -163,10 +166,18 @@ class IssueLock:
 class AcmeStore:
     """
     The directory at C{path}; created (mode 0700) if it does not exist.
+
+    A store that is not writable is used read-only, as long as it holds a
+    certificate that has not expired: what it holds is served, and nothing can
+    be issued or renewed until it is writable again (L{checkWritable}).
+
+    @raise StoreError: if it cannot be created, or is neither writable nor
+        holding anything to serve.
     """
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        existed = os.path.isdir(self.path)
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         except OSError as e:
@@ -174,12 +185,62 @@ class AcmeStore:
                 f"cannot create the ACME store {self.path}: {e.strerror}; "
                 "create it, writable by the user the server runs as"
             ) from None
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise StoreError(
-                f"the ACME store {self.path} is not writable; "
-                "make it writable by the user the server runs as"
-            )
         self.lock = IssueLock(os.path.join(self.path, LOCK_FILE))
+        if not self.checkWritable() and not self._holdsValidCertificate():
+            raise StoreError(
+                f"the ACME store {self.path} is not writable and holds no valid certificate "
+                "to serve; make it writable by the user the server runs as"
+            )
+        if existed:
+            self._warnIfLoose()
+
+    def checkWritable(self) -> bool:
+        """Whether this process may write the store now; also kept in C{writable}."""
+        self.writable = os.access(self.path, os.W_OK | os.X_OK)
+        return self.writable
+
+    def _holdsValidCertificate(self) -> bool:
+        try:
+            names = self.requestedNames()
+        except OSError:
+            return False
+        for name in names:
+            try:
+                stored = self.load(name)
+            except (OSError, ValueError, StoreError):
+                continue
+            if stored is not None and stored.expiresIn() > 0:
+                return True
+        return False
+
+    def _warnIfLoose(self) -> None:
+        """Warn about a store, or a private key in it, that others may read."""
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+            entries = sorted(os.listdir(self.path))
+        except OSError:
+            return
+        if mode & 0o077:
+            log.warn(
+                "ACME: the store {store} has mode {mode:04o}: other users can see what it "
+                "holds; chmod 700 {store}",
+                store=self.path,
+                mode=mode,
+            )
+        for entry in entries:
+            if entry != ACCOUNT_KEY and not entry.endswith(".pem"):
+                continue
+            path = os.path.join(self.path, entry)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size and stat.S_IMODE(st.st_mode) & 0o077:
+                log.warn(
+                    "ACME: {path} has mode {mode:04o} and holds a private key: chmod 600 {path}",
+                    path=path,
+                    mode=stat.S_IMODE(st.st_mode),
+                )
 
     # The account key.
 
@@ -301,7 +362,13 @@ class AcmeStore:
             return None
 
     def dropChallenge(self, kind: str, label: str) -> None:
+        """Forget an answer; the directory goes with the last one."""
+        directory = os.path.join(self.path, CHALLENGES)
         try:
-            os.unlink(os.path.join(self.path, CHALLENGES, f"{kind}-{label}"))
+            os.unlink(os.path.join(directory, f"{kind}-{label}"))
         except OSError:
             pass
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # other answers are still pending, or it is gone already

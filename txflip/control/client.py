@@ -18,6 +18,7 @@ import struct
 import sys
 import time
 
+from txflip._version import __version__
 from txflip.control.paths import defaultControlPath
 
 EXIT_OK = 0
@@ -230,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="txflip", description="Control a running twistd flip server."
     )
+    top.add_argument("--version", action="version", version=f"txflip {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     for name, helpText, defaultTimeout in (
         ("reload", "restart without downtime and report the outcome", DEFAULT_TIMEOUT),

@@ -30,7 +30,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
 MAX_LINE = 4096
-HEARTBEAT_SECONDS = 0.25
+HEARTBEAT_SECONDS = 0.1
 
 
 class SuccessorChannel(LineOnlyReceiver):

@@ -103,10 +103,11 @@ class PredecessorLink:
         Tell the predecessor why this generation cannot go on, before anything
         else happens: the caller may exit right after.
         """
-        if not self._say():
+        if self._channel is None:
+            # Not adopted yet: the inherited descriptor is still ours to write to.
             reportFailureSynchronously(self._inherited.controlFd, reason)
-            return
-        self._sayNow(f"failed {reason}", lambda: self._channel.failed(reason))
+        elif self._say():
+            self._sayNow(f"failed {reason}", lambda: self._channel.failed(reason))
 
     def _sayNow(self, line: str, queue) -> None:
         """Write C{line} now if nothing is queued before it; else C{queue} it."""

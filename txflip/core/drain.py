@@ -1,7 +1,7 @@
 """
 Connection tracking and draining.
 
-twisted.web's Site does not track its connections (DESIGN.md 5.6), so txflip
+twisted.web's Site does not track its connections (docs/design.rst), so txflip
 records every protocol its listeners build, at no cost per request: the
 factory's C{buildProtocol} is wrapped once, and the drain alone touches the
 connections.

@@ -24,7 +24,7 @@ from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedSt
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
-from txflip.core.readiness import APP_READY_CALL, REACTOR_RUNNING, Readiness
+from txflip.core.readiness import APP_LISTENING, APP_READY_CALL, REACTOR_RUNNING, Readiness
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.state import REFUSALS, State, checkMove
 
@@ -74,6 +74,8 @@ class Generation:
     successorWatch = 1.0
     """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
     _exitProcess = staticmethod(os._exit)
+    logShownOnStderr = False
+    """Whether the log already goes where standard error does (one terminal): errors once."""
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class Generation:
             factoryHook=self.tracker.track,
             paused=inherited is not None,
             onClaimed=self._claimed,
+            onListening=self._listening,
         )
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""
@@ -215,8 +218,12 @@ class Generation:
         if self.inherited is None:
             self._readyTimer = self._reactor.callLater(self.readyTimeout, self._notReadyInTime)
         if not self._readiness.explicit:
-            for key in self.registry.unclaimed():
+            unclaimed = self.registry.unclaimed()
+            for key in unclaimed:
                 self._readiness.hold(_listeningAgain(key))
+            if self.inherited is None and not unclaimed and not self.registry.serving():
+                # An app that listens after some asynchronous set-up of its own.
+                self._readiness.hold(APP_LISTENING)
         if self.inherited is not None:
             self._link = PredecessorLink(self._reactor, self.inherited, self._go, self._abandoned)
             self._link.open()
@@ -226,7 +233,19 @@ class Generation:
     def _claimed(self, key: str) -> None:
         self._readiness.release(_listeningAgain(key))
 
+    def _listening(self, key: str) -> None:
+        if key not in self.registry.internal:
+            self._readiness.release(APP_LISTENING)
+
     def _notReadyInTime(self) -> None:
+        if self.waitingFor() == [APP_LISTENING]:
+            log.warn(
+                "the app listens on nothing after the ready timeout of {timeout:g}s; "
+                "taking it as ready",
+                timeout=self.readyTimeout,
+            )
+            self._readiness.release(APP_LISTENING)
+            return
         if self._state is State.STARTING and not self._readiness.done:
             self.failStart(
                 f"not ready within the ready timeout of {self.readyTimeout:g}s; "
@@ -284,6 +303,13 @@ class Generation:
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
 
+    def tellPredecessorFailed(self, reason: str) -> None:
+        """Tell the generation that started this one why it cannot start, at once."""
+        if self._link is not None:
+            self._link.failed(reason)
+        elif self.inherited is not None:
+            PredecessorLink(self._reactor, self.inherited, None, None).failed(reason)
+
     def failStart(self, reason: str) -> None:
         """
         This generation cannot become ready: say why (to the predecessor too,
@@ -295,16 +321,13 @@ class Generation:
             return
         line = "twistd flip: error: " + " ".join(reason.split())
         log.error("{reason}", reason=reason)
-        if self._link is not None:
-            self._link.failed(reason)
-        elif self.inherited is not None:
-            from txflip.core.channel import reportFailureSynchronously
-
-            reportFailureSynchronously(self.inherited.controlFd, reason)
+        self.tellPredecessorFailed(reason)
         stream = sys.__stderr__
-        if stream is not None:
+        if stream is not None and not self.logShownOnStderr:
             stream.write(line + "\n")
             stream.flush()
+        # It never served: the socket files it made are nobody's.
+        self.registry.removeCreatedPaths()
         self._exitProcess(1)
 
     # Restarts.
@@ -357,6 +380,7 @@ class Generation:
             child=outcome.childPid,
         )
         self._successor = attempt
+        self._silenceTimer = None
         self._drained = False
         self._watchOver = False
         attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
@@ -373,12 +397,17 @@ class Generation:
         if silent:
             self.registry.resumeAll()
             log.error(
-                "generation {next} (PID {child}) stopped answering; accepting again beside it",
+                "generation {next} (PID {child}) stopped answering; accepting again beside it, "
+                "and killing it if it is still silent in {timeout:g}s",
                 next=self.number + 1,
                 child=child,
+                timeout=self.readyTimeout,
             )
             self.events.emit("successor-silent", childPid=child)
+            self._silenceTimer = self._reactor.callLater(self.readyTimeout, self._successor.kill)
         else:
+            if self._silenceTimer is not None and self._silenceTimer.active():
+                self._silenceTimer.cancel()
             self.registry.pauseAll()
             log.info(
                 "generation {next} (PID {child}) answers again; stopping accepting",

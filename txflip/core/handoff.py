@@ -1,10 +1,15 @@
 """
-What one generation tells the next: the state passed in one environment variable.
+What one generation tells the next in C{TXFLIP_HANDOFF}.
 
 The parent names each inherited file descriptor (which listener it is and what
 address it was asked for), the control channel's descriptor, the generation
 number and the PID file path. The child reads the variable once, at start, and
 removes it from C{os.environ} so that nothing the app starts inherits it.
+
+It is one of three variables a child may get: under systemd,
+C{TXFLIP_SYSTEMD} (L{txflip.systemd.notify}) and C{TXFLIP_ACTIVATION}
+(L{txflip.systemd.activation}) come too (docs/design.rst, "What a new
+generation is told").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ txflip creates every listening socket itself (socket, bind, listen,
 non-blocking, close-on-exec) and adopts it into the reactor, in every
 generation, the first one included. A port made by C{listenTCP} would be shut
 down when it stops, killing the listener the next generation shares; an
-adopted one is only closed (DESIGN.md 5.1).
+adopted one is only closed (docs/design.rst, "listenTCP shuts its socket down").
 
 L{ListenerRegistry} also stands in for the reactor's C{listenTCP},
 C{listenUNIX} and C{listenSSL}, so that an app that listens by itself (through
@@ -38,7 +38,7 @@ class HandoffUNIXPort(unix.Port):
     A UNIX port that can stop accepting without unlinking its path.
 
     Twisted's UNIX port unlinks its path and shuts the socket down when it
-    stops (DESIGN.md 5.2). At a handoff the next generation is listening on
+    stops (docs/design.rst). At a handoff the next generation is listening on
     the same socket, so the path and the socket must stay as they are.
     """
 
@@ -49,6 +49,10 @@ class HandoffUNIXPort(unix.Port):
         self.keepPath = True
         self._shouldShutdown = False
         return self.stopListening()
+
+    def _logConnectionLostMsg(self) -> None:
+        if not self.keepPath:
+            unix.Port._logConnectionLostMsg(self)
 
     def connectionLost(self, reason):
         if self.keepPath:
@@ -82,10 +86,18 @@ class Listener:
         self.port.startReading()
 
     def release(self):
-        """Stop accepting for good; the socket lives on in the next generation."""
+        """Stop accepting for good; the socket lives on in the other generation."""
+        # Twisted would log "(TCP Port 8080 Closed)" while the port goes on
+        # serving in the other process: say what really happens instead.
+        log.info("handed over {key}: it stays open in the other generation", key=self.key)
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
+        self.port._logConnectionLostMsg = _logNothing
         return self.port.stopListening()
+
+
+def _logNothing() -> None:
+    pass
 
 
 def tcpKey(port: int, interface: str) -> str:
@@ -181,6 +193,7 @@ class ListenerRegistry:
         generation accepts only once its parent says go).
     @param onClaimed: called with the key of each inherited socket once
         this generation listens on it again.
+    @param onListening: called with the key of every listener, inherited or new.
     """
 
     def __init__(
@@ -190,6 +203,7 @@ class ListenerRegistry:
         factoryHook: FactoryHook = lambda f: f,
         paused: bool = False,
         onClaimed: Callable[[str], None] = lambda key: None,
+        onListening: Callable[[str], None] = lambda key: None,
     ) -> None:
         self._reactor = reactor
         self._inherited: dict[str, InheritedListener] = {i.key: i for i in inherited}
@@ -198,7 +212,9 @@ class ListenerRegistry:
         self._factoryHook = factoryHook
         self._paused = paused
         self._onClaimed = onClaimed
+        self._onListening = onListening
         self._keysAsked: dict[str, int] = {}
+        self._createdPaths: dict[str, tuple[int, int]] = {}
         self.listeners: list[Listener] = []
         self.internal: set[str] = set()
         """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
@@ -245,6 +261,8 @@ class ListenerRegistry:
             fd = inherited.fd
         else:
             skt = bindUNIX(path, backlog, mode)
+            created = os.lstat(path)
+            self._createdPaths[path] = (created.st_dev, created.st_ino)
             fd = os.dup(skt.fileno())
             skt.close()
             os.set_inheritable(fd, False)
@@ -278,6 +296,7 @@ class ListenerRegistry:
         )
         if wasInherited:
             self._onClaimed(key)
+        self._onListening(key)
         return port
 
     def active(self) -> list[Listener]:
@@ -332,6 +351,21 @@ class ListenerRegistry:
         """Stop accepting on every listener without harming the shared sockets."""
         for listener in self.active():
             listener.release()
+
+    def removeCreatedPaths(self) -> None:
+        """
+        Remove the unix socket files this generation bound itself (never inherited
+        ones), if they are still the sockets it made: for a generation that exits
+        without ever serving, whose own sockets no other process holds.
+        """
+        for path, identity in sorted(self._createdPaths.items()):
+            try:
+                st = os.lstat(path)
+                if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == identity:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._createdPaths.clear()
 
     def stopAll(self):
         """Close every listener for good (a final shutdown: UNIX paths are removed)."""

@@ -33,7 +33,7 @@ from txflip.core.log import generation, log
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
-SILENCE_SECONDS = 1.0
+SILENCE_SECONDS = 0.5
 """A successor that serves and says nothing for this long is taken for hung."""
 
 
@@ -230,6 +230,10 @@ class UpgradeAttempt:
         self._silenceCheck = LoopingCall(self._checkSilence)
         self._silenceCheck.clock = self._reactor
         self._silenceCheck.start(HEARTBEAT_SECONDS, now=False)
+
+    def kill(self) -> None:
+        """Kill the child for good (a successor hung past every deadline)."""
+        self._signal(signal.SIGKILL)
 
     def _checkSilence(self) -> None:
         if self._childEnded or self._childRetired is not None:

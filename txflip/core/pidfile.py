@@ -1,7 +1,7 @@
 """
 The PID file: written atomically, never followed through a symlink.
 
-Each generation writes it once it is ready, by writing a temporary file in the
+Each generation writes it once it serves, by writing a temporary file in the
 same directory and renaming it over the old one, so a reader sees the old PID
 or the new one and never a partial file. Only the generation that the file
 names removes it, at its final shutdown.

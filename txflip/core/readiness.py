@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 REACTOR_RUNNING = "the reactor to run"
 APP_READY_CALL = "the app to call ready()"
+APP_LISTENING = "the app to listen"
 
 
 class Readiness:

@@ -25,14 +25,18 @@ def fatal(message: str, generation: Generation | None = None, controlFd: int | N
 
     A child also tells its parent why, word for word, before it exits.
     """
-    if generation is not None and generation.inherited is not None:
-        controlFd = generation.inherited.controlFd
-    if controlFd is not None:
+    if generation is not None:
+        generation.tellPredecessorFailed(message)
+    elif controlFd is not None:
         reportFailureSynchronously(controlFd, message)
+    if generation is not None:
+        # It never served: the socket files it made are nobody's.
+        generation.registry.removeCreatedPaths()
     line = "twistd flip: error: " + " ".join(message.split())
-    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+    shown = generation is not None and generation.logShownOnStderr
+    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None and not shown:
         # Once twistd's logging has begun, sys.stderr goes to the log: the
-        # operator at the terminal gets the line too.
+        # operator at the terminal gets the line too, unless the log is there.
         sys.__stderr__.write(line + "\n")
         sys.__stderr__.flush()
     return SystemExit(line)

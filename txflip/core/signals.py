@@ -2,7 +2,7 @@
 SIGHUP, routed to this generation's L{Generation} through the reactor.
 
 twistd installs no SIGHUP handler, so a stray SIGHUP would kill the process
-(DESIGN.md 5.7): the handler is installed before the app is imported. It does
+(docs/design.rst): the handler is installed before the app is imported. It does
 nothing but note whether an upgrade may start and schedule the work on the
 reactor thread.
 """

@@ -13,7 +13,7 @@ passed socket is served.
 
 Reading the variables must happen before anything imports
 C{twisted.internet.endpoints}, which deletes C{LISTEN_PID} and C{LISTEN_FDS}
-from C{os.environ} at import (DESIGN.md 5.8). twistd may import it while it
+from C{os.environ} at import (docs/design.rst). twistd may import it while it
 loads plugins, before txflip runs; so when they are gone from C{os.environ},
 they are read from C{/proc/self/environ}, the environment this process was
 started with, where C{LISTEN_PID} still says whether they were meant for us.

@@ -3,7 +3,7 @@ systemd's notification protocol (sd_notify), written from the protocol: one
 datagram of C{KEY=VALUE} lines sent to the C{AF_UNIX} socket named by
 C{NOTIFY_SOCKET} (a path, or C{@name} for the abstract namespace).
 
-What each generation says (DESIGN.md section 3):
+What each generation says:
 
   - first start: C{READY=1}, C{MAINPID=}, C{STATUS=};
   - a restart begins: the parent sends C{RELOADING=1} and C{MONOTONIC_USEC=};
@@ -31,7 +31,6 @@ from twisted.internet.task import LoopingCall
 
 from txflip.core.generation import Generation
 from txflip.core.log import log
-from txflip.core.state import State
 
 ENV_CARRIED = "TXFLIP_SYSTEMD"
 _SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -157,6 +156,7 @@ class SystemdReporter:
         self._watchdog: LoopingCall | None = None
         self._stoppingSent = False
         self._served = False
+        self._handedOver = False
         self._nextGeneration: int | None = None
 
     def _who(self) -> str:
@@ -208,6 +208,7 @@ class SystemdReporter:
             self._notifier.send(("STATUS", f"restart refused: {reason}"))
 
     def _on_upgrade_succeeded(self, childPid: int | None, **_: object) -> None:
+        self._handedOver = True
         # The child's own pings take over; ours would hide a hung successor.
         self._stopWatchdog()
         self._notifier.send(
@@ -218,6 +219,7 @@ class SystemdReporter:
         )
 
     def _on_successor_died(self, reason: str, **_: object) -> None:
+        self._handedOver = False
         # This generation serves again: it is the service's main process.
         self._notifier.send(
             ("MAINPID", os.getpid()),
@@ -236,7 +238,7 @@ class SystemdReporter:
     def _shutdown(self) -> None:
         # A generation that never served (a failed release) is not the service:
         # STOPPING=1 from it would make systemd stop the one that serves.
-        if not self._served or self._generation.state is State.HANDED_OVER or self._stoppingSent:
+        if not self._served or self._handedOver or self._stoppingSent:
             return
         self._stoppingSent = True
         self._notifier.send(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import traceback
 from dataclasses import dataclass
 
@@ -23,12 +24,46 @@ class LoadedApp:
     app: object
 
 
+_TXFLIP = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_IMPORTLIB = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
+
+
+def _isUsers(filename: str) -> bool:
+    """Whether a traceback frame is in the app's code: not importlib's, not txflip's."""
+    if filename.startswith("<frozen "):
+        return False
+    path = os.path.abspath(filename)
+    return not (path.startswith(_TXFLIP) or path.startswith(_IMPORTLIB))
+
+
 def _where(error: BaseException) -> str:
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return ""
-    last = frames[-1]
-    return f" (at {last.filename}:{last.lineno})"
+    """C{" (at FILE:LINE)"}: the innermost line of the app's own code involved, if any."""
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        return f" (at {error.filename}:{error.lineno})"
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if _isUsers(frame.filename):
+            return f" (at {frame.filename}:{frame.lineno})"
+    return ""
+
+
+def _describe(error: BaseException) -> str:
+    """The exception in one line, and where in the app it was raised."""
+    text = error.msg if isinstance(error, SyntaxError) else str(error)
+    return f"{type(error).__name__}: {text}{_where(error)}"
+
+
+def _importProblem(error: BaseException, moduleName: str) -> str:
+    """Why the app's module cannot be imported; how to fix it when the module is not found."""
+    if (
+        isinstance(error, ModuleNotFoundError)
+        and error.name
+        and (moduleName == error.name or moduleName.startswith(error.name + "."))
+    ):
+        return (
+            f"no module named {error.name!r}: install it, or add the directory that holds "
+            "it to PYTHONPATH"
+        )
+    return _describe(error)
 
 
 def _importLongestPrefix(dotted: str) -> tuple[object, list[str]]:
@@ -52,16 +87,14 @@ def lookUp(name: str) -> object:
             obj = importlib.import_module(moduleName)
         except Exception as e:
             raise AppError(
-                f"cannot import {moduleName!r} for --app {name}: {type(e).__name__}: {e}{_where(e)}"
+                f"cannot import {moduleName!r} for --app {name}: {_importProblem(e, moduleName)}"
             ) from None
         attrs = attrPath.split(".") if attrPath else []
     else:
         try:
             obj, attrs = _importLongestPrefix(name)
         except Exception as e:
-            raise AppError(
-                f"cannot import --app {name}: {type(e).__name__}: {e}{_where(e)}"
-            ) from None
+            raise AppError(f"cannot import --app {name}: {_importProblem(e, name)}") from None
     for attr in attrs:
         try:
             obj = getattr(obj, attr)
@@ -93,9 +126,7 @@ def loadApp(name: str) -> LoadedApp:
         try:
             obj = obj()
         except Exception as e:
-            raise AppError(
-                f"--app {name} raised {type(e).__name__}: {e}{_where(e)} when called"
-            ) from None
+            raise AppError(f"calling --app {name}() raised {_describe(e)}") from None
         kind = _kindOf(obj)
     if kind is None:
         raise AppError(

@@ -3,7 +3,8 @@ What flip changes in twistd's own behaviour so that restarts work under it.
 
 - The pidfile: twistd refuses to start while its pidfile names a live process,
   and removes the file at exit even after a newer generation rewrote it
-  (DESIGN.md 5.5). flip takes the file over and writes it itself.
+  (docs/design.rst, "twistd's pidfile"). flip takes the file over and writes
+  it itself.
 - Daemon mode: the first generation may detach (C{twistd} without C{-n},
   e.g. under systemd's C{Type=forking}); its successors are started by an
   already-detached process, so they run with C{--nodaemon} (detaching again
@@ -27,6 +28,8 @@ class TwistdSettings:
     pidfile: str | None = None
     successorOptions: list[str] = field(default_factory=list)
     logfile: str | None = None
+    logsToStdout: bool = False
+    """Whether twistd's log goes to standard output (C{-n} without C{--logfile}, or C{-})."""
 
 
 def takeOverTwistd(parent) -> TwistdSettings:
@@ -42,6 +45,9 @@ def takeOverTwistd(parent) -> TwistdSettings:
     parent["pidfile"] = ""
     successorOptions = ["--pidfile="]
     logfile = parent.get("logfile") or None
+    logsToStdout = not parent.get("syslog") and (
+        logfile == "-" or (logfile is None and bool(parent.get("nodaemon")))
+    )
     if not parent.get("nodaemon"):
         successorOptions.append("--nodaemon")
         if logfile is None and not parent.get("syslog"):
@@ -51,7 +57,16 @@ def takeOverTwistd(parent) -> TwistdSettings:
     if logfile is not None:
         logfile = os.path.abspath(logfile)
         successorOptions.append(f"--logfile={logfile}")
-    return TwistdSettings(pidfile, successorOptions, logfile)
+    return TwistdSettings(pidfile, successorOptions, logfile, logsToStdout)
+
+
+def sameFile(a, b) -> bool:
+    """Whether two open files (e.g. standard output and error) are one file, terminal or pipe."""
+    try:
+        first, second = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def successorArgv(origArgv: list[str], executable: str, options: list[str]) -> list[str]:

@@ -67,7 +67,16 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ],
         *ACME_PARAMETERS,
     ]
-    optFlags = [["no-control", None, "Do not open a control socket."], *ACME_FLAGS]
+    optFlags = [
+        ["no-control", None, "Do not open a control socket."],
+        [
+            "app-notify",
+            None,
+            "The app speaks sd_notify: give it a NOTIFY_SOCKET of flip's own and take its "
+            "READY=1 as its readiness.",
+        ],
+        *ACME_FLAGS,
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,6 +88,14 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_version(self) -> None:
+        """Print txflip's version and exit."""
+        # usage.Options' own --version would print Twisted's.
+        from txflip import __version__
+
+        print(f"txflip {__version__}")
+        sys.exit(0)
 
     def opt_redirect_http(self, description: str) -> None:
         """A plain-HTTP endpoint that redirects to HTTPS (301/308); repeatable."""
@@ -149,12 +166,17 @@ def makeService(options: FlipOptions):
     try:
         return _makeService(options, reactor, host)
     except (ConfigError, AppError, pidfile.PIDFileError) as e:
-        raise fatal(str(e), controlFd=host.controlFd) from None
+        raise fatal(str(e), host.generation, controlFd=host.controlFd) from None
 
 
 def _makeService(options: FlipOptions, reactor, host: Host):
     from txflip.core.service import GenerationService
-    from txflip.twistd.compat import openLogFilesForAppending, successorArgv, takeOverTwistd
+    from txflip.twistd.compat import (
+        openLogFilesForAppending,
+        sameFile,
+        successorArgv,
+        takeOverTwistd,
+    )
 
     twistd = takeOverTwistd(getattr(options, "parent", None))
     if twistd.logfile:
@@ -165,9 +187,11 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         drainTimeout=_seconds(options, "drain-timeout"),
         control=options["control"],
         noControl=bool(options["no-control"]),
+        appNotify=bool(options["app-notify"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
     )
     generation = host.startGeneration(settings)
+    generation.logShownOnStderr = twistd.logsToStdout and sameFile(sys.__stdout__, sys.__stderr__)
 
     acme = None
     if acmeRequested(options):
