@@ -198,11 +198,6 @@ class FailedReasonTests(TestCase):
         self.assertLessEqual(len(line), MAX_LINE, "longer than the parent reads")
         self.assertEqual([word for word, *_ in heard], ["heard", "failed"])
 
-    test_longNonASCIIReasonStillHeard.todo = (  # type: ignore[attr-defined]
-        "failed() truncates characters, not bytes: a long non-ASCII reason exceeds "
-        "MAX_LINE once encoded, and the parent drops the channel instead of reading it"
-    )
-
     def test_reportedSynchronously(self) -> None:
         """Before any reactor runs, the child writes the same line to the descriptor."""
         ours, theirs = socket.socketpair()

@@ -285,12 +285,6 @@ class ConnectionCloseTests(DrainTestCase):
         self.assertEqual(len(heads), 3, transport.value())
         self.assertEqual(connectionHeader(heads[-1]), b"close")
 
-    test_threePipelinedRequestsAllAnswered.todo = (  # type: ignore[attr-defined]
-        "drain.py says each buffered pipelined request gets its answer, but the "
-        "second one parsed during the drain already gets Connection: close, and "
-        "the channel drops the third"
-    )
-
 
 class OtherProtocolTests(DrainTestCase):
     def test_nonHTTPConnectionWaitedFor(self) -> None:

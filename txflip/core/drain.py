@@ -108,7 +108,14 @@ def _kernelHasUnreadBytes(protocol) -> bool:
 
 
 def _refuseKeepAlive(request, version) -> bool:
-    """A replacement for L{HTTPChannel.checkPersistence} while draining."""
+    """
+    A replacement for L{HTTPChannel.checkPersistence} while draining: the last
+    request the client sent gets C{Connection: close}; one with more pipelined
+    behind it keeps the connection, so that every buffered request is answered.
+    """
+    channel = request.channel
+    if channel._dataBuffer or getattr(channel, "_buffer", b""):
+        return True
     request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
     return False
 
