@@ -16,8 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.apps import appEnv, writeApp
 from tests.support.load import Load
-from tests.support.opsapps import txflip
-from tests.support.procs import Flip, freePort, readPidFile, waitFor
+from tests.support.procs import Flip, freePort, readPidFile, txflip, waitFor
 
 LISTENS_LATE = """
 import os

@@ -14,8 +14,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.opsapps import shortTempDir
-from tests.support.procs import Flip, freePort
+from tests.support.procs import Flip, freePort, shortTempDir
 from txflip.control import client
 
 BURST = 200

@@ -29,8 +29,15 @@ from twisted.trial.unittest import TestCase
 from tests.support import listenexec
 from tests.support.delayproxy import DelayProxy
 from tests.support.fakesystemd import FakeFdStore
-from tests.support.opsapps import shortTempDir, txflip
-from tests.support.procs import Flip, freePort, pidAlive, twistdCommand, waitFor
+from tests.support.procs import (
+    Flip,
+    freePort,
+    pidAlive,
+    shortTempDir,
+    twistdCommand,
+    txflip,
+    waitFor,
+)
 from txflip.systemd.fdnames import nameForKey
 
 REQUEST = b"GET /sleep?seconds=0 HTTP/1.0\r\nHost: test\r\n\r\n"

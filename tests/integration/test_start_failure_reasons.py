@@ -15,8 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.apps import GOOD_RESOURCE, appEnv, writeApp
 from tests.support.mounts import fill, tinyTmpfs
-from tests.support.opsapps import txflip
-from tests.support.procs import Flip, freePort, twistdCommand, waitFor
+from tests.support.procs import Flip, freePort, twistdCommand, txflip, waitFor
 
 EXITS_WITH_A_MESSAGE = """
 import sys

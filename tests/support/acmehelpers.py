@@ -1,9 +1,10 @@
 """
-A real ACME server for the tests: Debian's pebble, with a test CA for its HTTPS
-and a tiny DNS server of our own that answers A 127.0.0.1 (and no AAAA) for
-every name, so pebble never asks the machine's resolver.
+A real ACME server for the tests: Debian's pebble, with the test CA
+(L{tests.support.tlshelpers.TestCA}) for its HTTPS and a tiny DNS server of
+our own that answers A 127.0.0.1 (and no AAAA) for every name, so pebble never
+asks the machine's resolver.
 
-The DNS server is tests/acmedns.py, run as a script by path.
+The DNS server is tests/support/acmedns.py, run as a script by path.
 """
 
 from __future__ import annotations
@@ -19,17 +20,15 @@ import sys
 import tempfile
 import threading
 import urllib.request
-from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.support.procs import freePort, pidAlive, waitFor
-from txflip.tls.privatefile import writePrivate
+from tests.support.procs import Flip, freePort, pidAlive, waitFor
+from tests.support.tlshelpers import TestCA
 
 PEBBLE = "/usr/bin/pebble"
+NAMES = ("a.test", "b.test")
+ISSUED = "ACME: now serving the newly issued certificate"
 DNS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acmedns.py")
 
 
@@ -55,74 +54,6 @@ def makeReadOnly(testCase, path: str) -> None:
     if done.returncode != 0 or os.access(path, os.W_OK):
         raise SkipTest(f"cannot make {path} unwritable for root: {done.stderr.strip()}")
     testCase.addCleanup(subprocess.run, ["chattr", "-i", path], capture_output=True)
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def makeTestCA(directory: str) -> tuple[str, str, str]:
-    """
-    A CA and a server certificate for localhost/127.0.0.1 signed by it.
-
-    @return: paths of the CA certificate, the server certificate, the server key.
-    """
-    now = datetime.now(UTC)
-    caKey = ec.generate_private_key(ec.SECP256R1())
-    caCert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("txflip test CA"))
-        .issuer_name(_name("txflip test CA"))
-        .public_key(caKey.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(caKey, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(caCert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(caKey, hashes.SHA256())
-    )
-    paths = (
-        os.path.join(directory, "test-ca.pem"),
-        os.path.join(directory, "pebble-cert.pem"),
-        os.path.join(directory, "pebble-key.pem"),
-    )
-    with open(paths[0], "wb") as f:
-        f.write(caCert.public_bytes(serialization.Encoding.PEM))
-    with open(paths[1], "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    writePrivate(
-        paths[2],
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    return paths
 
 
 class _Process:
@@ -191,7 +122,11 @@ class Pebble(_Process):
     ) -> None:
         super().__init__(testCase)
         self.workdir = workdir or tempfile.mkdtemp(prefix="txflip-pebble-")
-        self.caBundle, certPath, keyPath = makeTestCA(self.workdir)
+        ca = TestCA(self.workdir)
+        self.caBundle = ca.caFile
+        certPath = os.path.join(self.workdir, "pebble-cert.pem")
+        keyPath = os.path.join(self.workdir, "pebble-key.pem")
+        ca.serverFiles(certPath, keyPath, ["localhost", "127.0.0.1"])
         self.dns = DNSServer(testCase, self.workdir)
         self.port = freePort()
         self.managementPort = freePort()
@@ -388,3 +323,67 @@ def servedSerial(port: int, name: str) -> int | None:
         return fetchTLS(port, name)[2].serial_number
     except (OSError, ssl.SSLError):
         return None
+
+
+class AcmeTestMixin:
+    """One pebble and one flip serving the demo app over ACME-issued HTTPS."""
+
+    def setUpAcme(
+        self, pebbleEnv=None, startPebble=True, pebbleHttpPort=None, validitySeconds=None
+    ):
+        self.httpPort = getattr(self, "httpPort", None) or freePort()
+        self.tlsPort = freePort()
+        self.pebble = Pebble(
+            self,
+            pebbleHttpPort or self.httpPort,
+            self.tlsPort,
+            env=pebbleEnv,
+            validitySeconds=validitySeconds,
+        )
+        if startPebble:
+            self.pebble.start()
+        self.store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+
+    def flip(self, challenge="http-01", domains="a.test,b.test", extra=(), plain="--listen"):
+        flip = Flip(
+            self,
+            [
+                plain,
+                f"tcp:{self.httpPort}:interface=127.0.0.1",
+                "--acme-listen",
+                f"tcp:{self.tlsPort}:interface=127.0.0.1",
+                "--acme-domain",
+                domains,
+                "--acme-dir",
+                self.store,
+                "--acme-directory",
+                self.pebble.directory,
+                "--acme-ca-bundle",
+                self.pebble.caBundle,
+                "--acme-challenge",
+                challenge,
+                "--acme-retry-min",
+                "1",
+                *extra,
+            ],
+        )
+        return flip
+
+    def rootFile(self) -> str:
+        path = os.path.join(self.pebble.workdir, "pebble-root.pem")
+        with open(path, "wb") as f:
+            f.write(self.pebble.root())
+        return path
+
+    def assertVerifiedFor(self, names, root: str) -> int:
+        """Every name is served a certificate that verifies against C{root}; return its serial."""
+        serials = set()
+        for name in names:
+            status, body, cert = fetchTLS(self.tlsPort, name, cafile=root)
+            self.assertEqual(status, 200, body[:200])
+            serials.add(cert.serial_number)
+        self.assertEqual(len(serials), 1)
+        return serials.pop()
+
+    def orders(self) -> int:
+        return self.pebble.log().count("POST /order-plz")

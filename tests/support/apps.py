@@ -1,12 +1,19 @@
 """
 Small apps written into a test's directory, so a test can deploy a new (or
 broken) release by rewriting a file and sending SIGHUP.
+
+L{writeApp} writes any of the templates here; L{writeJSONApp} writes
+L{JSON_APP}, which answers with its PID and release as JSON and, at C{/env},
+with the environment it and the processes it starts see.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
+
+from tests.support.procs import Flip, freePort
 
 GOOD_RESOURCE = """
 import os
@@ -102,3 +109,57 @@ from twisted.application import service
 def makeService():
     return service.MultiService()
 """
+
+
+JSON_APP = '''
+"""A test app, release %(release)s."""
+import json
+import os
+import subprocess
+
+from twisted.web.resource import Resource
+
+RELEASE = %(release)r
+%(broken)s
+
+class App(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        body = {"pid": os.getpid(), "release": RELEASE}
+        if request.path == b"/env":
+            out = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+            body["childEnv"] = sorted(
+                line.split("=", 1)[0] for line in out.splitlines() if "=" in line
+            )
+            body["ownEnv"] = sorted(os.environ)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(body).encode()
+
+
+app = App()
+'''
+
+
+def writeJSONApp(directory: str, release: int, broken: str | None = None) -> str:
+    """
+    Write release C{release} of L{JSON_APP} as C{directory/jsonapp.py}; with
+    C{broken}, it raises that message at import. Return the C{--app} name.
+    """
+    raising = f"raise RuntimeError({broken!r})" if broken else ""
+    writeApp(directory, "jsonapp", JSON_APP, release=release, broken=raising)
+    return "jsonapp.app"
+
+
+def releaseFlip(testCase, *extra: str) -> tuple[Flip, int, str]:
+    """A flip, not started, serving release 1 of L{GOOD_RESOURCE}; its port and directory."""
+    workdir = tempfile.mkdtemp(prefix="txflip-test-")
+    writeApp(workdir, "myrelease", GOOD_RESOURCE, release="1")
+    port = freePort()
+    flip = Flip(
+        testCase,
+        ["--app", "myrelease.resource", "--listen", f"tcp:{port}:interface=127.0.0.1", *extra],
+        workdir=workdir,
+        env=appEnv(workdir),
+    )
+    return flip, port, workdir

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +39,28 @@ def waitFor(predicate: Callable[[], Any], what: str, deadline: float = DEFAULT_D
             raise DeadlineExceeded(f"gave up after {deadline}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
+
+
+def shortTempDir(testCase) -> str:
+    """A directory short enough for unix socket paths (108 bytes), removed afterwards."""
+    path = tempfile.mkdtemp(prefix="txflip-ops-")
+    testCase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def txflip(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the C{txflip} command (as the console script would) and capture its output."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from txflip.control.client import main; sys.exit(main())",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def freePort(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:

@@ -1,6 +1,9 @@
 """
-TLS test helpers: a test CA made with C{cryptography}, and real TLS clients
-(Python's ssl, C{openssl s_client}, C{curl}) that report what a server sent.
+TLS test helpers: the test CA made with C{cryptography} (for flip's listeners
+and for pebble's HTTPS alike), and real TLS clients (Python's ssl,
+C{openssl s_client}, C{curl}) that report what a server sent.
+
+Private keys are written with txflip's own L{writePrivate} (atomic, 0600).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import subprocess
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from txflip.tls.privatefile import writePrivate
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -45,14 +50,6 @@ def keyPEM(key) -> bytes:
 
 def certPEM(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def writePrivate(path: str, data: bytes, mode: int = 0o600) -> str:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)
-    return path
 
 
 def writePublic(path: str, data: bytes) -> str:
@@ -84,6 +81,10 @@ class TestCA:
             .not_valid_before(NOW - datetime.timedelta(days=1))
             .not_valid_after(NOW + datetime.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
             .sign(signingKey, hashes.SHA256())
         )
 
@@ -106,6 +107,7 @@ class TestCA:
             .not_valid_after(notAfter or NOW + datetime.timedelta(days=10))
             .add_extension(x509.SubjectAlternativeName(_sans(names)), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
             .sign(self.interKey, hashes.SHA256())
         )
         return key, cert
@@ -116,13 +118,20 @@ class TestCA:
         writePrivate(path, keyPEM(key) + certPEM(cert) + certPEM(self.intermediate))
         return cert
 
+    def serverFiles(self, certPath: str, keyPath: str, names: list[str]) -> None:
+        """Write a server's key, and its leaf followed by the intermediate (pebble's files)."""
+        key, cert = self.issue(names)
+        writePublic(certPath, certPEM(cert) + certPEM(self.intermediate))
+        writePrivate(keyPath, keyPEM(key))
+
     def pair(self, directory: str, names: list[str], **kw) -> tuple[str, str, str]:
         """Write key.pem, cert.pem, chain.pem in C{directory}; return their paths."""
         key, cert = self.issue(names, **kw)
         return self.writePair(directory, key, cert)
 
     def writePair(self, directory: str, key, cert) -> tuple[str, str, str]:
-        keyPath = writePrivate(os.path.join(directory, "key.pem"), keyPEM(key))
+        keyPath = os.path.join(directory, "key.pem")
+        writePrivate(keyPath, keyPEM(key))
         certPath = writePublic(os.path.join(directory, "cert.pem"), certPEM(cert))
         chainPath = writePublic(os.path.join(directory, "chain.pem"), certPEM(self.intermediate))
         return keyPath, certPath, chainPath

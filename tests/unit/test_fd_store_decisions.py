@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.support.fakesystemd import FakeFdStore
-from tests.support.opsapps import shortTempDir
+from tests.support.procs import shortTempDir
 from txflip.core.generation import Generation
 from txflip.core.handoff import InheritedListener
 from txflip.core.state import State

@@ -106,16 +106,16 @@ class PredecessorChannel(LineOnlyReceiver):
         self.sendLine(b"serving")
 
     def waiting(self, what: str) -> None:
-        self.sendLine(("waiting " + " ".join(what.split()))[: MAX_LINE - 1].encode())
+        self.sendLine(encodeLine("waiting " + what))
 
     def alive(self) -> None:
         self.sendLine(b"alive")
 
     def retired(self, why: str) -> None:
-        self.sendLine(("retired " + " ".join(why.split()))[: MAX_LINE - 1].encode())
+        self.sendLine(encodeLine("retired " + why))
 
     def failed(self, reason: str) -> None:
-        self.sendLine(("failed " + " ".join(reason.split()))[: MAX_LINE - 1].encode())
+        self.sendLine(encodeLine("failed " + reason))
 
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
@@ -151,11 +151,19 @@ def adoptChannel(reactor, skt: socket.socket, protocol):
     return protocol
 
 
+def encodeLine(text: str) -> bytes:
+    """
+    One protocol line: white space folded, UTF-8, at most C{MAX_LINE - 1}
+    bytes (cut between characters, never inside one), without its newline.
+    """
+    data = " ".join(text.split()).encode("utf-8", "replace")[: MAX_LINE - 1]
+    return data.decode("utf-8", "ignore").encode("utf-8")
+
+
 def writeLine(fd: int, line: str) -> None:
     """Write one protocol line to the channel at C{fd} now, bypassing the reactor."""
-    message = " ".join(line.split())[: MAX_LINE - 1] + "\n"
     try:
-        os.write(fd, message.encode("utf-8", "replace"))
+        os.write(fd, encodeLine(line) + b"\n")
     except OSError:
         pass
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import socket
 import time
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -107,7 +108,14 @@ def _kernelHasUnreadBytes(protocol) -> bool:
 
 
 def _refuseKeepAlive(request, version) -> bool:
-    """A replacement for L{HTTPChannel.checkPersistence} while draining."""
+    """
+    A replacement for L{HTTPChannel.checkPersistence} while draining: the last
+    request the client sent gets C{Connection: close}; one with more pipelined
+    behind it keeps the connection, so that every buffered request is answered.
+    """
+    channel = request.channel
+    if channel._dataBuffer or getattr(channel, "_buffer", b""):
+        return True
     request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
     return False
 
@@ -115,13 +123,13 @@ def _refuseKeepAlive(request, version) -> bool:
 class _HTTPDrainState:
     """What the drain needs to know about one HTTP channel."""
 
-    def __init__(self, channel: HTTPChannel, now: float) -> None:
+    def __init__(self, channel: HTTPChannel, seconds: Callable[[], float]) -> None:
         self.channel = channel
-        self.lastActivity = now
+        self.lastActivity = seconds()
         originalDataReceived = channel.dataReceived
 
         def dataReceived(data: bytes) -> None:
-            self.lastActivity = time.monotonic()
+            self.lastActivity = seconds()
             originalDataReceived(data)
 
         originalRequestDone = channel.requestDone
@@ -129,7 +137,7 @@ class _HTTPDrainState:
         def requestDone(request) -> None:
             # A response just ended: the client may be about to send the next
             # request, so the quiet period starts now.
-            self.lastActivity = time.monotonic()
+            self.lastActivity = seconds()
             originalRequestDone(request)
 
         channel.dataReceived = dataReceived
@@ -236,6 +244,8 @@ class Drain:
         close (at most half of C{timeout}, so that they have time to).
     @param handedOver: whether a newer generation serves (a restart) rather
         than this being a final shutdown.
+    @param seconds: the clock the quiet periods and the deadline are measured
+        by; monotonic, so that a step of the wall clock changes neither.
     @ivar done: fires with the number of connections aborted at the deadline.
     """
 
@@ -249,8 +259,10 @@ class Drain:
         claims: Claims | None = None,
         closeSpread: float = 0.0,
         handedOver: bool = False,
+        seconds: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reactor = reactor
+        self._seconds = seconds
         self._tracker = tracker
         self._timeout = timeout
         self._idleGrace = min(idleGrace, timeout)
@@ -269,8 +281,8 @@ class Drain:
         self._farewell: Farewell | None = None
 
     def start(self) -> Deferred:
-        now = time.monotonic()
-        self._started = now
+        now = self._seconds()
+        self._started = time.monotonic()
         self._deadline = now + self._timeout
         self._farewell = Farewell(
             self._reactor,
@@ -313,7 +325,7 @@ class Drain:
         self._finish(len(remaining))
 
     def _check(self) -> None:
-        now = time.monotonic()
+        now = self._seconds()
         remaining = self._tracker.open()
         if not remaining:
             self._finish(0)
@@ -331,7 +343,7 @@ class Drain:
                 continue
             state = self._http.get(id(channel))
             if state is None or state.channel is not channel:
-                state = self._http[id(channel)] = _HTTPDrainState(channel, now)
+                state = self._http[id(channel)] = _HTTPDrainState(channel, self._seconds)
             if isTLS(protocol):
                 continue
             try:

@@ -1,6 +1,8 @@
 """
-Draining on SIGTERM and after a handoff: in-flight work finishes, keep-alive
-connections are told to close, and the drain timeout is a hard limit.
+Draining on SIGTERM and after a handoff: in-flight work finishes on the old
+PID, keep-alive connections are told to close (idle ones are closed after a
+quiet period), responses under way and pipelined requests are all answered,
+and the drain timeout is a hard limit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.procs import BackgroundGet, Flip, freePort, httpGet, pidAlive, waitFor
+from tests.support.procs import BackgroundGet, Flip, freePort, httpGet, pidAlive, servedBy, waitFor
 
 
 def demo(testCase, *extra) -> tuple[Flip, int]:
@@ -111,3 +113,76 @@ class KeepAliveDrainTests(TestCase):
         self.assertLess(time.monotonic() - started, 50)
         self.assertEqual(skt.recv(1), b"", "the idle connection should have been closed")
         self.assertNotIn("drain timeout", flip.log())
+
+
+class InFlightRequestTests(TestCase):
+    def test_slowRequestFinishesOnOldPid(self):
+        """A request in flight at SIGHUP completes on the old PID; new ones reach the new PID."""
+        flip, port = demo(self)
+        old = flip.start()
+        slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=3")
+        flip.waitLog(f"sleeping 3.0s for a request (PID {old})")
+        os.kill(old, signal.SIGHUP)
+        new = waitFor(lambda: (p := flip.pid()) != old and p, "new PID")
+        flip.waitServing(new)
+        self.assertEqual(servedBy(port), new)
+        self.assertTrue(pidAlive(old), "the old generation should still be draining")
+        slow.join()
+        self.assertIsNone(slow.error)
+        status, headers, body = slow.response
+        self.assertEqual(status, 200)
+        self.assertIn(f'"pid": {old}'.encode(), body)
+        waitFor(lambda: not pidAlive(old), "old PID to exit after its last request")
+
+
+class DrainEdgeTests(TestCase):
+    def _demo(self) -> tuple[Flip, int]:
+        port = freePort()
+        return Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"]), port
+
+    def test_nextRequestAfterLongResponseIsServed(self):
+        """
+        A response whose headers went out before the drain and that ends long
+        after it: a request the client sends just after it is still answered,
+        by the new generation, which the connection moved to once idle.
+        """
+        flip, port = self._demo()
+        old = flip.start()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/stream?seconds=3")
+        response = conn.getresponse()
+        self.assertEqual(response.getheader("Connection"), None)
+        os.kill(old, signal.SIGHUP)
+        new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
+        flip.waitServing(new)
+        self.assertIn(f"finished by PID {old}".encode(), response.read())
+        time.sleep(0.2)  # a client that thinks a little before its next request
+        conn.request("GET", "/sleep?seconds=0")
+        second = conn.getresponse()
+        second.read()
+        self.assertEqual(second.status, 200)
+        self.assertEqual(second.getheader("X-Served-By"), str(new))
+        self.assertIsNone(second.getheader("Connection"))
+
+    def test_pipelinedRequestsAllAnswered(self):
+        flip, port = self._demo()
+        old = flip.start()
+        skt = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.addCleanup(skt.close)
+        skt.sendall(
+            b"GET /sleep?seconds=2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /sleep?seconds=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        flip.waitLog(f"sleeping 2.0s for a request (PID {old})")
+        os.kill(old, signal.SIGHUP)
+        received = b""
+        end = time.monotonic() + 30
+        # Both answered; the connection then moves to the new generation and stays open.
+        while time.monotonic() < end and received.count(b"0\r\n\r\n") < 2:
+            chunk = skt.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        self.assertEqual(received.count(b"HTTP/1.1 200"), 2, received)
+        self.assertEqual(received.lower().count(f"x-served-by: {old}".encode()), 2, received)

@@ -1,7 +1,7 @@
 """
 The package as it is built and installed: the wheel and sdist hold every module
-and plugin, twistd finds the plugin, nothing shadows Twisted, and both commands
-know txflip's version.
+and plugin, twistd finds the plugin, and both commands know txflip's version.
+(That nothing shadows Twisted's packages is in tests/unit/test_package_layout.py.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.support.procs import twistdCommand
 from txflip import __version__
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def sourceFiles(*tops: str) -> set[str]:
@@ -45,11 +45,6 @@ class PluginTests(TestCase):
         self.assertIn("flip ", result.stdout)
         self.assertNotIn("Traceback", result.stderr)
         self.assertNotIn("Unable", result.stderr)
-
-    def test_noTwistedPackageShadowing(self):
-        """The project ships twisted/plugins/ without __init__.py files of its own."""
-        for relative in ("twisted/__init__.py", "twisted/plugins/__init__.py"):
-            self.assertFalse(os.path.exists(os.path.join(TOP, relative)), relative)
 
 
 class CheckoutTests(TestCase):

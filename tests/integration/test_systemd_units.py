@@ -17,7 +17,9 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
-UNITS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "systemd")
+UNITS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "systemd"
+)
 ANALYZE = shutil.which("systemd-analyze")
 SYSTEM_UNITS = next(
     (d for d in ("/usr/lib/systemd/system", "/lib/systemd/system") if os.path.isdir(d)), None

@@ -1,6 +1,7 @@
 """
-sd_notify, captured from a real C{AF_UNIX} datagram socket that stands in for
-systemd's, with the kernel naming each sender (C{SCM_CREDENTIALS}).
+sd_notify through restarts, captured from a real C{AF_UNIX} datagram socket
+that stands in for systemd's, with the kernel naming each sender
+(C{SCM_CREDENTIALS}).
 """
 
 from __future__ import annotations
@@ -8,43 +9,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import time
 import uuid
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.opsapps import NotifyCapture, appEnv, shortTempDir, txflip, writeApp
-from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from tests.support.apps import GOOD_RESOURCE, STOPS_ITSELF, appEnv, writeApp, writeJSONApp
+from tests.support.notifycapture import NotifyCapture
+from tests.support.procs import Flip, freePort, httpGet, pidAlive, shortTempDir, txflip, waitFor
 from txflip.systemd import notify as sdnotify
-
-
-class EnvironmentTests(TestCase):
-    def test_takenAndRemoved(self) -> None:
-        """The variables are read once and removed, so nothing the app starts sees them."""
-        env = {"NOTIFY_SOCKET": "/run/n", "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "42"}
-        settings = sdnotify.takeFromEnvironment(env, pid=42)
-        self.assertEqual(settings, sdnotify.NotifySettings("/run/n", 2000000))
-        self.assertEqual(env, {})
-
-    def test_watchdogForAnotherProcess(self) -> None:
-        """WATCHDOG_PID naming another process means the watchdog is not ours to feed."""
-        env = {"NOTIFY_SOCKET": "@n", "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "41"}
-        self.assertEqual(sdnotify.takeFromEnvironment(env, pid=42).watchdogUsec, None)
-
-    def test_carriedToTheNextGeneration(self) -> None:
-        """The next generation gets the settings in txflip's variable, not systemd's."""
-        carried = sdnotify.NotifySettings("@n", 500000).childEnvironment()
-        self.assertEqual(list(carried), [sdnotify.ENV_CARRIED])
-        env = dict(carried, WATCHDOG_PID="1")
-        self.assertEqual(
-            sdnotify.takeFromEnvironment(env, pid=99), sdnotify.NotifySettings("@n", 500000)
-        )
-        self.assertEqual(env, {})
-
-    def test_addresses(self) -> None:
-        self.assertEqual(sdnotify.socketAddress("@abc"), b"\0abc")
-        self.assertEqual(sdnotify.socketAddress("/run/systemd/notify"), "/run/systemd/notify")
-        self.assertRaises(ValueError, sdnotify.socketAddress, "vsock:2:1234")
 
 
 def messagesFrom(capture: NotifyCapture, pid: int) -> list[dict]:
@@ -59,7 +33,7 @@ class NotifyThroughRestartsTests(TestCase):
             "--listen",
             f"tcp:{self.port}:interface=127.0.0.1",
             "--app",
-            writeApp(flip.workdir, 1),
+            writeJSONApp(flip.workdir, 1),
         ]
         flip.env.update(appEnv(flip.workdir))
         flip.start()
@@ -113,7 +87,7 @@ class NotifyThroughRestartsTests(TestCase):
         flip = self.startFlip(address, capture)
         old = flip.pid()
         capture.waitFor(lambda m: m[0] == old and "READY" in m[1], "READY=1 at start")
-        writeApp(flip.workdir, 2, broken="release 2 is broken")
+        writeJSONApp(flip.workdir, 2, broken="release 2 is broken")
         result = txflip("reload", "--pid-file", flip.pidFile)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         found = capture.waitFor(
@@ -160,3 +134,27 @@ class NotifyThroughRestartsTests(TestCase):
         os.kill(old, signal.SIGHUP)
         waitFor(lambda: flip.pid() not in (None, old), "a new generation")
         self.assertNotIn("cannot notify systemd", flip.log())
+
+
+class FailedReleaseNotifyTests(TestCase):
+    def test_releaseThatNeverServedSendsNoStopping(self):
+        """A child that gives up before serving sends systemd no STOPPING=1."""
+        address = os.path.join(shortTempDir(self), "notify")
+        capture = NotifyCapture(self, address)
+        workdir = tempfile.mkdtemp(prefix="txflip-test-")
+        writeApp(workdir, "myrelease", GOOD_RESOURCE, release="1")
+        port = freePort()
+        flip = Flip(
+            self,
+            ["--app", "myrelease.resource", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            workdir=workdir,
+            env={**appEnv(workdir), "NOTIFY_SOCKET": address},
+        )
+        old = flip.start()
+        capture.waitFor(lambda m: m[0] == old and "READY" in m[1], "READY=1 at start")
+        writeApp(workdir, "myrelease", STOPS_ITSELF, release="2")
+        os.kill(old, signal.SIGHUP)
+        flip.waitLog("keeps serving")
+        waitFor(lambda: flip.aliveGenerations() == [old], "the failed release to be gone")
+        capture.receive(0.5)
+        self.assertEqual([(sender, f) for sender, f, _ in capture.messages if "STOPPING" in f], [])

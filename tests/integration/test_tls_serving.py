@@ -1,88 +1,31 @@
 """
-TLS through real C{twistd flip} processes and real clients: Python's ssl,
-C{openssl s_client} (with and without SNI) and C{curl --cacert}.
+TLS through real C{twistd flip} processes and real clients (Python's ssl,
+C{openssl s_client} with and without SNI, C{curl --cacert}): Twisted's
+C{ssl:} and C{tls:} strings, C{flip-tls:} certificate directories with SNI,
+renewed files, self-signed certificates and the HTTPS redirect, each handed
+over at a restart.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
-import signal
 import socket
 import ssl
 import stat
 import subprocess
 
-from twisted.python.log import msg
-from twisted.trial.unittest import TestCase
-
-from tests.support.procs import Flip, freePort, ipv6LoopbackWorks, pidAlive, waitFor
+from tests.support.procs import Flip, freePort, ipv6LoopbackWorks, waitFor
+from tests.support.tlsflip import TLSFlipCase, curl
 from tests.support.tlshelpers import (
-    NOW,
     TestCA,
     certPEM,
     handshake,
-    keyPEM,
     peerCertificate,
     sClient,
     serialOf,
-    writePrivate,
     writePublic,
 )
-from tests.support.tlsload import TLSLoad, summary
-
-RESTARTS = 10
-
-
-def curl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["curl", "--silent", "--show-error", "--max-time", "20", *args],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-
-
-class TLSFlipCase(TestCase):
-    timeout = 600
-
-    def setUp(self) -> None:
-        self.flip: Flip | None = None
-
-    def makeFlip(self, args: list[str]) -> Flip:
-        self.flip = Flip(self, args)
-        self.ca = TestCA(self.flip.workdir)
-        self.certs = os.path.join(self.flip.workdir, "certs")
-        os.mkdir(self.certs, 0o700)
-        return self.flip
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.flip.workdir, *parts)
-
-    def replacePair(self, names: list[str], key=None):
-        """Renew key.pem + cert.pem the way a renewal tool does: write aside, rename over."""
-        key, cert = self.ca.issue(names, key=key)
-        writePrivate(self.path("key.pem.new"), keyPEM(key))
-        writePublic(self.path("cert.pem.new"), certPEM(cert))
-        os.replace(self.path("key.pem.new"), self.path("key.pem"))
-        os.replace(self.path("cert.pem.new"), self.path("cert.pem"))
-        return key, cert
-
-    def startFailure(self, args: list[str]) -> tuple[int, str]:
-        """Run a flip that must fail to start; return its exit code and stderr."""
-        flip = Flip(self, args)
-        flip.start(waitReady=False)
-        try:
-            code = flip.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.fail(f"flip did not exit; log: {flip.log()[-2000:]}")
-        return code, flip.stderr()
-
-    def assertOneErrorLine(self, stderr: str, *words: str) -> None:
-        lines = [line for line in stderr.splitlines() if "twistd flip: error:" in line]
-        self.assertEqual(len(lines), 1, stderr)
-        for word in words:
-            self.assertIn(word, lines[0])
+from txflip.tls.privatefile import writePrivate
 
 
 class SSLEndpointTests(TLSFlipCase):
@@ -156,142 +99,6 @@ class TwistedTLSDirectoryTests(TLSFlipCase):
         self.assertNotEqual(flip.restart(), pid)
         self.assertIn(f"adopted inherited listener tcp:127.0.0.1:{port}", flip.log())
         self.assertEqual(serialOf(port, "localhost", cafile=self.ca.caFile), renewed.serial_number)
-
-
-class RestartUnderLoadTests(TLSFlipCase):
-    def test_tenRestartsUnderTLSLoad(self) -> None:
-        """
-        New-connection and keep-alive clients on a C{flip-tls:} certDir listener
-        and an C{ssl:} listener see no failed handshake and no failed request
-        through 10 restarts.
-        """
-        flip = self.makeFlip([])
-        self.ca.combined(os.path.join(self.certs, "localhost.pem"), ["localhost", "127.0.0.1"])
-        keyPath, certPath, chainPath = self.ca.pair(flip.workdir, ["localhost"])
-        dirPort, sslPort = freePort(), freePort()
-        flip.args = [
-            "--listen",
-            f"flip-tls:{dirPort}:interface=127.0.0.1:certDir={self.certs}",
-            "--listen",
-            f"ssl:{sslPort}:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}"
-            f":extraCertChain={chainPath}",
-        ]
-        pids = [flip.start()]
-        loads = [TLSLoad(port, self.ca.caFile).start() for port in (dirPort, sslPort)]
-        try:
-            for _ in range(RESTARTS):
-                before = sum(load.requests() for load in loads)
-                waitFor(
-                    lambda before=before: sum(load.requests() for load in loads) > before + 20,
-                    "requests between restarts",
-                )
-                pids.append(flip.restart())
-            waitFor(
-                lambda: all(load.requests() > 0 for load in loads), "requests on both listeners"
-            )
-        finally:
-            results = [r for load in loads for r in load.stop()]
-        report = summary(results)
-        msg(f"{RESTARTS} restarts under TLS load: {report}")
-        self.assertEqual(len(set(pids)), RESTARTS + 1)
-        self.assertEqual(sum(r.failedHandshakes for r in results), 0, report)
-        self.assertEqual(sum(r.failedRequests for r in results), 0, report)
-        for result in results:
-            self.assertGreater(result.requests, 0, report)
-            if result.kind == "keep-alive":  # really kept alive: one handshake per generation
-                self.assertLess(result.handshakes, result.requests // 10, report)
-        servedBy = set().union(*(r.pids for r in results))
-        self.assertGreaterEqual(len(servedBy), RESTARTS // 2, report)
-        self.assertEqual(flip.aliveGenerations(), [pids[-1]])
-
-
-class BadCertificateTests(TLSFlipCase):
-    def test_mismatchAtRestartKeepsOldGeneration(self) -> None:
-        flip = self.makeFlip([])
-        key, first = self.replacePair(["localhost", "127.0.0.1"])
-        port = freePort()
-        flip.args = [
-            "--listen",
-            f"flip-tls:{port}:interface=127.0.0.1:privateKey={self.path('key.pem')}"
-            f":certKey={self.path('cert.pem')}",
-        ]
-        pid = flip.start()
-        # A certificate for another key: a renewal that went wrong.
-        _, wrong = self.ca.issue(["localhost"])
-        writePublic(self.path("cert.pem"), certPEM(wrong))
-        os.kill(pid, signal.SIGHUP)
-        flip.waitLog("keeps serving")
-        log = flip.log()
-        self.assertIn("do not match", log)
-        self.assertIn(self.path("cert.pem"), log)
-        self.assertEqual(flip.pid(), pid)
-        self.assertTrue(pidAlive(pid))
-        self.assertEqual(serialOf(port), first.serial_number)
-        waitFor(lambda: flip.aliveGenerations() == [pid], "the failed child to be gone")
-
-        # Fixed files: the next SIGHUP succeeds and serves them.
-        _, fixed = self.replacePair(["localhost", "127.0.0.1"], key=key)
-        self.assertNotEqual(flip.restart(), pid)
-        self.assertEqual(serialOf(port), fixed.serial_number)
-
-    def test_sslMismatchAtRestartKeepsOldGeneration(self) -> None:
-        flip = self.makeFlip([])
-        _, first = self.replacePair(["localhost"])
-        port = freePort()
-        flip.args = [
-            "--listen",
-            f"ssl:{port}:interface=127.0.0.1:privateKey={self.path('key.pem')}"
-            f":certKey={self.path('cert.pem')}",
-        ]
-        pid = flip.start()
-        _, wrong = self.ca.issue(["localhost"])
-        writePublic(self.path("cert.pem"), certPEM(wrong))
-        os.kill(pid, signal.SIGHUP)
-        flip.waitLog("keeps serving")
-        self.assertIn("do not match", flip.log())
-        self.assertEqual(flip.pid(), pid)
-        self.assertEqual(serialOf(port), first.serial_number)
-
-    def test_startErrorsAreOneLine(self) -> None:
-        self.makeFlip([])
-        keyPath, certPath, _ = self.ca.pair(self.flip.workdir, ["localhost"])
-        _, other = self.ca.issue(["other"])
-        otherCert = writePublic(self.path("other.pem"), certPEM(other))
-        missing = self.path("missing.pem")
-        for options, words in [
-            (f"privateKey={missing}", [missing, "does not exist"]),
-            (f"privateKey={keyPath}:certKey={otherCert}", ["do not match", otherCert]),
-            (f"certDir={self.path('nowhere')}", ["does not exist"]),
-            (f"certDir={self.certs}", ["holds no *.pem"]),
-            (f"privateKey={keyPath}:colour=blue", ["no option colour"]),
-        ]:
-            port = freePort()
-            code, stderr = self.startFailure(
-                ["--listen", f"flip-tls:{port}:interface=127.0.0.1:{options}"]
-            )
-            self.assertEqual(code, 1, stderr)
-            self.assertOneErrorLine(stderr, *words)
-
-    def test_warnings(self) -> None:
-        """A key others can read and an expired certificate: served, with a warning."""
-        flip = self.makeFlip([])
-        keyPath, certPath, _ = self.ca.pair(
-            flip.workdir,
-            ["localhost"],
-            notBefore=NOW - datetime.timedelta(days=30),
-            notAfter=NOW - datetime.timedelta(days=2),
-        )
-        os.chmod(keyPath, 0o644)
-        port = freePort()
-        flip.args = [
-            "--listen",
-            f"flip-tls:{port}:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}",
-        ]
-        flip.start()
-        log = flip.log()
-        self.assertIn(f"private key {keyPath} is readable by other users", log)
-        self.assertIn("expired on", log)
-        self.assertEqual(peerCertificate(port).subject.rfc4514_string(), "CN=localhost")
 
 
 class CertificateDirectoryTests(TLSFlipCase):

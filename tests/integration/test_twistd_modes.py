@@ -1,7 +1,7 @@
 """
 flip under twistd's own modes: daemonized (the first generation detaches, as
-under systemd's Type=forking) and with twistd's --logfile shared by two
-overlapping generations.
+under systemd's Type=forking), twistd's --logfile shared by two overlapping
+generations, and a command line that does not grow over restarts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ import tempfile
 from twisted.trial.unittest import TestCase
 
 from tests.support.load import Load
-from tests.support.procs import freePort, pidAlive, readPidFile, servedBy, twistdCommand, waitFor
+from tests.support.procs import (
+    Flip,
+    freePort,
+    pidAlive,
+    readPidFile,
+    servedBy,
+    twistdCommand,
+    waitFor,
+)
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[")
 
@@ -100,3 +108,15 @@ class TwistdModeTests(TestCase):
         requestLines = [line for line in lines if '"GET /sleep' in line]
         self.assertGreater(load.totalRequests(), 10)
         self.assertGreaterEqual(len(requestLines), load.totalRequests())
+
+
+class CommandLineTests(TestCase):
+    def test_commandLineDoesNotGrow(self):
+        port = freePort()
+        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip.start()
+        for _ in range(3):
+            pid = flip.restart()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        self.assertEqual(argv.count(b"--pidfile="), 1, argv)

@@ -1,6 +1,7 @@
 """
 Bad input gets one line that says what is wrong, a non-zero exit, and nothing
-left running; twistd's own options do not get in the way of a restart.
+left running: flip's own options, the --acme-* options and an empty C{le:}
+directory.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support.procs import Flip, freePort, pidAlive, readPidFile, twistdCommand, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, twistdCommand, waitFor
 
 
 class BadInputTests(TestCase):
@@ -95,59 +96,76 @@ class BadInputTests(TestCase):
         self.assertTrue(pidAlive(pid))
 
 
-class TwistdPidfileTests(TestCase):
-    def _startTwistd(self, twistdArgs: list[str], workdir: str) -> subprocess.Popen:
-        port = freePort()
-        process = subprocess.Popen(
+class OptionErrorTests(TestCase):
+    """Bad --acme-* input: flip exits with one line saying what to fix."""
+
+    def assertRefused(self, args, expected):
+        flip = Flip(self, args)
+        flip.start(waitReady=False)
+        waitFor(lambda: flip.process.poll() is not None, "flip to exit", 60)
+        self.assertNotEqual(flip.process.returncode, 0)
+        lines = [line for line in flip.stderr().splitlines() if line.strip()]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(expected, lines[0])
+
+    def test_domainWithoutDir(self):
+        self.assertRefused(
+            ["--acme-listen", f"tcp:{freePort()}", "--acme-domain", "a.test"],
+            "--acme-domain needs --acme-dir",
+        )
+
+    def test_badDomain(self):
+        self.assertRefused(
             [
-                *twistdCommand(),
-                "-n",
-                *twistdArgs,
-                "flip",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
+                "--acme-listen",
+                f"tcp:{freePort()}",
+                "--acme-domain",
+                "a.test,bad_name!",
+                "--acme-dir",
+                tempfile.mkdtemp(),
             ],
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            env=dict(os.environ, TXFLIP_DEMO_DB=os.path.join(workdir, "demo.sqlite3")),
-            start_new_session=True,
+            "is not a DNS name",
         )
-        return process
 
-    def _restartThroughPidfile(self, pidfilePath: str, process: subprocess.Popen) -> None:
-        seen = {process.pid}
-
-        def cleanup():
-            for pid in seen:
-                if pidAlive(pid):
-                    os.kill(pid, 9)
-            process.wait(10)
-
-        self.addCleanup(cleanup)
-        waitFor(lambda: readPidFile(pidfilePath) == process.pid, "the first PID in the pidfile")
-        os.kill(process.pid, 1)
-        new = waitFor(
-            lambda: (p := readPidFile(pidfilePath)) not in (None, process.pid) and p, "a new PID"
+    def test_plainHttpDirectory(self):
+        self.assertRefused(
+            [
+                "--acme-listen",
+                f"tcp:{freePort()}",
+                "--acme-domain",
+                "a.test",
+                "--acme-dir",
+                tempfile.mkdtemp(),
+                "--acme-directory",
+                "http://ca.example/dir",
+            ],
+            "give the https:// URL of an ACME directory",
         )
-        seen.add(new)
-        process.wait(60)
-        self.assertTrue(pidAlive(new))
-        self.assertEqual(readPidFile(pidfilePath), new)
-        os.kill(new, 15)
-        waitFor(lambda: not pidAlive(new), "the new generation to exit")
-        self.assertFalse(os.path.exists(pidfilePath))
 
-    def test_twistdPidfileOptionIsManagedByFlip(self):
-        """twistd --pidfile X without --pid-file: X follows each generation."""
-        workdir = tempfile.mkdtemp(prefix="txflip-test-")
-        path = os.path.join(workdir, "custom.pid")
-        self._restartThroughPidfile(path, self._startTwistd(["--pidfile", path], workdir))
+    def test_missingBundle(self):
+        self.assertRefused(
+            [
+                "--acme-listen",
+                f"tcp:{freePort()}",
+                "--acme-domain",
+                "a.test",
+                "--acme-dir",
+                tempfile.mkdtemp(),
+                "--acme-ca-bundle",
+                "/nonexistent/bundle.pem",
+            ],
+            "--acme-ca-bundle /nonexistent/bundle.pem: No such file or directory",
+        )
 
-    def test_twistdDefaultPidfile(self):
-        """Neither option: twistd's default ./twistd.pid follows each generation."""
-        workdir = tempfile.mkdtemp(prefix="txflip-test-")
-        self._restartThroughPidfile(
-            os.path.join(workdir, "twistd.pid"), self._startTwistd([], workdir)
+
+class AcmeEndpointErrorTests(TestCase):
+    def test_txacmeEndpointWithoutDomains(self):
+        """An le: directory with no <name>.pem file is refused with a one-line fix."""
+        store = tempfile.mkdtemp(prefix="txflip-acme-store-")
+        flip = Flip(self, ["--listen", f"le:{store}:tcp:{freePort()}:interface=127.0.0.1"])
+        flip.start(waitReady=False)
+        waitFor(lambda: flip.process.poll() is not None, "flip to exit", 60)
+        self.assertNotEqual(flip.process.returncode, 0)
+        self.assertIn(
+            "no domain to serve: create an empty file named after each domain", flip.stderr()
         )

@@ -13,12 +13,13 @@ import socket
 
 from twisted.trial.unittest import TestCase
 
+from tests.support.apps import appEnv, writeJSONApp
 from tests.support.load import Load
-from tests.support.opsapps import appEnv, shortTempDir, writeApp
-from tests.support.procs import Flip, freePort, httpGet, servedBy, waitFor
+from tests.support.procs import Flip, freePort, httpGet, servedBy, shortTempDir, waitFor
 from txflip.systemd import activation
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
+
 
 EARLY_PLUGIN = '''\
 """A plugin that imports twisted.internet.endpoints when twistd loads it, as
@@ -64,30 +65,6 @@ def _listening(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-class EnvironmentTests(TestCase):
-    def test_notForThisProcess(self) -> None:
-        """LISTEN_PID naming another process: nothing adopted, the variables still removed."""
-        env = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "web"}
-        self.assertFalse(activation.takeActivation(env, pid=2))
-        self.assertEqual(env, {})
-
-    def test_descriptions(self) -> None:
-        """Each passed socket's address becomes the endpoint the registry adopts it by."""
-        self.assertEqual(
-            activation.descriptionForKey("tcp:127.0.0.1:80"), "tcp:80:interface=127.0.0.1"
-        )
-        self.assertEqual(activation.descriptionForKey("tcp:[::]:443"), "tcp6:443:interface=\\:\\:")
-        self.assertEqual(activation.descriptionForKey("unix:/run/a.sock"), "unix:/run/a.sock")
-        found = activation.Activation([], ["tcp:127.0.0.1:80", "tcp:[::]:443"], ["http", "https"])
-        self.assertEqual(
-            found.resolve("systemd:domain=INET6:name=https"), "tcp6:443:interface=\\:\\:"
-        )
-        self.assertEqual(found.resolve("systemd:index=0"), "tcp:80:interface=127.0.0.1")
-        self.assertEqual(found.resolve("tcp:8080"), "tcp:8080")
-        error = self.assertRaises(activation.ActivationError, found.resolve, "systemd:name=web")
-        self.assertIn("no socket named 'web' (names: http, https)", str(error))
 
 
 class SocketActivateTests(TestCase):
@@ -137,7 +114,7 @@ class SocketActivateTests(TestCase):
                 "--listen",
                 "systemd:index=1",
                 "--app",
-                writeApp(workdir, 1),
+                writeJSONApp(workdir, 1),
             ],
             env=appEnv(workdir),
         )

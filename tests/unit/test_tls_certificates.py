@@ -1,7 +1,7 @@
 """
-The TLS pieces in this process: certificate checks, the certificate directory,
-self-signed certificates, the C{flip-tls:} parser and the HTTPS redirect
-(over a real socket, with Twisted's HTTP client).
+Certificates in this process: checks of key and certificate files, the
+modern TLS defaults, the certificate directory (SNI, reload) and self-signed
+certificates.
 """
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ import tempfile
 
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
-from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
-from twisted.web.resource import Resource
-from twisted.web.static import Data
 
-from tests.support.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePrivate, writePublic
+from tests.support.tlshelpers import NOW, TestCA, certPEM, keyPEM, writePublic
 from txflip.tls.certdir import CertificateDirectory
 from txflip.tls.certfiles import CertificateError, loadCombined, loadPair
 from txflip.tls.defaults import ALPN_PROTOCOLS
-from txflip.tls.endpoint import EndpointSyntaxError, TLSServerEndpoint, TLSServerParser, parseTLS
-from txflip.tls.redirect import HTTPSRedirect, httpsPortOf, redirectSite
+from txflip.tls.privatefile import writePrivate
 from txflip.tls.selfsigned import ensureSelfSigned
 
 
@@ -64,10 +57,8 @@ class CertificateFileTests(CADir):
     def test_leafFoundWhereverItIs(self) -> None:
         """A combined file with the chain before the leaf still serves the leaf first."""
         key, cert = self.ca.issue(["x.test"])
-        path = writePrivate(
-            os.path.join(self.dir, "x.pem"),
-            certPEM(self.ca.intermediate) + keyPEM(key) + certPEM(cert),
-        )
+        path = os.path.join(self.dir, "x.pem")
+        writePrivate(path, certPEM(self.ca.intermediate) + keyPEM(key) + certPEM(cert))
         self.assertEqual(loadCombined(path).leaf.serial_number, cert.serial_number)
 
     def assertOneLineError(self, call, *words: str) -> str:
@@ -99,12 +90,14 @@ class CertificateFileTests(CADir):
         self.assertOneLineError(lambda: loadPair(self.dir), self.dir, "is a directory")
 
     def test_notPEM(self) -> None:
-        path = writePrivate(os.path.join(self.dir, "junk.pem"), b"hello\n")
+        path = os.path.join(self.dir, "junk.pem")
+        writePrivate(path, b"hello\n")
         self.assertOneLineError(lambda: loadCombined(path), "no PEM private key", path)
 
     def test_keyWithoutCertificate(self) -> None:
         key, _ = self.ca.issue(["a.test"])
-        path = writePrivate(os.path.join(self.dir, "key-only.pem"), keyPEM(key))
+        path = os.path.join(self.dir, "key-only.pem")
+        writePrivate(path, keyPEM(key))
         self.assertOneLineError(lambda: loadCombined(path), "no PEM certificate", path)
 
     def test_encryptedKey(self) -> None:
@@ -114,7 +107,8 @@ class CertificateFileTests(CADir):
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(b"secret"),
         )
-        path = writePrivate(os.path.join(self.dir, "enc.pem"), encrypted + certPEM(cert))
+        path = os.path.join(self.dir, "enc.pem")
+        writePrivate(path, encrypted + certPEM(cert))
         self.assertOneLineError(lambda: loadCombined(path), "encrypted", path)
 
     def test_keyReadableByOthersWarns(self) -> None:
@@ -260,7 +254,8 @@ class CertificateDirectoryTests(CADir):
 
     def test_badFileFailsTheWholeDirectory(self) -> None:
         self.add("a.test.pem", ["a.test"])
-        bad = writePrivate(os.path.join(self.certs, "b.test.pem"), b"not a certificate\n")
+        bad = os.path.join(self.certs, "b.test.pem")
+        writePrivate(bad, b"not a certificate\n")
         error = self.assertRaises(CertificateError, CertificateDirectory(self.certs).load)
         self.assertIn(bad, str(error))
 
@@ -292,109 +287,3 @@ class SelfSignedTests(CADir):
             CertificateError, ensureSelfSigned, os.path.join(locked, "dev"), ["localhost"]
         )
         self.assertIn("cannot store a self-signed certificate", str(error))
-
-
-class ParserTests(TestCase):
-    def test_modes(self) -> None:
-        self.assertIsInstance(parseTLS(reactor, "8443", certDir="/x"), TLSServerEndpoint)
-        self.assertIsInstance(parseTLS(reactor, "8443", privateKey="/k"), TLSServerEndpoint)
-        self.assertIsInstance(parseTLS(reactor, "8443", selfSigned="/d"), TLSServerEndpoint)
-        self.assertIsInstance(parseTLS(reactor, "8443"), TLSServerEndpoint)
-
-    def test_ipv6Interface(self) -> None:
-        self.assertEqual(parseTLS(reactor, "8443", interface="::1")._interface, "::1")
-        self.assertEqual(parseTLS(reactor, "8443", interface="[::1]")._interface, "::1")
-
-    def test_errors(self) -> None:
-        for args, kwargs, words in [
-            (("8443",), {"certDir": "/x", "privateKey": "/k"}, "not privateKey and certDir"),
-            (("8443",), {"colour": "blue"}, "no option colour"),
-            (("port",), {}, "must be numbers"),
-            (("8443",), {"certDir": "/x", "certKey": "/c"}, "go with privateKey"),
-            (("8443",), {"names": "a"}, None),
-            (("8443",), {"reload": "5"}, "go with certDir"),
-            (("8443",), {"certDir": "/x", "reload": "soon"}, "reload= takes seconds"),
-            (("8443",), {"certDir": "/x", "reload": "0.5"}, None),
-        ]:
-            if words is None:
-                parseTLS(reactor, *args, **kwargs)
-                continue
-            error = self.assertRaises(EndpointSyntaxError, parseTLS, reactor, *args, **kwargs)
-            self.assertIn(words, str(error))
-        self.assertRaises(EndpointSyntaxError, TLSServerParser().parseStreamServer, reactor)
-
-    def test_pluginFound(self) -> None:
-        from twisted.internet.endpoints import serverFromString
-
-        endpoint = serverFromString(reactor, "flip-tls:8443:interface=\\:\\:1:certDir=/x")
-        self.assertIsInstance(endpoint, TLSServerEndpoint)
-        self.assertEqual(endpoint._interface, "::1")
-        self.assertEqual(serverFromString(reactor, "flip-tls:port=8444")._port, 8444)
-
-    def test_httpsPortOf(self) -> None:
-        self.assertEqual(httpsPortOf(["tcp:80", "ssl:8443:privateKey=k"]), 8443)
-        self.assertEqual(httpsPortOf(["flip-tls:port=9443:certDir=/x"]), 9443)
-        self.assertEqual(httpsPortOf(["flip-tls:9444:interface=\\:\\:1"]), 9444)
-        self.assertEqual(httpsPortOf(["tls:/certs:port=8444"]), 8444)
-        self.assertEqual(httpsPortOf(["tls:/certs"]), 443)
-        self.assertIsNone(httpsPortOf(["tcp:80"]))
-
-
-class RedirectTests(TestCase):
-    """The redirect resource over a real socket, fetched by Twisted's HTTP client."""
-
-    def serve(self, site) -> str:
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}"
-
-    @inlineCallbacks
-    def fetch(self, url: str, method: bytes = b"GET", host: bytes | None = None):
-        headers = Headers({b"host": [host]}) if host else None
-        response = yield Agent(reactor).request(method, url.encode(), headers)
-        body = yield readBody(response)
-        location = response.headers.getRawHeaders(b"location", [None])[0]
-        return response.code, location, body
-
-    @inlineCallbacks
-    def test_statusAndLocation(self) -> None:
-        base = self.serve(redirectSite(8443))
-        code, location, _ = yield self.fetch(base + "/a/b?c=d&e=%20f", host=b"Example.TEST:80")
-        self.assertEqual((code, location), (301, b"https://example.test:8443/a/b?c=d&e=%20f"))
-        code, location, _ = yield self.fetch(base + "/form", b"POST", host=b"example.test")
-        self.assertEqual((code, location), (308, b"https://example.test:8443/form"))
-        code, location, _ = yield self.fetch(base + "/", b"HEAD", host=b"[::1]:8080")
-        self.assertEqual((code, location), (301, b"https://[::1]:8443/"))
-
-    @inlineCallbacks
-    def test_defaultPortLeftOut(self) -> None:
-        base = self.serve(redirectSite(443))
-        code, location, _ = yield self.fetch(base + "/x", host=b"example.test")
-        self.assertEqual((code, location), (301, b"https://example.test/x"))
-
-    @inlineCallbacks
-    def test_badHost(self) -> None:
-        base = self.serve(redirectSite(443))
-        code, location, _ = yield self.fetch(base + "/x", host=b"evil.test/path@x")
-        self.assertEqual((code, location), (400, None))
-
-    @inlineCallbacks
-    def test_challengeResponderHook(self) -> None:
-        """The ACME hook: /.well-known/acme-challenge/TOKEN goes to the responder."""
-        site = redirectSite(8443)
-        base = self.serve(site)
-        code, location, _ = yield self.fetch(base + "/.well-known/acme-challenge/tok")
-        self.assertEqual(code, 301)  # no responder yet: redirected like the rest
-
-        responder = Resource()
-        responder.putChild(b"tok", Data(b"tok.thumbprint", "application/octet-stream"))
-        site.redirect.challengeResponder = responder
-        self.assertIsInstance(site.redirect, HTTPSRedirect)
-        code, location, body = yield self.fetch(base + "/.well-known/acme-challenge/tok")
-        self.assertEqual((code, location, body), (200, None, b"tok.thumbprint"))
-        code, _, _ = yield self.fetch(base + "/.well-known/acme-challenge/other")
-        self.assertEqual(code, 404)
-        code, location, _ = yield self.fetch(base + "/x/.well-known/acme-challenge/tok")
-        self.assertEqual(code, 301)
-        code, location, _ = yield self.fetch(base + "/.well-known/other")
-        self.assertEqual(code, 301)

@@ -1,5 +1,7 @@
 """
-The control socket and the C{txflip} command, against real flip processes.
+The control socket and the C{txflip} command, against real flip processes:
+reload and its phases, status, a stale socket after a crash, who may connect,
+and a client that trusts only a server run by root or its own user.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import pwd
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support.opsapps import appEnv, txflip, writeApp
-from tests.support.procs import Flip, freePort, pidAlive, servedBy, waitFor
+from tests.support.apps import appEnv, writeJSONApp
+from tests.support.procs import Flip, freePort, pidAlive, servedBy, txflip, waitFor
 
 
 class ControlTestCase(TestCase):
@@ -26,7 +29,7 @@ class ControlTestCase(TestCase):
         self.flip = flip
         args = ["--listen", f"tcp:{self.port}:interface=127.0.0.1", *extra]
         if app:
-            args += ["--app", writeApp(flip.workdir, 1)]
+            args += ["--app", writeJSONApp(flip.workdir, 1)]
             flip.env.update(appEnv(flip.workdir))
         flip.args = args
         flip.start()
@@ -69,7 +72,7 @@ class ReloadTests(ControlTestCase):
         """
         flip = self.startFlip()
         old = flip.pid()
-        writeApp(flip.workdir, 2, broken="release 2 cannot find its config")
+        writeJSONApp(flip.workdir, 2, broken="release 2 cannot find its config")
         result = txflip("reload", "--pid-file", flip.pidFile)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("release 2 cannot find its config", result.stdout)
@@ -82,7 +85,7 @@ class ReloadTests(ControlTestCase):
         self.assertEqual(status["lastRestart"]["outcome"], "failed")
         self.assertIn("release 2 cannot find its config", status["lastRestart"]["reason"])
 
-        writeApp(flip.workdir, 2)
+        writeJSONApp(flip.workdir, 2)
         result = txflip("reload", "--pid-file", flip.pidFile)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         new = flip.pid()
@@ -98,7 +101,7 @@ class ReloadTests(ControlTestCase):
         """
         flip = self.startFlip("--ready-timeout", "120")
         old = flip.pid()
-        with open(os.path.join(flip.workdir, "opsapp.py"), "a") as f:
+        with open(os.path.join(flip.workdir, "jsonapp.py"), "a") as f:
             f.write("\nimport time\ntime.sleep(60)\n")
         result = txflip("reload", "--pid-file", flip.pidFile, "--timeout", "3")
         self.assertEqual(result.returncode, 124, result.stdout + result.stderr)
@@ -246,3 +249,42 @@ class PermissionTests(ControlTestCase):
         flip.waitLog("control socket: refused PID")
         self.assertEqual(flip.pid(), old)
         self.assertNotIn("starting generation 2", flip.log())
+
+
+class ClientTrustTests(TestCase):
+    def test_refusesAServerRunByAnotherUser(self):
+        """A control socket planted by another user is not believed."""
+        if os.geteuid() != 0:
+            raise SkipTest("needs root, to run the planted server as nobody")
+        if not os.path.exists("/usr/bin/python3"):
+            raise SkipTest("no /usr/bin/python3 to run the planted server as nobody")
+        directory = tempfile.mkdtemp(prefix="txflip-test-")
+        os.chmod(directory, 0o777)
+        path = os.path.join(directory, "flip.pid.control")
+        planted = subprocess.Popen(
+            [
+                "/usr/bin/python3",
+                "-I",
+                "-c",
+                "import socket, sys\n"
+                "s = socket.socket(socket.AF_UNIX)\n"
+                "s.bind(sys.argv[1])\n"
+                "s.listen(1)\n"
+                "print('up', flush=True)\n"
+                "s.settimeout(60)\n"
+                "c, _ = s.accept()\n"
+                'c.sendall(b\'{"phase": "done", "ok": true}\\n\')\n'
+                "c.recv(1)\n",
+                path,
+            ],
+            user=65534,
+            group=65534,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        self.addCleanup(planted.wait, 30)
+        self.addCleanup(planted.kill)
+        self.assertEqual(planted.stdout.readline().strip(), b"up")
+        result = txflip("status", "--control", path)
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("neither root nor you: not trusting it", result.stderr)
