@@ -23,12 +23,12 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.integration.test_dns_handoff import DNSQueries, waitUntil
-from tests.support.acmehelpers import fetchTLS
+from tests.support.acmehelpers import ISSUED, AcmeTestMixin, fetchTLS
 from tests.support.anyapps import ZONE, writeFile
 from tests.support.apps import appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.load import Load
-from tests.support.opsapps import NotifyCapture, shortTempDir
+from tests.support.notifycapture import NotifyCapture
 from tests.support.procs import (
     BackgroundGet,
     Flip,
@@ -37,6 +37,7 @@ from tests.support.procs import (
     httpGet,
     pidAlive,
     readPidFile,
+    shortTempDir,
     waitFor,
 )
 from tests.support.tlshelpers import (
@@ -44,11 +45,10 @@ from tests.support.tlshelpers import (
     certPEM,
     clientContext,
     keyPEM,
-    writePrivate,
     writePublic,
 )
-from tests.test_acme import ISSUED, AcmeTestMixin
 from txflip.control.client import connect, messages
+from txflip.tls.privatefile import writePrivate
 
 RELEASE = """
 import os
@@ -271,7 +271,8 @@ class SelfHealingTests(WorkersCase):
         workdir = tempfile.mkdtemp(prefix="txflip-test-")
         ca = TestCA(workdir)
         key, cert = ca.issue(["localhost", "127.0.0.1"])
-        keyPath = writePrivate(os.path.join(workdir, "key.pem"), keyPEM(key))
+        keyPath = os.path.join(workdir, "key.pem")
+        writePrivate(keyPath, keyPEM(key))
         certPath = writePublic(os.path.join(workdir, "cert.pem"), certPEM(cert))
         chainPath = writePublic(os.path.join(workdir, "chain.pem"), certPEM(ca.intermediate))
         tlsPort = freePort()
