@@ -125,6 +125,13 @@ class ReadinessTests(TestCase):
         self.assertIs(generation.state, State.SERVING)
         self.assertRaises(OSError, os.fstat, fd)
 
+    def test_abortWhileAlreadyStoppingIsHarmless(self) -> None:
+        """A predecessor's abort that crosses this generation's own SIGTERM changes nothing."""
+        generation = makeGeneration(self)
+        generation.stop()
+        generation._abandoned("it said abort")
+        self.assertIs(generation.state, State.STOPPING)
+
     def test_firstGenerationNotReadyInTimeExits(self) -> None:
         generation = makeGeneration(self, readyTimeout=5)
         generation.expectReady()

@@ -533,6 +533,8 @@ class Generation:
         )
 
     def _stopBeforeServing(self, why: str) -> None:
+        if self._state is State.STOPPING:
+            return  # already on its way out (an abort that crossed a SIGTERM)
         self._moveTo(State.STOPPING)
         self._exit(why)
 
