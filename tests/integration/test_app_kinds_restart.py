@@ -18,7 +18,7 @@ from tests.support.apps import appEnv, writeApp
 from tests.support.procs import BackgroundGet, Flip, freePort, pidAlive, waitFor
 from tests.support.together import restartsUnderLoad, startTogether
 
-RESTARTS = 3
+RESTARTS = 5
 
 
 class AppKindRestartTests(TestCase):

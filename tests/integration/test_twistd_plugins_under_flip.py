@@ -31,7 +31,7 @@ class PID(Resource):
 resource = PID()
 """
 
-RESTARTS = 3
+RESTARTS = 5
 WEB_ARGS = [("--path", "site"), ("--wsgi", "flaskapp.app"), ("--resource-script", "root.rpy")]
 
 

@@ -19,7 +19,7 @@ from tests.support.procs import Flip, freePort, waitFor
 from tests.support.wsclients import EchoClients
 
 CLIENTS = 20
-RESTARTS = 3
+RESTARTS = 5
 DRAIN_TIMEOUT = 30
 SPREAD = 1.0
 
