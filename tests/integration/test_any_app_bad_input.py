@@ -5,35 +5,21 @@ how to fix it, a non-zero exit, and nothing left running.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 
 from twisted.trial.unittest import TestCase
 
 from tests.support.anyapps import MULTICAST, TAC_WITHOUT_APPLICATION, writeFile
 from tests.support.apps import appEnv, writeApp
-from tests.support.procs import freePort, twistdCommand
+from tests.support.procs import freePort, refusedAtStart
 
 
 class BadAppInputTests(TestCase):
     def _refused(self, *args: str, twistdArgs: tuple[str, ...] = (), workdir=None) -> str:
         workdir = workdir or tempfile.mkdtemp(prefix="txflip-test-")
-        result = subprocess.run(
-            [*twistdCommand(), "-n", *twistdArgs, "flip", "--no-control", *args],
-            cwd=workdir,
-            env=dict(os.environ, **appEnv(workdir)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
+        return refusedAtStart(
+            self, ["--no-control", *args], twistdArgs, workdir=workdir, env=appEnv(workdir)
         )
-        self.assertNotEqual(result.returncode, 0, result.stdout + result.stderr)
-        errors = [line for line in result.stderr.splitlines() if line.strip()]
-        self.assertEqual(len(errors), 1, result.stderr)
-        self.assertTrue(errors[0].startswith("twistd flip: error: "), errors[0])
-        self.assertFalse(os.path.exists(os.path.join(workdir, "twistd.pid")))
-        return errors[0]
 
     def test_multicast(self):
         workdir = tempfile.mkdtemp(prefix="txflip-test-")

@@ -7,31 +7,16 @@ directory.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support.procs import Flip, freePort, pidAlive, twistdCommand, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, refusedAtStart, waitFor
 
 
 class BadInputTests(TestCase):
     def _refused(self, *args: str) -> str:
-        workdir = tempfile.mkdtemp(prefix="txflip-test-")
-        result = subprocess.run(
-            [*twistdCommand(), "-n", "flip", *args],
-            cwd=workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-        self.assertNotEqual(result.returncode, 0, result.stdout + result.stderr)
-        errors = [line for line in result.stderr.splitlines() if line.strip()]
-        self.assertEqual(len(errors), 1, result.stderr)
-        self.assertTrue(errors[0].startswith("twistd flip: error: "), errors[0])
-        self.assertFalse(os.path.exists(os.path.join(workdir, "twistd.pid")))
-        return errors[0]
+        return refusedAtStart(self, list(args))
 
     def test_badApp(self):
         line = self._refused("--app", "no_such_module_here.site")

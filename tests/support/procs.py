@@ -339,3 +339,28 @@ class Flip:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+def refusedAtStart(
+    testCase, flipArgs: list[str], twistdArgs: tuple[str, ...] = (), workdir=None, env=None
+) -> str:
+    """
+    Run C{twistd -n [twistdArgs] flip [flipArgs]}, which must refuse to start
+    with exactly one C{twistd flip: error:} line and no PID file; return that line.
+    """
+    workdir = workdir or tempfile.mkdtemp(prefix="txflip-test-")
+    result = subprocess.run(
+        [*twistdCommand(), "-n", *twistdArgs, "flip", *flipArgs],
+        cwd=workdir,
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    testCase.assertNotEqual(result.returncode, 0, result.stdout + result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    testCase.assertEqual(len(errors), 1, result.stderr)
+    testCase.assertTrue(errors[0].startswith("twistd flip: error: "), errors[0])
+    testCase.assertFalse(os.path.exists(os.path.join(workdir, "twistd.pid")))
+    return errors[0]
