@@ -191,7 +191,8 @@ class Host:
         """Open the control socket (through the registry, so it is handed over)."""
         from twisted.internet.error import CannotListenError
 
-        from txflip.control.server import ControlServer, defaultControlPath
+        from txflip.control.paths import defaultControlPath
+        from txflip.control.server import ControlServer
 
         pidFile = generation.pidFile
         path = settings.control or (defaultControlPath(pidFile) if pidFile else None)

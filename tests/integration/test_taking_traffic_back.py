@@ -14,29 +14,15 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.apps import appEnv, writeApp
+from tests.support.apps import SERVED_BY_RELEASE, appEnv, writeApp
 from tests.support.load import Load
 from tests.support.procs import Flip, freePort, httpGet, pidAlive, readPidFile, waitFor
 
-RELEASE = """
-import os
+RELEASE = (
+    SERVED_BY_RELEASE
+    + """
 import signal
 
-from twisted.internet import reactor
-from twisted.web.resource import Resource
-
-import txflip
-
-
-class Hello(Resource):
-    isLeaf = True
-
-    def render_GET(self, request):
-        request.setHeader(b"x-served-by", str(os.getpid()).encode())
-        return b"release %(release)s"
-
-
-resource = Hello()
 
 if %(stopsAfterReady)s:
     # Ready, then frozen before it can take over: SIGSTOP, as a reactor
@@ -52,6 +38,7 @@ if %(stopsAfterReady)s:
 
     reactor.callWhenRunning(reactor.callLater, 0.2, ready)
 """
+)
 
 
 def servedBy(port: int) -> int:

@@ -25,7 +25,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests.integration.test_dns_handoff import DNSQueries, waitUntil
 from tests.support.acmehelpers import ISSUED, AcmeTestMixin, fetchTLS
 from tests.support.anyapps import ZONE, writeFile
-from tests.support.apps import appEnv, writeApp
+from tests.support.apps import SERVED_BY_RELEASE, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.load import Load
 from tests.support.notifycapture import NotifyCapture
@@ -50,30 +50,16 @@ from tests.support.tlshelpers import (
 from txflip.control.client import connect, messages
 from txflip.tls.privatefile import writePrivate
 
-RELEASE = """
-import os
-
-from twisted.internet import reactor
-from twisted.web.resource import Resource
-
-import txflip
-
-
-class Hello(Resource):
-    isLeaf = True
-
-    def render_GET(self, request):
-        request.setHeader(b"x-served-by", str(os.getpid()).encode())
-        return b"release %(release)s"
-
-
-resource = Hello()
+RELEASE = (
+    SERVED_BY_RELEASE
+    + """
 
 if txflip.current().workerIndex == %(brokenWorker)s:
     # This release cannot start in one of its workers (a missing file, a port
     # it cannot reach): the leader and the other worker start fine.
     reactor.callWhenRunning(os._exit, 3)
 """
+)
 
 
 def status(flip: Flip) -> dict:

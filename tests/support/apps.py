@@ -163,3 +163,25 @@ def releaseFlip(testCase, *extra: str) -> tuple[Flip, int, str]:
         env=appEnv(workdir),
     )
     return flip, port, workdir
+
+
+SERVED_BY_RELEASE = """
+import os
+
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+
+import txflip
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        return b"release %(release)s"
+
+
+resource = Hello()
+"""
+"""The start of a release template: a Resource that names its PID and release."""

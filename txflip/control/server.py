@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
-from txflip.control.paths import defaultControlPath  # noqa: F401 (re-exported)
 from txflip.core.generation import Generation
 from txflip.core.log import log
 

@@ -49,10 +49,6 @@ def current() -> Generation:
     return _current
 
 
-class StartFailed(Exception):
-    """This generation cannot start; the message is one line that says why."""
-
-
 class Generation:
     """
     This process's generation: its listeners, its readiness, its restarts and its drain.
