@@ -47,12 +47,14 @@ def leaveIssuanceToTheLeader() -> None:
         service.settings.issues = False
 
 
-ACCEPTS_PER_WAKEUP = 4
+ACCEPTS_PER_WAKEUP = 1
 """
 How many connections a worker accepts each time its listening socket is
-readable. Measured with benchmarks/workers.py (wrk -c16, 2 workers): 1 was
-fair but cost new connections (1.17x of one worker), 16 let one worker take
-every keep-alive connection (0.87x), 4 gave 1.59x keep-alive and 1.33x new.
+readable. Measured with benchmarks/workers.py (wrk -c16, 2 workers, idle
+machine): 1 gave 1.60x of one worker's keep-alive rate and 1.17x of its new
+connections; 4 gave 1.59x and 1.33x, but on a loaded machine one worker took
+all 8 keep-alive connections of a wrk burst; 16 let one worker take them all
+even when idle. Fairness comes first: 1.
 """
 
 
