@@ -8,9 +8,9 @@ against each in turn, keep-alive and new-connection rounds alternating. Server
 CPU is the user + system time of every process of the server (txflip's leader
 and workers, gunicorn's arbiter and workers) over the round, per request.
 
-    python benchmarks/workers.py [--seconds 3] [--rounds 3] [--connections 16]
+    python benchmarks/workers.py [--seconds 3] [--rounds 5] [--connections 16]
 
-Prints a table, and the ratio of 2 workers to 1 for each server. Loopback only;
+Prints a table, and the ratio of 2 workers to 1 for each server, round by round. Loopback only;
 every process started is stopped by PID at the end.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -143,9 +144,14 @@ def servers(workdir: str) -> dict[str, tuple[subprocess.Popen, int]]:
 
 
 def wrkRound(port: int, pid: int, kind: str, seconds: int, connections: int):
-    """One wrk round: (requests per second, server CPU microseconds per request)."""
+    """
+    One wrk round: (requests per second, server CPU microseconds per request,
+    wrk's CPU microseconds per request, cores busy with both).
+    """
     pids = tree(pid)
     before = sum(cpuSeconds(p) for p in pids)
+    wrkBefore = _childrenCpu()
+    started = time.monotonic()
     out = subprocess.run(
         [
             "wrk",
@@ -159,13 +165,21 @@ def wrkRound(port: int, pid: int, kind: str, seconds: int, connections: int):
         text=True,
         timeout=seconds + 60,
     ).stdout
+    wall = time.monotonic() - started
     spent = sum(cpuSeconds(p) for p in pids) - before
+    wrkSpent = _childrenCpu() - wrkBefore
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    count = int(re.search(r"(\d+) requests in", out).group(1))
+    count = max(int(re.search(r"(\d+) requests in", out).group(1)), 1)
     errors = re.search(r"Socket errors: (.*)|Non-2xx.*", out)
     if errors:
         print(f"  (wrk against port {port}, {kind}: {errors.group(0).strip()})", flush=True)
-    return rate, spent / max(count, 1) * 1e6
+    return rate, spent / count * 1e6, wrkSpent / count * 1e6, (spent + wrkSpent) / wall
+
+
+def _childrenCpu() -> float:
+    """User plus system CPU of this script's waited-for children (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stopEverything() -> None:
@@ -185,7 +199,7 @@ def stopEverything() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=int, default=3, help="length of one wrk round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind per server")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind per server")
     parser.add_argument("--connections", type=int, default=16, help="wrk -c")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -204,9 +218,9 @@ def main() -> None:
     finally:
         stopEverything()
 
-    def median(name: str, kind: str) -> tuple[float, float]:
+    def median(name: str, kind: str) -> list[float]:
         values = samples[(name, kind)]
-        return statistics.median(r for r, _ in values), statistics.median(c for _, c in values)
+        return [statistics.median(sample[i] for sample in values) for i in range(4)]
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print()
@@ -215,22 +229,38 @@ def main() -> None:
         f"kind per server, alternating; medians. {os.cpu_count()} cores, shared with wrk; "
         f"load average at the end: {load}."
     )
+    print("CPU/req: user + system time of the server's processes (wrk's beside it) per request;")
+    print("busy: cores kept busy by the server and wrk together over the round.")
     print()
-    print("| server | keep-alive req/s | CPU/req (us) | new connection req/s | CPU/req (us) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| server | keep-alive req/s | CPU/req (us) | wrk (us) | busy "
+        "| new connection req/s | CPU/req (us) | wrk (us) | busy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in running:
-        (kr, kc), (nr, nc) = median(name, "keep-alive"), median(name, "new connection")
-        print(f"| {name} | {kr:.0f} | {kc:.0f} | {nr:.0f} | {nc:.0f} |")
+        cells = []
+        for kind in KINDS:
+            rate, cpu, wrk, busy = median(name, kind)
+            cells += [f"{rate:.0f}", f"{cpu:.0f}", f"{wrk:.0f}", f"{busy:.2f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print()
+    print("2 workers / 1: the median of the rounds' ratios (within a round the pair is measured")
+    print("seconds apart), lowest and highest in brackets; CPU: of server CPU per request.")
     for one, two in (
         ("txflip --workers 1", "txflip --workers 2"),
         ("gunicorn -w 1", "gunicorn -w 2"),
     ):
-        ratios = [median(two, kind)[0] / median(one, kind)[0] for kind in KINDS]
-        print(
-            f"{two} / {one.rsplit(' ', 1)[-1]}: keep-alive {ratios[0]:.2f}x, "
-            f"new connection {ratios[1]:.2f}x"
-        )
+        parts = []
+        for kind in KINDS:
+            ratios = [
+                b[0] / a[0] for a, b in zip(samples[(one, kind)], samples[(two, kind)], strict=True)
+            ]
+            cpu = median(two, kind)[1] / median(one, kind)[1]
+            parts.append(
+                f"{kind} {statistics.median(ratios):.2f}x "
+                f"({min(ratios):.2f}-{max(ratios):.2f}), CPU {cpu:.2f}x"
+            )
+        print(f"{two} / {one.rsplit(' ', 1)[-1]}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":
