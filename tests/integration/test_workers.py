@@ -334,6 +334,31 @@ class FairnessTests(WorkersCase):
             for count in served:
                 self.assertGreaterEqual(count, sum(served) / 4, (extra, served))
 
+    def test_longLivedConnectionsOpenedOneByOneAreSpread(self) -> None:
+        """
+        Sixty keep-alive clients arriving 20 ms apart and staying: no worker
+        holds fewer than two thirds of its share. Without the balance, the
+        worker the kernel favours took 39 to 47 of the 60.
+        """
+        flip, port = self.startDemo()
+        clients = []
+        self.addCleanup(lambda: [client.close() for client in clients])
+        for _ in range(60):
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            clients.append(client)
+            client.request("GET", "/sleep?seconds=0")
+            response = client.getresponse()
+            self.assertEqual((response.status, json.loads(response.read())["slept"]), (200, 0.0))
+            time.sleep(0.02)
+
+        def held() -> list[int] | None:
+            counts = [w["connections"] for w in status(flip)["workers"]]
+            return counts if None not in counts and sum(counts) == len(clients) else None
+
+        counts = waitFor(held, "the workers to report all 60 connections")
+        for count in counts:
+            self.assertGreaterEqual(count, len(clients) / 3, counts)
+
 
 class AcmeTests(AcmeTestMixin, WorkersCase):
     def test_theLeaderIssuesAndEveryWorkerServesTheRenewal(self) -> None:

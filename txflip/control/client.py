@@ -281,6 +281,8 @@ def formatWorker(worker: dict) -> str:
         f"{head}PID {worker['pid']}, {worker['state']}, up {worker['uptimeSeconds']:g}s, "
         f"{shown('connections')} connection(s), {shown('requests')} request(s)"
     )
+    if worker.get("held"):
+        line += "; held: others take new connections until it holds no more than they do"
     if worker.get("restarts"):
         line += f"; restarted {worker['restarts']} time(s), last: {worker.get('lastExit')}"
     return line

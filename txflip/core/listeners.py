@@ -435,6 +435,11 @@ class ListenerRegistry:
                 pass
         self._inherited.clear()
 
+    @property
+    def paused(self) -> bool:
+        """Whether the generation has told its listeners to stop accepting."""
+        return self._paused
+
     def pauseAll(self) -> None:
         self._paused = True
         for listener in self.active():

@@ -11,7 +11,11 @@ leader steers it here, one word a line:
     leader -> worker   drain     stop accepting and drain the open connections
     leader -> worker   undrain   stop draining (the leader's generation serves again)
     leader -> worker   stop      drain if need be, then exit 0
-    worker -> leader   stats {"connections": N, "requests": N}   every STATS_SECONDS
+    leader -> worker   hold      stop accepting for a while: others hold fewer
+                                 long-lived connections (L{txflip.workers.balance})
+    leader -> worker   unhold    accept again after a hold
+    worker -> leader   stats {"connections": N, "settled": N, "requests": N, "held": B}
+                                 every STATS_SECONDS
     worker -> leader   drained N the drain has ended; N connections were aborted
 
 A worker whose command channel closes has lost its leader: it drains and exits.
@@ -25,7 +29,7 @@ from collections.abc import Callable
 from twisted.protocols.basic import LineOnlyReceiver
 
 STATS_SECONDS = 0.2
-COMMANDS = frozenset({"pause", "resume", "drain", "undrain", "stop"})
+COMMANDS = frozenset({"pause", "resume", "drain", "undrain", "stop", "hold", "unhold"})
 
 
 class LeaderEnd(LineOnlyReceiver):

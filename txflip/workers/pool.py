@@ -25,9 +25,12 @@ from twisted.internet.task import LoopingCall
 
 from txflip.core.log import log
 from txflip.workers.backoff import Backoff
+from txflip.workers.balance import aheadOfTheOthers
 
 STOP_GRACE_SECONDS = 5.0
 """How long after its drain timeout a stopping worker is killed."""
+FRESH_SECONDS = 0.5
+"""A worker heard from this recently counts in the balance of long-lived connections."""
 HUNG_SECONDS = 30.0
 """A serving worker silent this long (its reactor blocked, or stopped) is killed and replaced."""
 
@@ -58,6 +61,8 @@ class WorkerState:
     planned: bool = False
     """The pool asked it to stop: its end is no crash."""
     drained: bool = False
+    held: bool = False
+    """The pool told it to hold (L{txflip.workers.balance}) and has not released it."""
     stats: dict = field(default_factory=dict)
     timers: list = field(default_factory=list)
 
@@ -255,6 +260,29 @@ class WorkerPool:
 
     def workerStats(self, worker: WorkerState, stats: dict) -> None:
         worker.stats = stats
+        self._balance(worker)
+
+    def _balance(self, worker: WorkerState) -> None:
+        """Hold C{worker} while it has more settled connections than its share, else release it."""
+        if not self._current(worker) or worker.state != "serving":
+            return
+        now = self._reactor.seconds()
+        counts = {
+            w: (w.stats["settled"], w.stats["connections"])
+            for w in self.live()
+            if w.state == "serving"
+            and isinstance(w.stats.get("settled"), int)
+            and isinstance(w.stats.get("connections"), int)
+            and now - w.lastHeard <= FRESH_SECONDS
+        }
+        balancing = self.accepting and self.phase is Phase.SERVING
+        if balancing and worker in aheadOfTheOthers(counts):
+            # Said again with every report: a hold the worker is not told again lapses.
+            worker.held = True
+            worker.process.send("hold")
+        elif worker.held:
+            worker.held = False
+            worker.process.send("unhold")
 
     def workerDrained(self, worker: WorkerState, aborted: int) -> None:
         if worker.drained:
@@ -310,6 +338,7 @@ class WorkerPool:
             self.phase = Phase.SERVING
         self.accepting = True
         for worker in self.live():
+            worker.held = False
             if worker.state == "ready" and not worker.toldGo:
                 self._go(worker)
             elif worker.toldGo:
@@ -319,6 +348,7 @@ class WorkerPool:
         """The generation stops accepting; the sockets stay open."""
         self.accepting = False
         for worker in self.live():
+            worker.held = False
             if worker.toldGo:
                 worker.process.send("pause")
 
@@ -335,6 +365,7 @@ class WorkerPool:
         self._drain = Deferred()
         for worker in self.live():
             worker.drained = False
+            worker.held = False
             if worker.toldGo:
                 worker.state = "draining"
                 worker.process.send("drain")
@@ -373,6 +404,7 @@ class WorkerPool:
         self._cancelReplacements()
         for worker in self.live():
             worker.planned = True
+            worker.held = False
             if worker.toldGo:
                 worker.state = "stopping"
                 worker.process.send("stop")
@@ -433,6 +465,7 @@ class WorkerPool:
                 "uptimeSeconds": round(now - worker.startedAt, 1) if worker else None,
                 "connections": worker.stats.get("connections") if worker else None,
                 "requests": worker.stats.get("requests") if worker else None,
+                "held": worker.held if worker else False,
                 "restarts": slot.restarts,
                 "failuresInARow": slot.backoff.failures,
                 "lastExit": slot.lastExit,

@@ -30,6 +30,7 @@ from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log
 from txflip.core.state import State
+from txflip.workers.balance import AcceptHold, SettledCounter
 from txflip.workers.commands import STATS_SECONDS, WorkerEnd
 from txflip.workers.role import WorkerRole
 
@@ -133,6 +134,15 @@ class WorkerGeneration(Generation):
         self._commands: WorkerEnd | None = None
         self._stats: LoopingCall | None = None
         self._handoverDrain: Drain | None = None
+        self._settled = SettledCounter()
+        self._hold = AcceptHold(reactor, self._streamListeners, lambda: self.registry.paused)
+
+    def _streamListeners(self) -> list:
+        return [
+            listener
+            for listener in self.registry.active()
+            if hasattr(listener.port, "numberAccepts")
+        ]
 
     def refusal(self) -> str | None:
         return (
@@ -175,6 +185,15 @@ class WorkerGeneration(Generation):
             if word == "stop":
                 self._stopReactor()
             return
+        if word == "hold":
+            if not self.registry.paused and self._handoverDrain is None:
+                self._hold.hold()
+            return
+        if word == "unhold":
+            self._hold.release()
+            return
+        # Every other word is the leader's to say about accepting: a hold ends.
+        self._hold.forget()
         if word == "pause":
             self.registry.pauseAll()
         elif word == "resume":
@@ -238,6 +257,12 @@ class WorkerGeneration(Generation):
 
     def _sendStats(self) -> None:
         if self._commands is not None:
+            connections = self.tracker.open()
             self._commands.stats(
-                {"connections": len(self.tracker.open()), "requests": self.requests}
+                {
+                    "connections": len(connections),
+                    "settled": self._settled.count(connections, self._reactor.seconds()),
+                    "requests": self.requests,
+                    "held": self._hold.held,
+                }
             )
