@@ -3,15 +3,18 @@ Throughput with --workers: txflip with 1 and 2 workers beside gunicorn with 1 an
 
 Every server answers GET / with the same six bytes ("hello\\n") and logs each
 request to a file (Twisted's Site always does; gunicorn is given
---access-logfile). All four run warm and side by side; wrk (one thread) runs
-against each in turn, keep-alive and new-connection rounds alternating. Server
-CPU is the user + system time of every process of the server (txflip's leader
-and workers, gunicorn's arbiter and workers) over the round, per request.
+--access-logfile). For reference, plain Twisted runs too, as 1 and 2
+processes that each listen on their own SO_REUSEPORT socket (the kernel
+spreads the connections; no restarts). All six run warm and side by side; wrk
+(one thread) runs against each in turn, keep-alive and new-connection rounds
+alternating. Server CPU is the user + system time of every process of the
+server (txflip's leader and workers, gunicorn's arbiter and workers) over the
+round, per request; wrk's own CPU is beside it.
 
     python benchmarks/workers.py [--seconds 3] [--rounds 5] [--connections 16]
 
-Prints a table, and the ratio of 2 workers to 1 for each server, round by round. Loopback only;
-every process started is stopped by PID at the end.
+Prints a table, and the ratio of 2 processes to 1 for each server, round by round.
+Loopback only; every process started is stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -50,6 +53,33 @@ resource = Hello()
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
     return [b"hello\\n"]
+"""
+
+REUSEPORT = """
+import os
+import socket
+import sys
+
+# Twisted alone, for reference: N processes, each with its own SO_REUSEPORT
+# socket on the same port, so the kernel spreads connections over them.
+port, processes, logPath = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+for _ in range(processes - 1):
+    if os.fork() == 0:
+        break
+listening = socket.socket()
+listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+listening.bind(("127.0.0.1", port))
+listening.listen(128)
+listening.setblocking(False)
+
+from twisted.internet import reactor
+from twisted.web.server import Site
+
+from tiny import resource
+
+reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, Site(resource, logPath=logPath))
+listening.close()
+reactor.run()
 """
 
 KINDS = {"keep-alive": [], "new connection": ["-H", "Connection: close"]}
@@ -140,6 +170,12 @@ def servers(workdir: str) -> dict[str, tuple[subprocess.Popen, int]]:
         ]
         name = f"gunicorn -w {workers}"
         running[name] = (launch(f"gunicorn{workers}", command, workdir, port, 1 + workers), port)
+    for processes in (1, 2):
+        port = freePort()
+        logPath = os.path.join(workdir, f"reuseport{processes}-access.log")
+        command = [sys.executable, "reuseport.py", str(port), str(processes), logPath]
+        name = f"Twisted, SO_REUSEPORT x{processes}"
+        running[name] = (launch(f"reuseport{processes}", command, workdir, port, processes), port)
     return running
 
 
@@ -207,6 +243,8 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="txflip-bench-")
     with open(os.path.join(workdir, "tiny.py"), "w") as f:
         f.write(textwrap.dedent(TINY))
+    with open(os.path.join(workdir, "reuseport.py"), "w") as f:
+        f.write(textwrap.dedent(REUSEPORT))
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         running = servers(workdir)
@@ -244,11 +282,12 @@ def main() -> None:
             cells += [f"{rate:.0f}", f"{cpu:.0f}", f"{wrk:.0f}", f"{busy:.2f}"]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
-    print("2 workers / 1: the median of the rounds' ratios (within a round the pair is measured")
+    print("2 processes / 1: the median of the rounds' ratios (within a round the pair is measured")
     print("seconds apart), lowest and highest in brackets; CPU: of server CPU per request.")
     for one, two in (
         ("txflip --workers 1", "txflip --workers 2"),
         ("gunicorn -w 1", "gunicorn -w 2"),
+        ("Twisted, SO_REUSEPORT x1", "Twisted, SO_REUSEPORT x2"),
     ):
         parts = []
         for kind in KINDS:
