@@ -2,8 +2,8 @@
 Throughput with --workers: txflip with 1 and 2 workers beside gunicorn with 1 and 2.
 
 Every server answers GET / with the same six bytes ("hello\\n") and logs each
-request to a file (Twisted's Site always does; gunicorn is given
---access-logfile). For reference, plain Twisted runs too, as 1 and 2
+request to a file (Twisted's Site always does, through twistd's log;
+gunicorn is given --access-logfile). For reference, plain Twisted runs too, as 1 and 2
 processes that each listen on their own SO_REUSEPORT socket (the kernel
 spreads the connections; no restarts). All six run warm and side by side; wrk
 (one thread) runs against each in turn, keep-alive and new-connection rounds
@@ -73,11 +73,15 @@ listening.listen(128)
 listening.setblocking(False)
 
 from twisted.internet import reactor
+from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.web.server import Site
 
 from tiny import resource
 
-reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, Site(resource, logPath=logPath))
+# Each request is logged as under twistd: through the logger, to a file.
+logFile = open(logPath, "a")
+globalLogBeginner.beginLoggingTo([textFileLogObserver(logFile)], redirectStandardIO=False)
+reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, Site(resource))
 listening.close()
 reactor.run()
 """
@@ -245,7 +249,7 @@ def main() -> None:
         f.write(textwrap.dedent(TINY))
     with open(os.path.join(workdir, "reuseport.py"), "w") as f:
         f.write(textwrap.dedent(REUSEPORT))
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    samples: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     try:
         running = servers(workdir)
         for _ in range(options.rounds):
@@ -255,6 +259,8 @@ def main() -> None:
                     samples.setdefault((name, kind), []).append(sample)
     finally:
         stopEverything()
+    # The servers' logs are kept only when something went wrong.
+    shutil.rmtree(workdir, ignore_errors=True)
 
     def median(name: str, kind: str) -> list[float]:
         values = samples[(name, kind)]
