@@ -359,6 +359,46 @@ class FairnessTests(WorkersCase):
         for count in counts:
             self.assertGreaterEqual(count, len(clients) / 3, counts)
 
+    def test_aWorkerDrainingAfterSIGTERMHoldsNobodyBack(self) -> None:
+        """
+        A worker sent SIGTERM drains by itself, holding few connections: the
+        other, holding many, must go on taking the new ones, not be held.
+        """
+        flip, port = self.startDemo()
+        clients: dict[int, list[http.client.HTTPConnection]] = {}
+        everyone: list[http.client.HTTPConnection] = []
+        self.addCleanup(lambda: [client.close() for client in everyone])
+        for _ in range(12):
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            everyone.append(client)
+            client.request("GET", "/sleep?seconds=0")
+            clients.setdefault(json.loads(client.getresponse().read())["pid"], []).append(client)
+            time.sleep(0.02)
+        self.assertEqual(len(clients), 2, "both workers hold connections")
+        # The worker with fewer connections gets a slow request, so its drain
+        # lasts, then SIGTERM; the other keeps its idle keep-alive clients.
+        draining, busy = sorted(clients, key=lambda pid: len(clients[pid]))
+        self.assertGreaterEqual(len(clients[busy]), 6)
+        slow = clients[draining][0]
+        slow.request("GET", "/sleep?seconds=6")
+        os.kill(draining, signal.SIGTERM)
+        waitFor(
+            lambda: f"pid {draining}] shutting down: closing listeners and draining" in flip.log(),
+            "the worker to start draining",
+        )
+
+        def drainingHolds() -> int | None:
+            worker = next(w for w in status(flip)["workers"] if w["pid"] == draining)
+            return worker["connections"]
+
+        # Its idle clients closed, it holds the slow request alone: the fewest.
+        waitFor(lambda: drainingHolds() == 1, "the draining worker to hold only the slow request")
+        time.sleep(0.6)  # three reports: long enough for a hold to have been sent
+        for _ in range(5):
+            self.assertEqual(httpGet("127.0.0.1", port, "/sleep?seconds=0", timeout=3)[0], 200)
+        self.assertEqual(slow.getresponse().status, 200, "the slow request is answered")
+        self.assertNotIn("file descriptor cannot be a negative integer", flip.log())
+
 
 class AcmeTests(AcmeTestMixin, WorkersCase):
     def test_theLeaderIssuesAndEveryWorkerServesTheRenewal(self) -> None:

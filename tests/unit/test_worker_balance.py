@@ -27,22 +27,30 @@ from .test_worker_pool import DRAIN_TIMEOUT, READY_TIMEOUT, RecordedWorker
 
 
 class Connection:
-    """Anything a tracker lists as open (weakly referenced by the counter)."""
+    """Anything a tracker lists as open."""
+
+
+class Unhashable:
+    """An app's protocol may not be hashable (a dataclass, say): it still counts."""
+
+    __hash__ = None
 
 
 class SettledCounterTests(TestCase):
     def test_onlyConnectionsOpenLongEnoughCount(self) -> None:
         counter = SettledCounter()
-        old, young = Connection(), Connection()
+        old, young = Connection(), Unhashable()
         self.assertEqual(counter.count([old], 10.0), 0, "just seen")
         self.assertEqual(counter.count([old, young], 10.0 + SETTLED_SECONDS), 1)
         self.assertEqual(counter.count([old, young], 10.0 + 2 * SETTLED_SECONDS), 2)
         self.assertEqual(counter.count([young], 10.0 + 2 * SETTLED_SECONDS), 1, "old closed")
 
-    def test_aClosedConnectionIsForgotten(self) -> None:
+    def test_aConnectionMissingFromAReportIsForgotten(self) -> None:
         counter = SettledCounter()
-        counter.count([Connection()], 0.0)
-        self.assertEqual(len(counter._firstSeen), 0)
+        connection = Connection()
+        counter.count([connection], 0.0)
+        counter.count([], SETTLED_SECONDS)
+        self.assertEqual(counter.count([connection], 2 * SETTLED_SECONDS), 0, "seen afresh")
 
 
 class AheadTests(TestCase):
@@ -110,6 +118,13 @@ class AcceptHoldTests(TestCase):
         self.assertEqual(self.tcp.said, ["pause"])
         self.assertFalse(self.hold.held)
 
+    def test_aListenerLetGoOfMeanwhileIsNotResumed(self) -> None:
+        """The worker stopped and closed its ports while held: nothing to read again."""
+        self.hold.hold()
+        self.tcp.listening = False
+        self.clock.advance(HOLD_SECONDS)
+        self.assertEqual(self.tcp.said, ["pause"])
+
     def test_aHoldThatLapsesAfterAPauseResumesNothing(self) -> None:
         """However the generation came to pause, the hold's end never undoes it."""
         self.hold.hold()
@@ -140,23 +155,24 @@ class PoolBalanceTests(TestCase):
             self.pool.workerServing(worker)
             worker.process.said.clear()
 
-    def report(self, worker, settled: int, connections: int) -> None:
+    def report(self, worker, settled: int, connections: int, **more) -> None:
         self.pool.workerHeard(worker)
-        self.pool.workerStats(
-            worker, {"connections": connections, "settled": settled, "requests": 0}
-        )
+        stats = {"connections": connections, "settled": settled, "requests": 0}
+        stats.update({"accepting": True, "held": False}, **more)
+        self.pool.workerStats(worker, stats)
 
     def test_aWorkerAheadIsHeldWithEveryReportThenReleased(self) -> None:
         self.report(self.b, 1, 1)
         self.report(self.a, 9, 9)
-        self.report(self.a, 9, 9)
+        self.assertTrue(self.a.held)
+        self.report(self.a, 9, 9, held=True)
         self.assertEqual(self.a.process.said, ["hold", "hold"])
-        self.assertEqual(self.pool.status()[0]["held"], True)
+        self.assertEqual(self.pool.status()[0]["held"], True, "as the worker says")
         self.report(self.b, 5, 7)
-        self.report(self.a, 9, 9)
+        self.report(self.a, 9, 9, held=True)
         self.assertEqual(self.a.process.said, ["hold", "hold", "unhold"])
+        self.assertFalse(self.a.held)
         self.assertEqual(self.b.process.said, [], "the fewest is never held")
-        self.assertEqual(self.pool.status()[0]["held"], False)
 
     def test_aSilentWorkerDoesNotHoldTheOthersBack(self) -> None:
         """A worker not heard from lately may not be accepting: nobody waits on it."""
@@ -164,6 +180,14 @@ class PoolBalanceTests(TestCase):
         self.clock.advance(FRESH_SECONDS + 0.1)
         self.report(self.a, 9, 9)
         self.assertEqual(self.a.process.said, [])
+
+    def test_aWorkerThatStopsAcceptingByItselfHoldsNobodyBack(self) -> None:
+        """A worker sent SIGTERM drains on its own: the others must take its place."""
+        self.report(self.b, 0, 1)
+        self.report(self.a, 9, 9)
+        self.report(self.b, 0, 1, accepting=False)
+        self.report(self.a, 9, 9)
+        self.assertEqual(self.a.process.said, ["hold", "unhold"])
 
     def test_nobodyIsHeldWhileTheGenerationDoesNotAccept(self) -> None:
         self.report(self.b, 0, 0)

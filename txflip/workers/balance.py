@@ -16,12 +16,11 @@ others take the new connections, until the leader says unhold. A hold lapses
 by itself after L{HOLD_SECONDS} unless the leader renews it (it does, with
 every stats report from a worker still ahead), so a worker never stays deaf
 if its leader goes quiet. Only a worker that serves beside another that
-accepts is ever held.
+accepts (it says so in its reports, and was heard from lately) is ever held.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 
 SETTLED_SECONDS = 0.25
@@ -33,22 +32,28 @@ HOLD_SECONDS = 1.0
 
 
 class SettledCounter:
-    """A worker's count of its connections open for L{SETTLED_SECONDS} or more."""
+    """
+    A worker's count of its connections open for L{SETTLED_SECONDS} or more,
+    as seen at its stats reports (so a connection counts between
+    L{SETTLED_SECONDS} and one report period more after it opened).
+    """
 
     def __init__(self) -> None:
-        self._firstSeen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._firstSeen: dict[int, float] = {}
 
-    def count(self, connections: Iterable[object], now: float) -> int:
+    def count(self, sockets: Iterable[object], now: float) -> int:
         """
-        How many of C{connections} (the open ones, seen every stats report)
-        were first seen L{SETTLED_SECONDS} or more before C{now}.
+        How many of C{sockets} (the transports that own the open connections'
+        sockets, all of them at each report) were first seen
+        L{SETTLED_SECONDS} or more before C{now}.
+
+        Keyed by identity, so any object counts, and forgotten at the first
+        report without it, so a closed connection's number is never inherited
+        by the next one.
         """
-        settled = 0
-        for connection in connections:
-            since = self._firstSeen.setdefault(connection, now)
-            if now - since >= SETTLED_SECONDS:
-                settled += 1
-        return settled
+        firstSeen = {id(s): self._firstSeen.get(id(s), now) for s in sockets}
+        self._firstSeen = firstSeen
+        return sum(1 for since in firstSeen.values() if now - since >= SETTLED_SECONDS)
 
 
 def aheadOfTheOthers(counts: dict[object, tuple[int, int]]) -> set[object]:
@@ -103,7 +108,7 @@ class AcceptHold:
         self._lapse = self._clock.callLater(HOLD_SECONDS, self.release)
 
     def release(self) -> None:
-        """Accept again on every listener this hold stopped."""
+        """Accept again on every listener this hold stopped (and that still listens)."""
         if self._lapse is not None and self._lapse.active():
             self._lapse.cancel()
         self._lapse = None
@@ -111,12 +116,13 @@ class AcceptHold:
         if self._paused():
             return
         for listener in held:
-            listener.resume()
+            if listener.listening:
+                listener.resume()
 
     def forget(self) -> None:
         """
-        The leader paused, drained or stopped this worker: the listeners are
-        its to resume now, never this hold's.
+        The leader paused, drained or stopped this worker, or it stops by
+        itself: the listeners are no longer this hold's to resume.
         """
         if self._lapse is not None and self._lapse.active():
             self._lapse.cancel()

@@ -271,6 +271,7 @@ class WorkerPool:
             w: (w.stats["settled"], w.stats["connections"])
             for w in self.live()
             if w.state == "serving"
+            and w.stats.get("accepting") is True
             and isinstance(w.stats.get("settled"), int)
             and isinstance(w.stats.get("connections"), int)
             and now - w.lastHeard <= FRESH_SECONDS
@@ -465,7 +466,7 @@ class WorkerPool:
                 "uptimeSeconds": round(now - worker.startedAt, 1) if worker else None,
                 "connections": worker.stats.get("connections") if worker else None,
                 "requests": worker.stats.get("requests") if worker else None,
-                "held": worker.held if worker else False,
+                "held": bool(worker.stats.get("held")) if worker else False,
                 "restarts": slot.restarts,
                 "failuresInARow": slot.backoff.failures,
                 "lastExit": slot.lastExit,

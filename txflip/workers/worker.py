@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPFactory
 
 from txflip.core.channel import adoptChannel
-from txflip.core.drain import Drain
+from txflip.core.drain import Drain, lowestTransport
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log
@@ -229,7 +229,14 @@ class WorkerGeneration(Generation):
             )
             self._stopReactor()
 
+    def stop(self):
+        # However this worker comes to stop (SIGTERM, its leader, its app),
+        # a lapsing hold must not resume what the stop lets go of.
+        self._hold.forget()
+        return super().stop()
+
     def _stopReactor(self) -> None:
+        self._hold.forget()
         if self._handoverDrain is not None:
             self._handoverDrain.cancel()
             self._handoverDrain = None
@@ -256,13 +263,30 @@ class WorkerGeneration(Generation):
             setattr(factory, _COUNTED_MARK, True)
 
     def _sendStats(self) -> None:
-        if self._commands is not None:
+        if self._commands is None:
+            return
+        try:
             connections = self.tracker.open()
-            self._commands.stats(
-                {
-                    "connections": len(connections),
-                    "settled": self._settled.count(connections, self._reactor.seconds()),
-                    "requests": self.requests,
-                    "held": self._hold.held,
-                }
-            )
+            sockets = [lowestTransport(c) or c for c in connections]
+            stats = {
+                "connections": len(connections),
+                "settled": self._settled.count(sockets, self._reactor.seconds()),
+                "requests": self.requests,
+                "accepting": self._accepting(),
+                "held": self._hold.held,
+            }
+        except Exception:
+            # One bad report must not end them all: the leader would see this
+            # worker's counts freeze, and leave it out of the balance.
+            log.failure("worker {index}: could not count its connections", index=self.workerIndex)
+            return
+        self._commands.stats(stats)
+
+    def _accepting(self) -> bool:
+        """Serving and told to accept: a hold aside, new connections may come here."""
+        return (
+            self.state is State.SERVING
+            and not self.registry.paused
+            and self._handoverDrain is None
+            and any(listener.listening for listener in self._streamListeners())
+        )
