@@ -263,7 +263,7 @@ class WorkerPool:
         self._balance(worker)
 
     def _balance(self, worker: WorkerState) -> None:
-        """Hold C{worker} while it has more settled connections than its share, else release it."""
+        """Hold C{worker} while it is ahead of the others (L{aheadOfTheOthers}), else release it."""
         if not self._current(worker) or worker.state != "serving":
             return
         now = self._reactor.seconds()
