@@ -405,17 +405,19 @@ class ListenerRegistry:
         return [listener for listener in self.active() if listener.key not in self.internal]
 
     def handoffDescriptors(
-        self, firstFd: int = 3
+        self, firstFd: int = 3, listeners: list[Listener] | None = None
     ) -> tuple[dict[int, int], list[InheritedListener]]:
         """
-        The C{childFDs} entries and descriptions for every active listener.
+        The C{childFDs} entries and descriptions for C{listeners} (by default
+        every active listener).
 
         @return: a map from child descriptor to this process's descriptor, and
             what the child is told about each.
         """
         childFDs: dict[int, int] = {}
         described: list[InheritedListener] = []
-        for offset, listener in enumerate(self.active()):
+        chosen = self.active() if listeners is None else listeners
+        for offset, listener in enumerate(chosen):
             fd = firstFd + offset
             childFDs[fd] = listener.port.fileno()
             described.append(InheritedListener(fd, listener.key, listener.familyName))

@@ -19,23 +19,10 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 
 from txflip.core.channel import SuccessorChannel, adoptChannel
-from txflip.core.handoff import ENV_STATE, HandoffState, InheritedListener
+from txflip.core.handoff import ENV_STATE, HandoffState
 from txflip.core.listeners import ListenerRegistry
 from txflip.workers.commands import LeaderEnd
 from txflip.workers.role import ENV_WORKER, WorkerRole
-
-
-def workerDescriptors(
-    registry: ListenerRegistry, firstFd: int = 3
-) -> tuple[dict[int, int], list[InheritedListener]]:
-    """The C{childFDs} and descriptions of the listeners workers serve (not the control socket)."""
-    childFDs: dict[int, int] = {}
-    described: list[InheritedListener] = []
-    for offset, listener in enumerate(registry.serving()):
-        fd = firstFd + offset
-        childFDs[fd] = listener.port.fileno()
-        described.append(InheritedListener(fd, listener.key, listener.familyName))
-    return childFDs, described
 
 
 def howItEnded(reason) -> str:
@@ -81,7 +68,8 @@ class WorkerProcess:
         handoffOurs, handoffTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         commandOurs, commandTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            childFDs, described = workerDescriptors(registry)
+            # The app's listeners only: the control socket stays the leader's.
+            childFDs, described = registry.handoffDescriptors(listeners=registry.serving())
             controlFd = 3 + len(described)
             commandFd = controlFd + 1
             childFDs.update({0: 0, 1: 1, 2: 2})
