@@ -20,6 +20,22 @@ from tests.support.tlshelpers import TestCA
 
 
 class RestartAndRenewalTests(AcmeTestMixin, TestCase):
+    def startRenewingAtEveryCheck(self):
+        """
+        flip against pebble, with a renewal window longer than any certificate's
+        life and a check every second, once its first certificate is issued.
+
+        @return: the flip, its PID and the CA's root certificate file.
+        """
+        self.setUpAcme()
+        flip = self.flip(
+            "http-01",
+            extra=["--acme-renew-days", "100000", "--acme-check-interval", "1"],
+        )
+        pid = flip.start()
+        flip.waitLog(ISSUED, deadline=60)
+        return flip, pid, self.rootFile()
+
     def test_restartServesStoredCertificate(self):
         """A restart serves the same certificate and places no new order."""
         self.setUpAcme()
@@ -41,14 +57,7 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
         With a renewal window longer than the certificate's life, every check
         renews: new serials are served by the same PID, and no request fails.
         """
-        self.setUpAcme()
-        flip = self.flip(
-            "http-01",
-            extra=["--acme-renew-days", "100000", "--acme-check-interval", "1"],
-        )
-        pid = flip.start()
-        flip.waitLog(ISSUED, deadline=60)
-        root = self.rootFile()
+        flip, pid, root = self.startRenewingAtEveryCheck()
         first = self.assertVerifiedFor(NAMES, root)
         seen: set[int] = set()
         failures: list[str] = []
@@ -77,14 +86,7 @@ class RestartAndRenewalTests(AcmeTestMixin, TestCase):
 
     def test_renewalFailureKeepsCertificate(self):
         """When renewing fails (the CA is gone), the old certificate stays in service."""
-        self.setUpAcme()
-        flip = self.flip(
-            "http-01",
-            extra=["--acme-renew-days", "100000", "--acme-check-interval", "1"],
-        )
-        pid = flip.start()
-        flip.waitLog(ISSUED, deadline=60)
-        root = self.rootFile()
+        flip, pid, root = self.startRenewingAtEveryCheck()
         self.pebble.kill()
         serial = self.assertVerifiedFor(NAMES, root)
         flip.waitLog("(attempt 2)", deadline=60)

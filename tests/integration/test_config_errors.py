@@ -93,6 +93,18 @@ class OptionErrorTests(TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn(expected, lines[0])
 
+    def acmeArgs(self, *more: str, domain: str = "a.test") -> list[str]:
+        """A valid --acme-* set for C{domain}, then C{more}."""
+        return [
+            "--acme-listen",
+            f"tcp:{freePort()}",
+            "--acme-domain",
+            domain,
+            "--acme-dir",
+            tempfile.mkdtemp(),
+            *more,
+        ]
+
     def test_domainWithoutDir(self):
         self.assertRefused(
             ["--acme-listen", f"tcp:{freePort()}", "--acme-domain", "a.test"],
@@ -100,45 +112,17 @@ class OptionErrorTests(TestCase):
         )
 
     def test_badDomain(self):
-        self.assertRefused(
-            [
-                "--acme-listen",
-                f"tcp:{freePort()}",
-                "--acme-domain",
-                "a.test,bad_name!",
-                "--acme-dir",
-                tempfile.mkdtemp(),
-            ],
-            "is not a DNS name",
-        )
+        self.assertRefused(self.acmeArgs(domain="a.test,bad_name!"), "is not a DNS name")
 
     def test_plainHttpDirectory(self):
         self.assertRefused(
-            [
-                "--acme-listen",
-                f"tcp:{freePort()}",
-                "--acme-domain",
-                "a.test",
-                "--acme-dir",
-                tempfile.mkdtemp(),
-                "--acme-directory",
-                "http://ca.example/dir",
-            ],
+            self.acmeArgs("--acme-directory", "http://ca.example/dir"),
             "give the https:// URL of an ACME directory",
         )
 
     def test_missingBundle(self):
         self.assertRefused(
-            [
-                "--acme-listen",
-                f"tcp:{freePort()}",
-                "--acme-domain",
-                "a.test",
-                "--acme-dir",
-                tempfile.mkdtemp(),
-                "--acme-ca-bundle",
-                "/nonexistent/bundle.pem",
-            ],
+            self.acmeArgs("--acme-ca-bundle", "/nonexistent/bundle.pem"),
             "--acme-ca-bundle /nonexistent/bundle.pem: No such file or directory",
         )
 

@@ -16,21 +16,32 @@ from tests.support.tlshelpers import NOW, certPEM, peerCertificate, serialOf, wr
 
 
 class BadCertificateTests(TLSFlipCase):
-    def test_mismatchAtRestartKeepsOldGeneration(self) -> None:
+    def restartWithMismatchedCertificate(self, scheme: str, names: list[str]):
+        """
+        Serve C{scheme} from key.pem and cert.pem, then replace cert.pem with
+        a certificate for another key (a renewal that went wrong) and SIGHUP.
+
+        @return: the flip, its PID, its port, the key and the first certificate.
+        """
         flip = self.makeFlip([])
-        key, first = self.replacePair(["localhost", "127.0.0.1"])
+        key, first = self.replacePair(names)
         port = freePort()
         flip.args = [
             "--listen",
-            f"flip-tls:{port}:interface=127.0.0.1:privateKey={self.path('key.pem')}"
+            f"{scheme}:{port}:interface=127.0.0.1:privateKey={self.path('key.pem')}"
             f":certKey={self.path('cert.pem')}",
         ]
         pid = flip.start()
-        # A certificate for another key: a renewal that went wrong.
         _, wrong = self.ca.issue(["localhost"])
         writePublic(self.path("cert.pem"), certPEM(wrong))
         os.kill(pid, signal.SIGHUP)
         flip.waitLog("keeps serving")
+        return flip, pid, port, key, first
+
+    def test_mismatchAtRestartKeepsOldGeneration(self) -> None:
+        flip, pid, port, key, first = self.restartWithMismatchedCertificate(
+            "flip-tls", ["localhost", "127.0.0.1"]
+        )
         log = flip.log()
         self.assertIn("do not match", log)
         self.assertIn(self.path("cert.pem"), log)
@@ -45,19 +56,7 @@ class BadCertificateTests(TLSFlipCase):
         self.assertEqual(serialOf(port), fixed.serial_number)
 
     def test_sslMismatchAtRestartKeepsOldGeneration(self) -> None:
-        flip = self.makeFlip([])
-        _, first = self.replacePair(["localhost"])
-        port = freePort()
-        flip.args = [
-            "--listen",
-            f"ssl:{port}:interface=127.0.0.1:privateKey={self.path('key.pem')}"
-            f":certKey={self.path('cert.pem')}",
-        ]
-        pid = flip.start()
-        _, wrong = self.ca.issue(["localhost"])
-        writePublic(self.path("cert.pem"), certPEM(wrong))
-        os.kill(pid, signal.SIGHUP)
-        flip.waitLog("keeps serving")
+        flip, pid, port, _, first = self.restartWithMismatchedCertificate("ssl", ["localhost"])
         self.assertIn("do not match", flip.log())
         self.assertEqual(flip.pid(), pid)
         self.assertEqual(serialOf(port), first.serial_number)
