@@ -99,12 +99,12 @@ class Host:
         """Make this process's L{Generation}, listening through the handed-over sockets."""
         if self.workerRole is not None:
             return self._startWorker(settings)
-        kind, extra = Generation, {}
+        extra = {}
         if settings.workers > 1:
-            from txflip.workers.leader import LeaderGeneration
+            from txflip.workers.leader import Leader
 
-            kind, extra = LeaderGeneration, {"workers": settings.workers}
-        generation = kind(
+            extra = {"role": Leader(settings.workers)}
+        generation = Generation(
             self.reactor,
             pidFile=self.checkedPIDFile(settings.pidFile),
             readyTimeout=settings.readyTimeout,
@@ -153,12 +153,12 @@ class Host:
 
     def _startWorker(self, settings: HostSettings) -> Generation:
         """A worker of a generation: no PID file, control socket or systemd of its own."""
-        from txflip.workers.worker import WorkerGeneration
+        from txflip.workers.worker import Worker
 
         role = self.workerRole
-        generation = WorkerGeneration(
+        generation = Generation(
             self.reactor,
-            role=role,
+            role=Worker(role),
             readyTimeout=settings.readyTimeout,
             drainTimeout=settings.drainTimeout,
             closeSpread=settings.closeSpread,

@@ -38,6 +38,10 @@ class ExitCalled(Exception):
     pass
 
 
+def exitProcess(code: int) -> None:
+    raise ExitCalled(code)
+
+
 def makeGeneration(testCase: TestCase, reactor, **kw) -> Generation:
     """A first generation on C{reactor} whose successors are played by the test."""
     pidFile = os.path.join(tempfile.mkdtemp(prefix="txflip-ctl-"), "flip.pid")
@@ -48,14 +52,10 @@ def makeGeneration(testCase: TestCase, reactor, **kw) -> Generation:
         simpleModeReason=None,
         argv=["python"],
         cwd="/",
+        attemptFactory=ScriptedAttempt,
+        exitProcess=exitProcess,
         **kw,
     )
-    generation._attemptFactory = ScriptedAttempt
-
-    def exitProcess(code: int) -> None:
-        raise ExitCalled(code)
-
-    generation._exitProcess = exitProcess
     return generation
 
 

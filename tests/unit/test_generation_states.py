@@ -24,19 +24,24 @@ class ExitCalled(Exception):
     pass
 
 
+def exitProcess(code: int) -> None:
+    raise ExitCalled(code)
+
+
 def makeGeneration(testCase: TestCase, **kw) -> Generation:
     reactor = clockReactor()
     kw.setdefault("pidFile", os.path.join(testCase.mktemp() + "-dir", "flip.pid"))
     os.makedirs(os.path.dirname(kw["pidFile"]), exist_ok=True)
     generation = Generation(
-        reactor, inherited=None, simpleModeReason=None, argv=["python"], cwd="/", **kw
+        reactor,
+        inherited=None,
+        simpleModeReason=None,
+        argv=["python"],
+        cwd="/",
+        attemptFactory=ScriptedAttempt,
+        exitProcess=exitProcess,
+        **kw,
     )
-    generation._attemptFactory = ScriptedAttempt
-
-    def exitProcess(code: int) -> None:
-        raise ExitCalled(code)
-
-    generation._exitProcess = exitProcess
     generation.seen = []
     generation.events.subscribe(lambda name, fields: generation.seen.append(name))
     return generation
@@ -129,7 +134,7 @@ class ReadinessTests(TestCase):
         """A predecessor's abort that crosses this generation's own SIGTERM changes nothing."""
         generation = makeGeneration(self)
         generation.stop()
-        generation._abandoned("it said abort")
+        generation.abandon("it said abort")
         self.assertIs(generation.state, State.STOPPING)
 
     def test_firstGenerationNotReadyInTimeExits(self) -> None:
@@ -150,11 +155,38 @@ class UpgradeTests(TestCase):
         self.generation.upgrade("test").addCallback(outcomes.append)
         return self.generation._attempt, outcomes
 
-    def test_refusedWhileStarting(self) -> None:
+    def test_askedWhileStartingStartsOnceServing(self) -> None:
+        """
+        A SIGHUP that reaches a generation before it serves (sent to the PID
+        the PID file names the moment it names it) is queued, never dropped.
+        """
         generation = makeGeneration(self)
+        generation.expectReady()
+        generation.start()
         outcomes = []
-        generation.upgrade().addCallback(outcomes.append)
-        self.assertEqual(outcomes[0].reason, "refused: this generation is not serving yet")
+        generation.upgrade("SIGHUP").addCallback(outcomes.append)
+        generation.upgrade("control socket").addCallback(outcomes.append)
+        self.assertIsNone(generation.refusal())
+        self.assertEqual((outcomes, generation.state), ([], State.STARTING))
+        generation.ready()
+        self.assertIs(generation.state, State.SERVING)
+        generation.reactor.advance(0)
+        self.assertIs(generation.state, State.UPGRADING, "one attempt for both requests")
+        attempt = generation._attempt
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        self.assertEqual([o.succeeded for o in outcomes], [True, True])
+        self.assertIs(generation.state, State.HANDED_OVER)
+
+    def test_queuedUpgradeEndsWithAStopBeforeServing(self) -> None:
+        generation = makeGeneration(self)
+        generation.expectReady()
+        generation.start()
+        outcomes = []
+        generation.upgrade("SIGHUP").addCallback(outcomes.append)
+        generation.stop()
+        self.assertEqual(outcomes[0].reason, "refused: this generation is shutting down")
+        self.assertIs(generation.state, State.STOPPING)
 
     def test_refusedInSimpleMode(self) -> None:
         generation = makeGeneration(self)

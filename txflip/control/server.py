@@ -201,7 +201,7 @@ class ControlServer(Factory):
         waits for their last answer to be written) but not counted."""
         own = sum(1 for p in self.tracker.open() if not isinstance(p, ControlProtocol))
         # --workers: a leader's connections are its workers' (txflip.workers).
-        pool = getattr(self.generation, "pool", None)
+        pool = getattr(self.generation.role, "pool", None)
         return own + (pool.connections() if pool is not None else 0)
 
     # Reload.

@@ -31,6 +31,11 @@ class ConnectionReceiver:
         self.refused = 0
         self.channel = PacketChannel(reactor, skt, self._packet, self._closed)
 
+    @property
+    def receiving(self) -> bool:
+        """Whether the previous generation may still move connections here."""
+        return not self.channel.closed
+
     def _packet(self, header: dict, payload: bytes, fds: list[int]) -> None:
         op, offerId = header["op"], header.get("id")
         if not isinstance(offerId, int):

@@ -28,6 +28,7 @@ import os
 import socket
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -101,6 +102,8 @@ class ConnectionMover:
     """
     Moves this generation's movable connections to the next, for one drain.
 
+    @param arriving: whether connections may still arrive here from this
+        generation's own predecessor; moving goes on until they stop.
     @ivar done: fires with the L{MoveReport} once nothing is left to move.
     """
 
@@ -112,11 +115,13 @@ class ConnectionMover:
         transferSocket: socket.socket,
         events: Events,
         drainTimeout: float,
+        arriving: Callable[[], bool] = lambda: False,
     ) -> None:
         self._reactor = reactor
         self._tracker = tracker
         self._registry = registry
         self._events = events
+        self._arriving = arriving
         reserve = min(MOVE_RESERVE, drainTimeout / 2)
         self._window = drainTimeout - reserve
         self._lastAnswer = drainTimeout - reserve / 2
@@ -188,7 +193,9 @@ class ConnectionMover:
                 self._offer(protocol, transport, key, seen.buffered, now)
                 if not self.active:
                     return
-        if not waiting and not self._inFlight():
+        if not waiting and not self._inFlight() and not self._arriving():
+            # Connections still arriving from this generation's own predecessor
+            # (a restart right after the last one) are handed on as they come.
             self._finish()
 
     def _inFlight(self) -> int:

@@ -4,30 +4,33 @@ restart state.
 
 A generation listens (adopting the sockets its predecessor handed down), says
 when it is ready, starts its successor on request, and, once the successor
-serves, drains and tells its host to exit. A successor that dies while this
-generation still drains is taken over from: this generation accepts again.
+serves, drains and tells its host to exit. Each part of that life is an object
+of its own, made when that part begins: L{Startup} (until serving),
+L{UpgradeAttempt} (one try at a successor), L{Handover} (after a successor
+serves: drain, watch, exit or take the traffic back). What differs between a
+single process, a leader of workers and a worker is its role
+(L{txflip.core.roles.IGenerationRole}).
 """
 
 from __future__ import annotations
 
 import os
-import sys
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
 
 from txflip.core import pidfile
-from txflip.core.child import PredecessorLink
 from txflip.core.connadopt import receiveConnections
 from txflip.core.connmove import ConnectionMover
 from txflip.core.drain import ConnectionTracker, Drain
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
-from txflip.core.listeners import ListenerRegistry
+from txflip.core.handover import Handover
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
-from txflip.core.readiness import APP_LISTENING, APP_READY_CALL, REACTOR_RUNNING, Readiness
+from txflip.core.roles import IGenerationRole, SingleProcess
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
+from txflip.core.startup import Startup
 from txflip.core.state import REFUSALS, State, checkMove
 
 _FROM_ENVIRONMENT = object()
@@ -63,6 +66,9 @@ class Generation:
     @param inherited: what the predecessor handed down (default: read from
         this process's environment, or L{None} in a first generation).
     @param listeners: sockets to adopt in a first generation (socket activation).
+    @param role: what kind of process this is (default L{SingleProcess}).
+    @param attemptFactory: makes one try at a successor (L{UpgradeAttempt}).
+    @param exitProcess: how a generation that cannot start exits (C{os._exit}).
 
     @ivar events: lifecycle events, for whoever reports them (see
         L{txflip.core.events}).
@@ -70,15 +76,8 @@ class Generation:
         drained, or given up before serving: its host should stop the reactor.
     """
 
-    _attemptFactory = UpgradeAttempt
-    # Hook for txflip.workers: a leader's listeners never accept, a worker's
-    # never unlink a shared path (see txflip/workers/).
-    _registryFactory = ListenerRegistry
-    workerIndex: int | None = None
-    """Which of its generation's workers this process is (0, 1, ...), or None if it is not one."""
     successorWatch = 1.0
     """Seconds a generation that handed over stays, at least, ready to take the traffic back."""
-    _exitProcess = staticmethod(os._exit)
     logShownOnStderr = False
     """Whether the log already goes where standard error does (one terminal): errors once."""
 
@@ -95,6 +94,9 @@ class Generation:
         inherited: HandoffState | None | object = _FROM_ENVIRONMENT,
         listeners: list[InheritedListener] = (),
         simpleModeReason: str | None | object = _FROM_ENVIRONMENT,
+        role: IGenerationRole | None = None,
+        attemptFactory: Callable[..., UpgradeAttempt] = UpgradeAttempt,
+        exitProcess: Callable[[int], None] = os._exit,
     ) -> None:
         self._reactor = reactor
         if inherited is _FROM_ENVIRONMENT:
@@ -115,37 +117,48 @@ class Generation:
         self.simpleModeReason = (
             detectSimpleMode() if simpleModeReason is _FROM_ENVIRONMENT else simpleModeReason
         )
-        self._argv = argv or defaultSuccessorArgv()
+        self.argv = argv or defaultSuccessorArgv()
+        """The successor's command line."""
         self._cwd = cwd or workingDirectory()
+        self._attemptFactory = attemptFactory
+        self.exitProcess = exitProcess
+        self.role: IGenerationRole = role if role is not None else SingleProcess()
         self.events = Events()
         self.tracker = ConnectionTracker()
-        self.registry = self._registryFactory(
+        self._state = State.STARTING
+        self._startup = Startup(self)
+        self.registry = self.role.registryFactory(
             reactor,
             inherited.listeners if inherited is not None else list(listeners),
             factoryHook=self.tracker.track,
             paused=inherited is not None,
-            onClaimed=self._claimed,
-            onListening=self._listening,
+            onClaimed=self._startup.claimed,
+            onListening=lambda key: self._startup.listening(key, key in self.registry.internal),
         )
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""
         self.lastOutcome: Outcome | None = None
         self.exiting: Deferred = Deferred()
-        self._state = State.STARTING
-        self._readiness = Readiness(self._becomeReady)
-        self._readiness.hold(REACTOR_RUNNING)
-        self._readyTimer = None
-        self._link: PredecessorLink | None = None
         self._attempt: UpgradeAttempt | None = None
-        self._drain: Drain | None = None
-        self._transfer = None  # txflip.core.connmove: set once a successor serves
-        self._mover: ConnectionMover | None = None
+        self._handover: Handover | None = None
+        self._queued: list[tuple[str, Deferred]] = []
+        self._drain = None
         self._receiver = None  # txflip.core.connadopt: set once this generation takes over
         self._stopped: Deferred | None = None
-        self._started = False
         global _current
         if _current is None:
             _current = self
+        self.role.attach(self)
+
+    @property
+    def workerIndex(self) -> int | None:
+        """Which worker of its generation this process is (0, 1, ...), or None."""
+        return self.role.workerIndex
+
+    @property
+    def reactor(self):
+        """The reactor this generation serves on."""
+        return self._reactor
 
     # The state, which only this class changes.
 
@@ -177,25 +190,20 @@ class Generation:
             endpoint = serverFromString(self._reactor, endpoint)
         return endpoint.listen(factory)
 
-    # Readiness.
+    # Readiness (L{Startup}).
 
     def expectReady(self) -> None:
         """Promise to call L{ready}: until then this generation is not ready."""
-        self._readiness.explicit = True
-        self._readiness.hold(APP_READY_CALL)
+        if self.role.acceptsReadyCalls:
+            self._startup.expectReady()
 
     def ready(self) -> None:
         """
         The app is ready: after L{expectReady}, or as its only readiness signal
         (then it also means the app has finished setting up: see L{start}).
         """
-        self._readiness.explicit = True
-        self._readiness.release(APP_READY_CALL)
-        if not self._started:
-            if self._reactor.running:
-                self.start()
-            else:
-                self._reactor.callWhenRunning(self.start)
+        if self.role.acceptsReadyCalls:
+            self._startup.ready()
 
     def waitFor(self, d: Deferred, what: str) -> Deferred:
         """
@@ -203,126 +211,23 @@ class Generation:
 
         @return: C{d}, with its result passed on.
         """
-        self._readiness.explicit = True
-        self._readiness.hold(what)
-
-        def fired(result):
-            if isinstance(result, Failure):
-                self.failStart(f"{what} failed: {result.type.__name__}: {result.value}")
-                return None
-            self._readiness.release(what)
-            return result
-
-        return d.addBoth(fired)
+        return self._startup.waitFor(d, what)
 
     def waitingFor(self) -> list[str]:
         """What this generation still waits for before it is ready (empty once ready)."""
-        return self._readiness.pending()
+        return self._startup.waitingFor()
 
     def start(self) -> None:
         """
         The reactor runs and the app has started: from now on, readiness is
         the last pending condition clearing (the host calls this once).
         """
-        if self._started:
-            return
-        self._started = True
-        if self.inherited is None:
-            self._readyTimer = self._reactor.callLater(self.readyTimeout, self._notReadyInTime)
-        if not self._readiness.explicit:
-            unclaimed = self.registry.unclaimed()
-            for key in unclaimed:
-                self._readiness.hold(_listeningAgain(key))
-            if self.inherited is None and not unclaimed and not self.registry.serving():
-                # An app that listens after some asynchronous set-up of its own.
-                self._readiness.hold(APP_LISTENING)
-        if self.inherited is not None:
-            self._link = PredecessorLink(self._reactor, self.inherited, self._go, self._abandoned)
-            self._link.open()
-            self._readiness.onChange = self._link.waiting
-        self._readiness.release(REACTOR_RUNNING)
-
-    def _claimed(self, key: str) -> None:
-        self._readiness.release(_listeningAgain(key))
-
-    def _listening(self, key: str) -> None:
-        if key not in self.registry.internal:
-            self._readiness.release(APP_LISTENING)
-
-    def _notReadyInTime(self) -> None:
-        if self.waitingFor() == [APP_LISTENING]:
-            log.warn(
-                "the app listens on nothing after the ready timeout of {timeout:g}s; "
-                "taking it as ready",
-                timeout=self.readyTimeout,
-            )
-            self._readiness.release(APP_LISTENING)
-            return
-        if self._state is State.STARTING and not self._readiness.done:
-            self.failStart(
-                f"not ready within the ready timeout of {self.readyTimeout:g}s; "
-                f"still waiting for {', '.join(self.waitingFor())}"
-            )
-
-    def _becomeReady(self) -> None:
-        self.registry.closeUnclaimed()
-        if self.inherited is None:
-            if self._readyTimer is not None and self._readyTimer.active():
-                self._readyTimer.cancel()
-            if not self._writePIDFile():
-                return
-            self._serving("first generation")
-            return
-        self._link.ready()
-
-    def _go(self, why: str) -> None:
-        """The predecessor said go (or is gone): take over, unless stopping."""
-        if self._state is not State.STARTING or not self.registry.serving():
-            reason = (
-                "it is shutting down"
-                if self._state is not State.STARTING
-                else "it listens on nothing"
-            )
-            log.error("cannot take over: {reason}", reason=reason)
-            if self._link is not None:
-                self._link.failed(f"cannot take over: {reason}")
-            return
-        if not self._writePIDFile():
-            return
-        self.registry.resumeAll()
-        # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
-        self._receiver = receiveConnections(self._reactor, self.registry, self.inherited)
-        self._link.serving()
-        self._serving(why)
-
-    def _abandoned(self, why: str) -> None:
-        """The predecessor gave up on this generation: its sockets are its own again; exit."""
-        log.error("the previous generation abandoned this one ({why}); exiting", why=why)
-        self.registry.pauseAll()
-        self._stopBeforeServing(f"abandoned by the previous generation ({why})")
-
-    def _writePIDFile(self) -> bool:
-        if not self.pidFile:
-            return True
-        try:
-            pidfile.writePID(self.pidFile)
-        except OSError as e:
-            self.failStart(f"cannot write PID file {self.pidFile}: {e.strerror}")
-            return False
-        return True
-
-    def _serving(self, why: str) -> None:
-        self._moveTo(State.SERVING)
-        keys = [listener.key for listener in self.registry.active()]
-        self.events.emit("serving", first=self.inherited is None, listeners=keys)
-        log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
+        if self.role.starting():
+            self._startup.start()
 
     def tellPredecessorFailed(self, reason: str) -> None:
         """Tell the generation that started this one why it cannot start, at once."""
-        if self._link is not None:
-            self._link.failed(reason)
-        elif self.inherited is not None:
-            PredecessorLink(self._reactor, self.inherited, None, None).failed(reason)
+        self._startup.tellPredecessorFailed(reason)
 
     def failStart(self, reason: str) -> None:
         """
@@ -330,35 +235,61 @@ class Generation:
         word for word) and exit with status 1. A serving generation is never
         taken down by this: it only logs.
         """
-        if self._state is not State.STARTING:
-            log.error("{reason}", reason=reason)
-            return
-        line = "twistd flip: error: " + " ".join(reason.split())
-        log.error("{reason}", reason=reason)
-        self.tellPredecessorFailed(reason)
-        stream = sys.__stderr__
-        if stream is not None and not self.logShownOnStderr:
-            stream.write(line + "\n")
-            stream.flush()
-        # It never served: the socket files it made are nobody's.
-        self.registry.removeCreatedPaths()
-        self._exitProcess(1)
+        self._startup.failStart(reason)
+
+    def abandon(self, why: str) -> None:
+        """The generation that started this one gave up on it: exit without serving."""
+        self._startup.abandoned(why)
+
+    def _serving(self, why: str) -> None:
+        """Serve: called by L{Startup} (first generation, or go) and never again."""
+        self._moveTo(State.SERVING)
+        if self.inherited is not None:
+            self.registry.resumeAll()
+            # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
+            self._receiver = receiveConnections(self._reactor, self.registry, self.inherited)
+        keys = [listener.key for listener in self.registry.active()]
+        self.events.emit("serving", first=self.inherited is None, listeners=keys)
+        log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
+        if self._queued:
+            self._reactor.callLater(0, self._runQueued)
 
     # Restarts.
 
     def refusal(self) -> str | None:
-        """Why an upgrade cannot start now, or L{None} if it can."""
+        """Why an upgrade cannot start now, or L{None} if it can (or will once serving)."""
         if self.simpleModeReason is not None:
             return f"restarts are unavailable in simple mode ({self.simpleModeReason})"
+        refused = self.role.upgradeRefusal()
+        if refused is not None:
+            return refused
+        if self._state is State.STARTING:
+            return None  # queued until this generation serves (see upgrade)
         return REFUSALS.get(self._state)
 
     def upgrade(self, source: str = "API") -> Deferred:
         """
-        Start the next generation, if this one may.
+        Start the next generation, if this one may. Asked while this generation
+        is still starting, the upgrade starts as soon as it serves: a SIGHUP sent
+        to the PID the PID file names the moment it names it is never lost.
 
         @return: a L{Deferred} firing with an L{Outcome}; it never fails.
         """
         refused = self.refusal()
+        if refused is None and self._state is State.STARTING:
+            if self._queued:
+                log.info("{source}: a restart is already queued", source=source)
+            else:
+                log.info(
+                    "{source}: generation {gen} is not serving yet; "
+                    "starting generation {next} once it serves",
+                    source=source,
+                    gen=self.number,
+                    next=self.number + 1,
+                )
+            waiting: Deferred = Deferred()
+            self._queued.append((source, waiting))
+            return waiting
         if refused is not None:
             log.warn("{source} refused: {why}", source=source, why=refused)
             self.events.emit("upgrade-refused", source=source, reason=refused)
@@ -368,7 +299,7 @@ class Generation:
         self._attempt = self._attemptFactory(
             self._reactor,
             self.registry,
-            self._argv,
+            self.argv,
             self._cwd,
             self.readyTimeout,
             self.pidFile,
@@ -376,6 +307,22 @@ class Generation:
             self.childEnvironment,
         )
         return self._attempt.start(source).addCallback(self._attemptEnded)
+
+    def _runQueued(self) -> None:
+        """The restarts asked for while starting: one attempt answers them all."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        sources = " and ".join(sorted({source for source, _ in queued}))
+        outcome = self.upgrade(f"{sources} (queued while starting)")
+        for _, waiting in queued:
+            outcome.addCallback(lambda result, waiting=waiting: waiting.callback(result) or result)
+
+    def _dropQueued(self, why: str) -> None:
+        queued, self._queued = self._queued, []
+        for source, waiting in queued:
+            log.warn("{source} refused: {why}", source=source, why=why)
+            waiting.callback(Outcome(False, None, f"refused: {why}", 0.0))
 
     def _attemptEnded(self, outcome: Outcome) -> Outcome:
         attempt, self._attempt = self._attempt, None
@@ -386,89 +333,37 @@ class Generation:
             self._moveTo(State.SERVING)
             return outcome
         self._moveTo(State.HANDED_OVER)
-        if self._link is not None:
-            self._link.retired("handed over")
+        if self._startup.link is not None:
+            self._startup.link.retired("handed over")
         log.info(
             "generation {next} (PID {child}) serves; draining",
             next=self.number + 1,
             child=outcome.childPid,
         )
-        self._successor = attempt
-        self._silenceTimer = None
-        self._drained = False
-        self._watchOver = False
-        self._transfer = outcome.transfer  # txflip.core.connmove, used by _startDrain
-        attempt.successorEnded.addCallback(self._successorEnded, outcome.childPid)
-        attempt.watchSuccessor(self._successorSilence)
-        self._watchTimer = self._reactor.callLater(self.successorWatch, self._endOfWatch)
-        self._startDrain(handedOver=True).addCallback(self._drainedAfterHandover)
+        self._handover = Handover(
+            self,
+            attempt,
+            outcome,
+            watchSeconds=self.successorWatch,
+            arriving=self._connectionsArriving,
+            onTakenBack=self._tookBack,
+            onDone=self._handedOverForGood,
+        )
+        self._handover.start()
         return outcome
 
-    def _successorSilence(self, silent: bool) -> None:
-        """The successor stopped answering (or answers again) while this one holds the sockets."""
-        if self._state is not State.HANDED_OVER:
-            return
-        child = self._successor.childPid
-        if silent:
-            self.registry.resumeAll()
-            log.error(
-                "generation {next} (PID {child}) stopped answering; accepting again beside it, "
-                "and killing it if it is still silent in {timeout:g}s",
-                next=self.number + 1,
-                child=child,
-                timeout=self.readyTimeout,
-            )
-            self.events.emit("successor-silent", childPid=child)
-            self._silenceTimer = self._reactor.callLater(self.readyTimeout, self._successor.kill)
-        else:
-            if self._silenceTimer is not None and self._silenceTimer.active():
-                self._silenceTimer.cancel()
-            self.registry.pauseAll()
-            log.info(
-                "generation {next} (PID {child}) answers again; stopping accepting",
-                next=self.number + 1,
-                child=child,
-            )
-            self._exitIfDone()
+    def _connectionsArriving(self) -> bool:
+        """Whether this generation's predecessor may still move connections here."""
+        return self._receiver is not None and self._receiver.receiving
 
-    def _endOfWatch(self) -> None:
-        self._watchOver = True
-        self._exitIfDone()
-
-    def _successorEnded(self, why: str, childPid: int) -> None:
-        """The successor died while this generation still holds the sockets: take them back."""
-        if self._state is not State.HANDED_OVER:
-            return
-        if self._watchTimer.active():
-            self._watchTimer.cancel()
+    def _tookBack(self, outcome: Outcome) -> None:
+        """The successor died after taking over: this generation serves again."""
+        self._handover = None
+        self._drain = None
         self._moveTo(State.SERVING)
-        self.registry.resumeAll()
-        if self._mover is not None:
-            self._mover.abandon(f"generation {self.number + 1} died")
-            self._mover = None
-        if self._drain is not None:
-            self._drain.cancel()
-            self._drain = None
-        reason = f"generation {self.number + 1} (PID {childPid}) {why} after taking over"
-        log.error("{reason}; generation {gen} serves again", reason=reason, gen=self.number)
-        if self.pidFile:
-            try:
-                pidfile.writePID(self.pidFile)
-            except OSError as e:
-                log.error("cannot rewrite PID file {path}: {error}", path=self.pidFile, error=e)
-        self.lastOutcome = Outcome(False, childPid, reason, 0.0)
-        self.events.emit("successor-died", childPid=childPid, reason=reason)
+        self.lastOutcome = outcome
 
-    def _drainedAfterHandover(self, aborted: int) -> None:
-        self._drained = True
-        self._exitIfDone()
-
-    def _exitIfDone(self) -> None:
-        """Exit once drained, watched long enough, and the successor answers."""
-        if self._state is not State.HANDED_OVER or not (self._drained and self._watchOver):
-            return
-        if self._successor.successorSilent:
-            return
+    def _handedOverForGood(self) -> None:
         self._moveTo(State.STOPPING)
         self.registry.releaseAll()
         self._exit("handed over")
@@ -487,51 +382,54 @@ class Generation:
         self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)
         self.exiting.addCallback(lambda _: self._reactor.running and self._reactor.stop())
 
-    # Stopping.
+    # Draining and stopping.
 
-    def _startDrain(self, handedOver: bool) -> Deferred:
-        # txflip.core.connmove: after a handover, idle HTTP/1.x connections move to the
-        # successor; the drain leaves them to the mover.
-        transfer, self._transfer = self._transfer, None
-        self._mover = None
+    def startDrain(
+        self, handedOver: bool, transfer=None, arriving: Callable[[], bool] = lambda: False
+    ) -> tuple[object, ConnectionMover | None, Deferred]:
+        """
+        Drain this generation's connections; after a handover, idle HTTP/1.x
+        connections move to the successor over C{transfer} and the drain
+        leaves them to the mover (L{txflip.core.connmove}).
+
+        @return: the drain, the mover (or L{None}) and a L{Deferred} firing
+            with the number of connections aborted at the deadline.
+        """
+        mover = None
         if handedOver and transfer is not None:
-            self._mover = ConnectionMover(
+            mover = ConnectionMover(
                 self._reactor,
                 self.tracker,
                 self.registry,
                 transfer,
                 self.events,
                 self.drainTimeout,
+                arriving=arriving,
             )
         self.events.emit(
             "draining",
             handedOver=handedOver,
             connections=len(self.tracker.open()),
-            moving=self._mover is not None,
+            moving=mover is not None,
         )
-        self._drain = self._newDrain(handedOver)
-        if self._mover is not None:
-            self._mover.start()
-        return self._drain.start()
-
-    def _newDrain(self, handedOver: bool):
-        """
-        The drain of this generation's connections. A hook for txflip.workers:
-        a leader's connections are its workers', so it drains them instead.
-        """
-        return Drain(
+        drain = self.role.newDrain(handedOver) or Drain(
             self._reactor,
             self.tracker,
             self.drainTimeout,
-            claims=self._mover,
+            claims=mover,
             closeSpread=self.closeSpread,
             handedOver=handedOver,
         )
+        self._drain = drain
+        if mover is not None:
+            mover.start()
+        return drain, mover, drain.start()
 
     def _stopBeforeServing(self, why: str) -> None:
         if self._state is State.STOPPING:
             return  # already on its way out (an abort that crossed a SIGTERM)
         self._moveTo(State.STOPPING)
+        self._dropQueued("this generation stopped before serving")
         self._exit(why)
 
     def _exit(self, why: str) -> None:
@@ -549,14 +447,16 @@ class Generation:
         """
         if self._stopped is not None:
             return self._stopped
+        self.role.stopping()
         if self._state is State.HANDED_OVER:
             # Already draining; its end fires exiting.
             self._stopped = Deferred()
             self.exiting.addBoth(lambda _: self._stopped.callback(None))
             return self._stopped
         neverServed = self._state is State.STARTING
-        if self._link is not None and not neverServed:
-            self._link.retired("stopping")
+        self._dropQueued("this generation is shutting down")
+        if self._startup.link is not None and not neverServed:
+            self._startup.link.retired("stopping")
         if self._state is not State.STOPPING:
             self._moveTo(State.STOPPING)
         stopped = self._abandonAttempt()
@@ -567,7 +467,7 @@ class Generation:
         elif not self.exiting.called:
             log.info("shutting down: closing listeners and draining")
             stopped.addCallback(lambda _: self.registry.stopAll())
-            stopped.addCallback(lambda _: self._startDrain(handedOver=False))
+            stopped.addCallback(lambda _: self.startDrain(handedOver=False)[2])
 
             def finished(_):
                 if self.pidFile:
@@ -591,7 +491,7 @@ class Generation:
 
     def status(self) -> dict:
         """What this generation is doing, for C{txflip status}."""
-        return {
+        status = {
             "generation": self.number,
             "pid": os.getpid(),
             "state": str(self._state),
@@ -600,7 +500,5 @@ class Generation:
             "listeners": [listener.key for listener in self.registry.serving()],
             "simpleMode": self.simpleModeReason,
         }
-
-
-def _listeningAgain(key: str) -> str:
-    return f"listening again on {key}"
+        self.role.status(status)
+        return status

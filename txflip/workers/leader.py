@@ -1,5 +1,5 @@
 """
-The leader of a generation of workers: a L{Generation} that never accepts.
+The leader of a generation of workers: a L{Generation} in the L{Leader} role, which never accepts.
 
 The leader opens (or adopts) every listening socket, as a one-process
 generation does, and keeps them open but paused; its control socket alone
@@ -23,11 +23,12 @@ import os
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import DeferredList
+from zope.interface import implementer
 
 from txflip.core.drain import Drain
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
-from txflip.core.state import State
+from txflip.core.roles import IGenerationRole
 from txflip.workers.pool import Phase, WorkerPool
 from txflip.workers.process import WorkerProcess
 
@@ -96,9 +97,9 @@ class ListeningOnly(Service):
 class LeaderDrain:
     """The leader's drain: its workers' drain (or exit, when stopping) and its own connections'."""
 
-    def __init__(self, reactor, generation: LeaderGeneration) -> None:
+    def __init__(self, reactor, generation: Generation, pool: WorkerPool) -> None:
         self._own = Drain(reactor, generation.tracker, generation.drainTimeout)
-        self._pool = generation.pool
+        self._pool = pool
 
     def start(self):
         workers = self._pool.exited() if self._pool.phase is Phase.STOPPING else self._pool.drain()
@@ -110,42 +111,53 @@ class LeaderDrain:
         self._pool.undrain()
 
 
-class LeaderGeneration(Generation):
+@implementer(IGenerationRole)
+class Leader:
     """
-    A generation served by C{workers} processes; this one is their leader.
+    The role of a generation served by C{workers} processes: this one is their leader.
 
-    @param workerArgv: the workers' command line (this process's, by default).
+    @param workerArgv: the workers' command line (the generation's, by default).
+    @ivar pool: the workers, once attached to a generation.
     """
 
-    _registryFactory = LeaderRegistry
+    registryFactory = LeaderRegistry
+    acceptsReadyCalls = False
+    """Readiness is the workers': the app's own signals count in each worker."""
+    workerIndex = None
 
-    def __init__(self, reactor, *, workers: int, workerArgv: list[str] | None = None, **kw) -> None:
-        super().__init__(reactor, **kw)
+    def __init__(self, workers: int, workerArgv: list[str] | None = None) -> None:
         self.workerCount = workers
+        self._workerArgv = workerArgv
         self._workersStarted = False
-        self._workerArgv = workerArgv or self._argv
+        self.pool: WorkerPool | None = None
+        self.generation: Generation | None = None
+
+    def attach(self, generation: Generation) -> None:
+        self.generation = generation
+        reactor = generation.reactor
+        self._workerArgv = self._workerArgv or generation.argv
         # Resolved: a replaced worker runs the code its generation started with.
         self._workerCwd = os.getcwd()
         self.pool = WorkerPool(
             reactor,
-            workers,
+            self.workerCount,
             self._launchWorker,
-            readyTimeout=self.readyTimeout,
-            drainTimeout=self.drainTimeout,
-            generation=self.number,
+            readyTimeout=generation.readyTimeout,
+            drainTimeout=generation.drainTimeout,
+            generation=generation.number,
         )
-        self.pool.onStartFailed = self.failStart
-        self.registry.pool = self.pool
-        self.events.subscribe(self._followed)
+        self.pool.onStartFailed = generation.failStart
+        generation.registry.pool = self.pool
+        generation.events.subscribe(self._followed)
         reactor.addSystemEventTrigger("before", "shutdown", self._workersGone)
 
     def _launchWorker(self, index: int) -> WorkerProcess:
-        process = WorkerProcess(self._reactor, self.pool, index, self.workerCount, self.number)
-        process.spawn(self._workerArgv, self._workerCwd, self.registry)
+        generation = self.generation
+        process = WorkerProcess(
+            generation.reactor, self.pool, index, self.workerCount, generation.number
+        )
+        process.spawn(self._workerArgv, self._workerCwd, generation.registry)
         return process
-
-    def _newDrain(self, handedOver: bool) -> LeaderDrain:
-        return LeaderDrain(self._reactor, self)
 
     def _followed(self, name: str, fields: dict) -> None:
         if name == "serving":
@@ -157,36 +169,37 @@ class LeaderGeneration(Generation):
             self.pool.stopAll()
         return self.pool.exited()
 
-    # Readiness is the workers': the app's own signals count in each worker.
-
-    def expectReady(self) -> None:
-        """In a leader, a no-op: each worker waits for its app to be ready."""
-
-    def ready(self) -> None:
-        """In a leader, a no-op: each worker says when its app is ready."""
-
-    def start(self) -> None:
+    def starting(self) -> bool:
         if self._workersStarted:
-            return
+            return False
         self._workersStarted = True
-        if not self.registry.serving():
-            self.failStart(
+        generation = self.generation
+        if not generation.registry.serving():
+            generation.failStart(
                 "--workers: the app opened no listener: with workers, the app's listeners must "
                 "be opened by --listen, or by its services as they are privileged-started "
                 "(strports, endpoint services and internet.TCPServer/UDPServer do)"
             )
-            return
-        self.registry.mute()
-        self.waitFor(self.pool.allReady, f"all {self.workerCount} workers to be ready")
+            return False
+        generation.registry.mute()
+        generation.waitFor(self.pool.allReady, f"all {self.workerCount} workers to be ready")
         self.pool.start()
-        super().start()
+        return True
 
-    def failStart(self, reason: str) -> None:
-        if self.state is State.STARTING:
-            self.pool.killAll()
-        super().failStart(reason)
+    def takeOverRefusal(self) -> str | None:
+        return None
 
-    def status(self) -> dict:
-        status = super().status()
+    def upgradeRefusal(self) -> str | None:
+        return None
+
+    def newDrain(self, handedOver: bool) -> LeaderDrain:
+        return LeaderDrain(self.generation.reactor, self.generation, self.pool)
+
+    def failingStart(self) -> None:
+        self.pool.killAll()
+
+    def stopping(self) -> None:
+        pass
+
+    def status(self, status: dict) -> None:
         status["workers"] = self.pool.status()
-        return status

@@ -1,7 +1,7 @@
 """
 A worker: one process of a generation, serving the sockets its leader handed it.
 
-A worker is a L{Generation} started by its leader as a generation is started
+A worker is a L{Generation} in the L{Worker} role, started by its leader as a generation is started
 by its predecessor: it adopts the listeners, becomes ready by the usual rules
 (the app's C{startService} Deferred, C{txflip.current().ready()}, or
 listening again on every socket), says so, and accepts once the leader says
@@ -23,12 +23,14 @@ from twisted.internet.defer import succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPFactory
+from zope.interface import implementer
 
 from txflip.core.channel import adoptChannel
 from txflip.core.drain import Drain, lowestTransport
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log
+from txflip.core.roles import IGenerationRole
 from txflip.core.state import State
 from txflip.workers.balance import AcceptHold, SettledCounter
 from txflip.workers.commands import STATS_SECONDS, WorkerEnd
@@ -115,42 +117,55 @@ class WorkerRegistry(ListenerRegistry):
         return succeed(None)
 
 
-class WorkerGeneration(Generation):
-    """This process is worker C{role.index} of a generation led by its parent."""
+@implementer(IGenerationRole)
+class Worker:
+    """
+    The role of worker C{role.index} of a generation led by this process's parent.
 
-    _registryFactory = WorkerRegistry
+    @ivar requests: HTTP requests served by this worker.
+    """
 
-    def __init__(self, reactor, *, role: WorkerRole, **kw) -> None:
-        kw["pidFile"] = None
-        super().__init__(reactor, **kw)
-        if self.inherited is None:
-            raise ValueError("a worker needs the listeners its leader hands down")
-        os.set_inheritable(role.commandFd, False)
+    registryFactory = WorkerRegistry
+    acceptsReadyCalls = True
+
+    def __init__(self, role: WorkerRole) -> None:
         self.role = role
         self.workerIndex = role.index
-        self.leaderPid = self.inherited.parentPid
         self.requests = 0
-        """HTTP requests served by this worker."""
+        self.generation: Generation | None = None
         self._commands: WorkerEnd | None = None
         self._stats: LoopingCall | None = None
         self._handoverDrain: Drain | None = None
         self._settled = SettledCounter()
-        self._hold = AcceptHold(reactor, self._streamListeners, lambda: self.registry.paused)
+        self._hold: AcceptHold | None = None
+
+    def attach(self, generation: Generation) -> None:
+        if generation.inherited is None:
+            raise ValueError("a worker needs the listeners its leader hands down")
+        if generation.pidFile is not None:
+            raise ValueError("a worker writes no PID file: its leader does")
+        os.set_inheritable(self.role.commandFd, False)
+        self.generation = generation
+        self._reactor = generation.reactor
+        self.leaderPid = generation.inherited.parentPid
+        self._hold = AcceptHold(
+            self._reactor, self._streamListeners, lambda: generation.registry.paused
+        )
 
     def _streamListeners(self) -> list:
         return [
             listener
-            for listener in self.registry.active()
+            for listener in self.generation.registry.active()
             if hasattr(listener.port, "numberAccepts")
         ]
 
-    def refusal(self) -> str | None:
+    def upgradeRefusal(self) -> str | None:
         return (
-            f"this process is worker {self.workerIndex} of generation {self.number}: "
+            f"this process is worker {self.workerIndex} of generation {self.generation.number}: "
             f"send SIGHUP to its leader, PID {self.leaderPid}"
         )
 
-    def start(self) -> None:
+    def starting(self) -> bool:
         if self._commands is None:
             self._commands = adoptChannel(
                 self._reactor,
@@ -161,32 +176,40 @@ class WorkerGeneration(Generation):
             self._stats.clock = self._reactor
             self._stats.start(STATS_SECONDS, now=False)
         self._countRequests()
-        for listener in self.registry.listeners:
+        for listener in self.generation.registry.listeners:
             acceptOneAtATime(listener.port)
-        super().start()
+        return True
 
-    def _go(self, why: str) -> None:
+    def takeOverRefusal(self) -> str | None:
         # A worker whose leader died before saying go must not serve on its own.
         if os.getppid() != self.leaderPid:
-            self._abandoned("the leader went away before saying go")
-            return
-        super()._go("the leader said go")
+            return "the leader went away before saying go"
+        return None
 
-    def _abandoned(self, why: str) -> None:
-        # The handoff channel and the command channel both close when the leader
-        # goes: only the first one counts.
-        if self.state is State.STARTING:
-            super()._abandoned(why)
+    def newDrain(self, handedOver: bool):
+        return None
+
+    def failingStart(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        # However this worker comes to stop (SIGTERM, its leader, its app),
+        # a lapsing hold must not resume what the stop lets go of.
+        self._hold.forget()
+
+    def status(self, status: dict) -> None:
+        pass
 
     # What the leader says.
 
     def _command(self, word: str) -> None:
-        if self.state is not State.SERVING:
+        generation = self.generation
+        if generation.state is not State.SERVING:
             if word == "stop":
                 self._stopReactor()
             return
         if word == "hold":
-            if not self.registry.paused and self._handoverDrain is None:
+            if not generation.registry.paused and self._handoverDrain is None:
                 self._hold.hold()
             return
         if word == "unhold":
@@ -195,16 +218,16 @@ class WorkerGeneration(Generation):
         # Every other word is the leader's to say about accepting: a hold ends.
         self._hold.forget()
         if word == "pause":
-            self.registry.pauseAll()
+            generation.registry.pauseAll()
         elif word == "resume":
-            self.registry.resumeAll()
+            generation.registry.resumeAll()
         elif word == "drain":
-            self.registry.pauseAll()
+            generation.registry.pauseAll()
             self._handoverDrain = Drain(
                 self._reactor,
-                self.tracker,
-                self.drainTimeout,
-                closeSpread=self.closeSpread,
+                generation.tracker,
+                generation.drainTimeout,
+                closeSpread=generation.closeSpread,
                 handedOver=True,
             )
             self._handoverDrain.start().addCallback(self._drained)
@@ -221,19 +244,13 @@ class WorkerGeneration(Generation):
             self._commands.drained(aborted)
 
     def _leaderLost(self) -> None:
-        if self.state is State.STARTING:
-            self._abandoned("the leader closed the command channel")
-        elif self.state is State.SERVING:
+        if self.generation.state is State.STARTING:
+            self.generation.abandon("the leader closed the command channel")
+        elif self.generation.state is State.SERVING:
             log.error(
                 "the leader (PID {leader}) went away; draining and exiting", leader=self.leaderPid
             )
             self._stopReactor()
-
-    def stop(self):
-        # However this worker comes to stop (SIGTERM, its leader, its app),
-        # a lapsing hold must not resume what the stop lets go of.
-        self._hold.forget()
-        return super().stop()
 
     def _stopReactor(self) -> None:
         self._hold.forget()
@@ -247,7 +264,7 @@ class WorkerGeneration(Generation):
 
     def _countRequests(self) -> None:
         """Count every HTTP request answered through this worker's listeners."""
-        for listener in self.registry.listeners:
+        for listener in self.generation.registry.listeners:
             factory = getattr(listener.port, "factory", None)
             while factory is not None and not isinstance(factory, HTTPFactory):
                 factory = getattr(factory, "wrappedFactory", None)
@@ -266,7 +283,7 @@ class WorkerGeneration(Generation):
         if self._commands is None:
             return
         try:
-            connections = self.tracker.open()
+            connections = self.generation.tracker.open()
             sockets = [lowestTransport(c) or c for c in connections]
             stats = {
                 "connections": len(connections),
@@ -285,8 +302,8 @@ class WorkerGeneration(Generation):
     def _accepting(self) -> bool:
         """Serving and told to accept: a hold aside, new connections may come here."""
         return (
-            self.state is State.SERVING
-            and not self.registry.paused
+            self.generation.state is State.SERVING
+            and not self.generation.registry.paused
             and self._handoverDrain is None
             and any(listener.listening for listener in self._streamListeners())
         )

@@ -1,0 +1,166 @@
+"""
+After a handoff: the old generation drains, watches its successor, and exits.
+
+A L{Handover} is made at the moment a successor says it serves, and owns
+everything of that moment on: the drain (and the move of idle connections),
+the watch over the successor (taking the traffic back if it dies, accepting
+beside it while it is silent), and the decision to exit. It exits only once
+
+  - the drain is over, and every connection that could move has moved;
+  - no connection is still arriving from this generation's own predecessor
+    (a restart that follows closely on the last one hands those on too);
+  - it has watched the successor for at least C{watchSeconds}; and
+  - the successor answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from txflip.core import pidfile
+from txflip.core.log import log
+from txflip.core.parent import Outcome, UpgradeAttempt
+
+
+class Handover:
+    """
+    The handover to the successor C{attempt} started, which serves now.
+
+    @param generation: the generation that handed over.
+    @param attempt: the attempt whose child serves.
+    @param outcome: how the attempt ended (its transfer channel included).
+    @param arriving: whether connections may still arrive from this
+        generation's own predecessor.
+    @param onTakenBack: called with an L{Outcome} if the successor died and
+        this generation serves again.
+    @param onDone: called once this generation may exit.
+    """
+
+    def __init__(
+        self,
+        generation,
+        attempt: UpgradeAttempt,
+        outcome: Outcome,
+        *,
+        watchSeconds: float,
+        arriving: Callable[[], bool],
+        onTakenBack: Callable[[Outcome], None],
+        onDone: Callable[[], None],
+    ) -> None:
+        self._generation = generation
+        self._reactor = generation.reactor
+        self._attempt = attempt
+        self._outcome = outcome
+        self._arriving = arriving
+        self._onTakenBack = onTakenBack
+        self._onDone = onDone
+        self._drain = None
+        self._mover = None
+        self._drained = False
+        self._watched = False
+        self._over = False
+        self._waitingForMover = False
+        self._silenceTimer = None
+        self._watchTimer = self._reactor.callLater(watchSeconds, self._endOfWatch)
+        self._arrivalCheck = None
+
+    @property
+    def successorPid(self) -> int | None:
+        return self._outcome.childPid
+
+    def start(self) -> None:
+        """Drain (moving what can move), and watch the successor."""
+        self._attempt.successorEnded.addCallback(self._successorEnded)
+        self._attempt.watchSuccessor(self._successorSilence)
+        drain, self._mover, done = self._generation.startDrain(
+            handedOver=True, transfer=self._outcome.transfer, arriving=self._arriving
+        )
+        self._drain = drain
+        done.addCallback(self._drainedNow)
+
+    def _drainedNow(self, aborted: int) -> None:
+        self._drained = True
+        self._exitIfDone()
+
+    def _endOfWatch(self) -> None:
+        self._watched = True
+        self._exitIfDone()
+
+    def _exitIfDone(self) -> None:
+        if self._over or not (self._drained and self._watched):
+            return
+        if self._attempt.successorSilent:
+            return
+        if self._mover is not None and not self._mover.done.called:
+            if not self._waitingForMover:
+                self._waitingForMover = True
+                self._mover.done.addCallback(lambda _: self._exitIfDone())
+            return
+        if self._arriving():
+            # This generation's predecessor still moves connections here: they
+            # are handed on as they come; look again shortly.
+            if self._arrivalCheck is None or not self._arrivalCheck.active():
+                self._arrivalCheck = self._reactor.callLater(0.05, self._exitIfDone)
+            return
+        self._over = True
+        self._onDone()
+
+    # The successor.
+
+    def _successorSilence(self, silent: bool) -> None:
+        """The successor stopped answering (or answers again) while this one holds the sockets."""
+        if self._over:
+            return
+        generation = self._generation
+        child = self._attempt.childPid
+        if silent:
+            generation.registry.resumeAll()
+            log.error(
+                "generation {next} (PID {child}) stopped answering; accepting again beside it, "
+                "and killing it if it is still silent in {timeout:g}s",
+                next=generation.number + 1,
+                child=child,
+                timeout=generation.readyTimeout,
+            )
+            generation.events.emit("successor-silent", childPid=child)
+            self._silenceTimer = self._reactor.callLater(
+                generation.readyTimeout, self._attempt.kill
+            )
+        else:
+            if self._silenceTimer is not None and self._silenceTimer.active():
+                self._silenceTimer.cancel()
+            generation.registry.pauseAll()
+            log.info(
+                "generation {next} (PID {child}) answers again; stopping accepting",
+                next=generation.number + 1,
+                child=child,
+            )
+            self._exitIfDone()
+
+    def _successorEnded(self, why: str) -> None:
+        """The successor died while this generation still holds the sockets: take them back."""
+        if self._over:
+            return
+        self._over = True
+        generation = self._generation
+        for timer in (self._watchTimer, self._silenceTimer, self._arrivalCheck):
+            if timer is not None and timer.active():
+                timer.cancel()
+        generation.registry.resumeAll()
+        if self._mover is not None:
+            self._mover.abandon(f"generation {generation.number + 1} died")
+        if self._drain is not None:
+            self._drain.cancel()
+        childPid = self._attempt.childPid
+        reason = f"generation {generation.number + 1} (PID {childPid}) {why} after taking over"
+        log.error("{reason}; generation {gen} serves again", reason=reason, gen=generation.number)
+        if generation.pidFile:
+            try:
+                pidfile.writePID(generation.pidFile)
+            except OSError as e:
+                log.error(
+                    "cannot rewrite PID file {path}: {error}", path=generation.pidFile, error=e
+                )
+        outcome = Outcome(False, childPid, reason, 0.0)
+        self._onTakenBack(outcome)
+        generation.events.emit("successor-died", childPid=childPid, reason=reason)
