@@ -179,6 +179,11 @@ def describeMoved(message: dict) -> str:
     )
     if message.get("failure"):
         text += f" (moving was given up: {message['failure']})"
+    if message.get("waiting"):
+        text += (
+            f"; {message['waiting']} busy connection(s) move or close once their "
+            "request is answered"
+        )
     if stayed:
         reasons = ", ".join(f"{count} {why}" for why, count in sorted(stayed.items()))
         text += (
@@ -208,6 +213,14 @@ def reload(args: argparse.Namespace) -> int:
             if lastPhase in ("refused", "error"):
                 return EXIT_UNREACHABLE
     except TimeoutError:
+        if succeeded:
+            # The new release serves: that is the outcome; the old one drains on.
+            print(
+                f"done: the new generation serves (the old one still drains after "
+                f"{args.timeout:g}s; txflip status shows the new one)",
+                flush=True,
+            )
+            return EXIT_OK
         print(
             f"txflip reload: timed out after {args.timeout:g}s waiting for the outcome "
             f"(last phase: {lastPhase or 'none'}); the restart may still finish: "

@@ -326,8 +326,11 @@ class ControlServer(Factory):
                     "stayed": fields.get("stayed"),
                     "failure": fields.get("failure"),
                     "ms": fields.get("ms"),
+                    "waiting": fields.get("waiting", 0),
                 }
             )
+            # The first report ends the reload: what waits for a request in
+            # flight moves (or drains) later, and the log says so.
             self._done()
 
     def _done(self) -> None:

@@ -135,6 +135,7 @@ class ConnectionMover:
         self._started = 0.0
         self._loop: LoopingCall | None = None
         self.active = False
+        self._firstPassReported = False
         self.report = MoveReport()
         self.done: Deferred = Deferred()
 
@@ -197,6 +198,11 @@ class ConnectionMover:
             # Connections still arriving from this generation's own predecessor
             # (a restart right after the last one) are handed on as they come.
             self._finish()
+        elif not self._inFlight() and not self._firstPassReported:
+            # Every idle connection has moved; the rest wait for a request in
+            # flight (or are still arriving): say so now, not at their end.
+            self._firstPassReported = True
+            self._emit(final=False, waiting=waiting)
 
     def _inFlight(self) -> int:
         return len(self._offers) + len(self._settling)
@@ -318,11 +324,16 @@ class ConnectionMover:
             ms=ms,
             stayed=self.report.describeStayed(),
         )
+        self._emit(final=True, waiting=0)
+        self.done.callback(self.report)
+
+    def _emit(self, final: bool, waiting: int) -> None:
         self._events.emit(
             "connections-moved",
             moved=self.report.moved,
             stayed=dict(self.report.stayed),
             failure=self.report.failure,
-            ms=ms,
+            ms=int((self._reactor.seconds() - self._started) * 1000),
+            final=final,
+            waiting=waiting,
         )
-        self.done.callback(self.report)

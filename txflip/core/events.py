@@ -10,7 +10,9 @@ Events and their fields:
   upgrade-failed    childPid, reason, ms
   upgrade-refused   source, reason
   draining          handedOver (bool), connections, moving (bool: connections-moved follows)
-  connections-moved moved, stayed (reason -> count), failure (why moving was given up, or None), ms
+  connections-moved moved, stayed (reason -> count), failure (why moving was given up, or None),
+                    ms, final (bool: False once every idle connection has moved while
+                    waiting ones, busy or still arriving, may follow), waiting (int)
   exiting           handedOver (bool)
 """
 
