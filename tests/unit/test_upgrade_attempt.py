@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
 from txflip.core.events import Events
 from txflip.core.listeners import ListenerRegistry
-from txflip.core.parent import CHANNEL_LOST_GRACE_SECONDS, KILL_GRACE_SECONDS
+from txflip.core.parent import CHANNEL_LOST_GRACE_SECONDS, KILL_GRACE_SECONDS, AttemptPhase
 
 READY_TIMEOUT = 10.0
 
@@ -44,6 +44,29 @@ class UpgradeAttemptTests(TestCase):
         self.assertTrue(self.registry._paused)
         self.assertEqual(self.attempt.signalsSent, [])
         self.assertEqual(self.eventNames(), ["upgrade-started", "child-ready", "upgrade-succeeded"])
+
+    def test_phasesOfASuccess(self) -> None:
+        """An attempt's phase says where it is: starting, going (told go), succeeded."""
+        phases = [self.attempt.phase]
+        self.attempt.childSays(f"ready {CHILD_PID}")
+        phases.append(self.attempt.phase)
+        self.attempt.childSays(f"ready {CHILD_PID}")  # said twice: go is said once
+        self.assertEqual(self.attempt.parentSaid(), ["go"])
+        self.attempt.childSays("serving")
+        phases.append(self.attempt.phase)
+        self.assertEqual(
+            phases, [AttemptPhase.STARTING, AttemptPhase.GOING, AttemptPhase.SUCCEEDED]
+        )
+
+    def test_aFailedAttemptStaysFailed(self) -> None:
+        """Once given up on, nothing the child says changes the phase or the outcome."""
+        self.attempt.childSays(f"ready {CHILD_PID}")
+        self.attempt.abort("shutting down")
+        self.assertIs(self.attempt.phase, AttemptPhase.FAILED)
+        self.attempt.childSays("serving")
+        self.attempt.childExits("exited with code 0")
+        self.assertIs(self.attempt.phase, AttemptPhase.FAILED)
+        self.assertEqual([o.succeeded for o in self.outcomes], [False])
 
     def test_servingWithoutGoIsIgnored(self) -> None:
         """A child cannot skip the handshake: serving before go counts for nothing."""

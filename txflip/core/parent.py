@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -36,6 +37,27 @@ KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
 SILENCE_SECONDS = 0.5
 """A successor that serves and says nothing for this long is taken for hung."""
+
+
+class AttemptPhase(StrEnum):
+    """Where one upgrade attempt is."""
+
+    STARTING = "starting"
+    """The child runs; it has not said it is ready."""
+    GOING = "going"
+    """The child said ready and was told go; it has not said it serves."""
+    SUCCEEDED = "succeeded"
+    """The child serves; it is watched while this generation drains."""
+    FAILED = "failed"
+    """Given up on; the child is being killed (the result fires once it exited)."""
+
+
+_PHASE_MOVES = {
+    AttemptPhase.STARTING: {AttemptPhase.GOING, AttemptPhase.FAILED},
+    AttemptPhase.GOING: {AttemptPhase.SUCCEEDED, AttemptPhase.FAILED},
+    AttemptPhase.SUCCEEDED: set(),
+    AttemptPhase.FAILED: set(),
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +112,7 @@ class UpgradeAttempt:
         self._readyTimeout = readyTimeout
         self._pidFile = pidFile
         self._started = reactor.seconds()
-        self._saidGo = False
+        self.phase = AttemptPhase.STARTING
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
@@ -192,6 +214,16 @@ class UpgradeAttempt:
             onHeard=self._heard,
         )
 
+    def _moveTo(self, phase: AttemptPhase) -> None:
+        if phase not in _PHASE_MOVES[self.phase]:
+            raise RuntimeError(f"upgrade attempt: {self.phase} -> {phase}")
+        self.phase = phase
+
+    @property
+    def _undecided(self) -> bool:
+        """Neither succeeded nor given up on yet."""
+        return self.phase in (AttemptPhase.STARTING, AttemptPhase.GOING)
+
     def _heard(self) -> None:
         self._lastHeard = self._reactor.seconds()
         if self.successorSilent:
@@ -213,7 +245,7 @@ class UpgradeAttempt:
     # What the child says.
 
     def _ready(self, pid: int) -> None:
-        if self._outcome is not None or self._saidGo:
+        if self.phase is not AttemptPhase.STARTING:
             return
         log.info(
             "generation {next} (PID {child}) is ready after {ms} ms; saying go",
@@ -224,11 +256,11 @@ class UpgradeAttempt:
         self._events.emit("child-ready", childPid=pid, ms=self._elapsedMs())
         # This generation goes on accepting until the child says it serves:
         # two processes accepting on one socket is safe, nobody accepting is not.
-        self._saidGo = True
+        self._moveTo(AttemptPhase.GOING)
         self._channel.go()
 
     def _serving(self) -> None:
-        if self._outcome is not None or not self._saidGo:
+        if self.phase is not AttemptPhase.GOING:
             return
         self._registry.pauseAll()
         self._finish(True, "serving")
@@ -260,58 +292,59 @@ class UpgradeAttempt:
 
     def _failed(self, reason: str) -> None:
         self._failureReason = reason
-        if self._outcome is None:
+        if self._undecided:
             self._fail("it reported that it cannot start")
 
     def _channelLost(self) -> None:
         self._channelGone = True
-        if self._outcome is None and self._exitedHow is not None:
+        if self._undecided and self._exitedHow is not None:
             # Everything the dead child wrote has been read now.
             self._fail(self._exitedHow + " before serving")
-        elif self._outcome is None:
+        elif self._undecided:
             # The channel usually closes because the child exited: give its exit
             # status a moment to arrive, since it is the better reason to log.
             self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._channelLostForGood)
 
     def _channelLostForGood(self) -> None:
-        if self._outcome is None:
+        if self._undecided:
             self._fail("closed its control channel before serving")
 
     def _ended(self, why: str) -> None:
         self._childEnded = True
         if self._killTimer is not None and self._killTimer.active():
             self._killTimer.cancel()
-        if self._outcome is None and self._channel is not None and not self._channelGone:
+        if self._undecided and self._channel is not None and not self._channelGone:
             # A child that cannot start says why, then exits at once: the line
             # may still be unread although the exit status is here. What it
             # said beats how it exited, so read on until the channel ends.
             self._exitedHow = why
             self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._exitedForGood)
-        elif self._outcome is None:
+        elif self._undecided:
             self._fail(why + " before serving")
-        elif not self._outcome.succeeded and not self.result.called:
+        elif self.phase is AttemptPhase.FAILED and not self.result.called:
             self.result.callback(self._outcome)
-        elif self._outcome.succeeded and self._childRetired is None:
+        elif self.phase is AttemptPhase.SUCCEEDED and self._childRetired is None:
             if self._silenceCheck is not None and self._silenceCheck.running:
                 self._silenceCheck.stop()
             self.successorEnded.callback(why)
 
     def _exitedForGood(self) -> None:
         # Something the child started may hold the channel open.
-        if self._outcome is None:
+        if self._undecided:
             self._fail(self._exitedHow + " before serving")
 
     def _timedOut(self) -> None:
-        if self._outcome is None:
-            what = "serving" if self._saidGo else "ready"
+        if self._undecided:
+            saidGo = self.phase is AttemptPhase.GOING
+            what = "serving" if saidGo else "ready"
             reason = f"was not {what} within the ready timeout of {self._readyTimeout:g}s"
-            if self.childWaitingFor and not self._saidGo:
+            if self.childWaitingFor and not saidGo:
                 reason += f"; it was still waiting for {self.childWaitingFor}"
             self._fail(reason)
 
     def abort(self, why: str) -> None:
         """Give up on this attempt (this generation is shutting down)."""
-        if self._outcome is None:
+        if self._undecided:
             self._fail(why)
 
     # Endings.
@@ -326,6 +359,7 @@ class UpgradeAttempt:
         reason = why
         if self._failureReason:
             reason = f"{self._failureReason} ({why})"
+        self._moveTo(AttemptPhase.FAILED)
         self._outcome = Outcome(False, self.childPid, reason, self._elapsed())
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -373,6 +407,7 @@ class UpgradeAttempt:
         if not succeeded and transfer is not None:
             transfer.close()
             transfer = None
+        self._moveTo(AttemptPhase.SUCCEEDED if succeeded else AttemptPhase.FAILED)
         self._outcome = Outcome(succeeded, self.childPid, reason, self._elapsed(), transfer)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
