@@ -109,7 +109,7 @@ class ControlTestCase(TestCase):
         """Ask for a reload over a new connection; return it and the attempt it started."""
         protocol, transport = self.connect()
         protocol.dataReceived(b"reload\n")
-        return protocol, transport, self.generation._attempt
+        return protocol, transport, self.generation.restarts.attempt
 
 
 class CommandTests(ControlTestCase):

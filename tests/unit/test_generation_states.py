@@ -72,7 +72,7 @@ class ReadinessTests(TestCase):
     def test_appThatNeverListensIsTakenAsReadyAtTheTimeout(self) -> None:
         generation = makeGeneration(self, readyTimeout=5)
         generation.start()
-        generation._reactor.advance(5)
+        generation.reactor.advance(5)
         self.assertIs(generation.state, State.SERVING)
 
     def test_expectReadyWaitsForTheCall(self) -> None:
@@ -141,8 +141,8 @@ class ReadinessTests(TestCase):
         generation = makeGeneration(self, readyTimeout=5)
         generation.expectReady()
         generation.start()
-        generation._reactor.advance(4.9)
-        self.assertRaises(ExitCalled, generation._reactor.advance, 0.1)
+        generation.reactor.advance(4.9)
+        self.assertRaises(ExitCalled, generation.reactor.advance, 0.1)
 
 
 class UpgradeTests(TestCase):
@@ -153,7 +153,7 @@ class UpgradeTests(TestCase):
     def upgrade(self):
         outcomes = []
         self.generation.upgrade("test").addCallback(outcomes.append)
-        return self.generation._attempt, outcomes
+        return self.generation.restarts.attempt, outcomes
 
     def test_askedWhileStartingStartsOnceServing(self) -> None:
         """
@@ -172,7 +172,7 @@ class UpgradeTests(TestCase):
         self.assertIs(generation.state, State.SERVING)
         generation.reactor.advance(0)
         self.assertIs(generation.state, State.UPGRADING, "one attempt for both requests")
-        attempt = generation._attempt
+        attempt = generation.restarts.attempt
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
         self.assertEqual([o.succeeded for o in outcomes], [True, True])
@@ -210,7 +210,7 @@ class UpgradeTests(TestCase):
     def liveFor(self, attempt, seconds: float) -> None:
         """Let C{seconds} pass with the successor saying it is alive, as a real one does."""
         for _ in range(round(seconds / 0.1)):
-            self.generation._reactor.advance(0.1)
+            self.generation.reactor.advance(0.1)
             attempt.childSays("alive")
 
     def test_handoverDrainsThenExits(self) -> None:
@@ -249,7 +249,7 @@ class UpgradeTests(TestCase):
         with open(self.generation.pidFile) as f:
             self.assertEqual(int(f.read()), os.getpid())
         self.assertFalse(self.generation.exiting.called)
-        self.generation._reactor.advance(60)
+        self.generation.reactor.advance(60)
         self.assertFalse(self.generation.exiting.called, "the cancelled drain never ends it")
         self.assertIsNone(self.generation.refusal(), "a later upgrade works as usual")
         self.assertFalse(connection.transport.disconnecting)
@@ -279,10 +279,10 @@ class UpgradeTests(TestCase):
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
         self.assertTrue(self.generation.registry._paused)
-        self.generation._reactor.advance(0.6)
+        self.generation.reactor.advance(0.6)
         self.assertFalse(self.generation.registry._paused, "accepting beside a silent successor")
         self.assertIn("successor-silent", self.generation.seen)
-        self.generation._reactor.advance(30)
+        self.generation.reactor.advance(30)
         self.assertFalse(self.generation.exiting.called, "never leaves a hung successor alone")
         self.assertEqual(attempt.signalsSent, [], "not killed before the ready timeout")
         attempt.childSays("alive")
@@ -293,8 +293,8 @@ class UpgradeTests(TestCase):
         attempt, outcomes = self.upgrade()
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
-        self.generation._reactor.advance(0.6)
-        self.generation._reactor.advance(self.generation.readyTimeout)
+        self.generation.reactor.advance(0.6)
+        self.generation.reactor.advance(self.generation.readyTimeout)
         self.assertEqual(attempt.signalsSent, [signal.SIGKILL])
         attempt.childExits("was killed by signal 9")
         self.assertIs(self.generation.state, State.SERVING)

@@ -17,21 +17,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from txflip.core import pidfile
 from txflip.core.connadopt import receiveConnections
-from txflip.core.connmove import ConnectionMover
-from txflip.core.drain import ConnectionTracker, Drain
+from txflip.core.drain import ConnectionTracker
+from txflip.core.draining import startDraining
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
-from txflip.core.handover import Handover
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
+from txflip.core.restarts import Restarts
 from txflip.core.roles import IGenerationRole, SingleProcess
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.startup import Startup
-from txflip.core.state import REFUSALS, State, checkMove
+from txflip.core.state import State, checkMove
 
 _FROM_ENVIRONMENT = object()
 _current: Generation | None = None
@@ -98,14 +98,13 @@ class Generation:
         attemptFactory: Callable[..., UpgradeAttempt] = UpgradeAttempt,
         exitProcess: Callable[[int], None] = os._exit,
     ) -> None:
-        self._reactor = reactor
+        self.reactor = reactor
+        """The reactor this generation serves on."""
         if inherited is _FROM_ENVIRONMENT:
             inherited = takeInheritedState()
         self.inherited: HandoffState | None = inherited
         if inherited is not None:
-            os.set_inheritable(inherited.controlFd, False)
-            if inherited.transferFd is not None:  # txflip.core.connadopt's channel
-                os.set_inheritable(inherited.transferFd, False)
+            inherited.keepDescriptorsToThisProcess()
         self.number = inherited.generation if inherited is not None else 1
         setGeneration(self.number)
         if inherited is not None and inherited.pidFile:
@@ -119,8 +118,6 @@ class Generation:
         )
         self.argv = argv or defaultSuccessorArgv()
         """The successor's command line."""
-        self._cwd = cwd or workingDirectory()
-        self._attemptFactory = attemptFactory
         self.exitProcess = exitProcess
         self.role: IGenerationRole = role if role is not None else SingleProcess()
         self.events = Events()
@@ -137,12 +134,8 @@ class Generation:
         )
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""
-        self.lastOutcome: Outcome | None = None
         self.exiting: Deferred = Deferred()
-        self._attempt: UpgradeAttempt | None = None
-        self._handover: Handover | None = None
-        self._queued: list[tuple[str, Deferred]] = []
-        self._drain = None
+        self.restarts = Restarts(self, attemptFactory, cwd or workingDirectory())
         self._receiver = None  # txflip.core.connadopt: set once this generation takes over
         self._stopped: Deferred | None = None
         global _current
@@ -154,11 +147,6 @@ class Generation:
     def workerIndex(self) -> int | None:
         """Which worker of its generation this process is (0, 1, ...), or None."""
         return self.role.workerIndex
-
-    @property
-    def reactor(self):
-        """The reactor this generation serves on."""
-        return self._reactor
 
     # The state, which only this class changes.
 
@@ -187,7 +175,7 @@ class Generation:
         if isinstance(endpoint, str):
             from twisted.internet.endpoints import serverFromString
 
-            endpoint = serverFromString(self._reactor, endpoint)
+            endpoint = serverFromString(self.reactor, endpoint)
         return endpoint.listen(factory)
 
     # Readiness (L{Startup}).
@@ -247,25 +235,22 @@ class Generation:
         if self.inherited is not None:
             self.registry.resumeAll()
             # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
-            self._receiver = receiveConnections(self._reactor, self.registry, self.inherited)
+            self._receiver = receiveConnections(self.reactor, self.registry, self.inherited)
         keys = [listener.key for listener in self.registry.active()]
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
-        if self._queued:
-            self._reactor.callLater(0, self._runQueued)
+        self.restarts.serving()
 
-    # Restarts.
+    # Restarts (L{Restarts}).
+
+    @property
+    def lastOutcome(self) -> Outcome | None:
+        """How the last restart ended, if there was one."""
+        return self.restarts.lastOutcome
 
     def refusal(self) -> str | None:
         """Why an upgrade cannot start now, or L{None} if it can (or will once serving)."""
-        if self.simpleModeReason is not None:
-            return f"restarts are unavailable in simple mode ({self.simpleModeReason})"
-        refused = self.role.upgradeRefusal()
-        if refused is not None:
-            return refused
-        if self._state is State.STARTING:
-            return None  # queued until this generation serves (see upgrade)
-        return REFUSALS.get(self._state)
+        return self.restarts.refusal()
 
     def upgrade(self, source: str = "API") -> Deferred:
         """
@@ -275,63 +260,13 @@ class Generation:
 
         @return: a L{Deferred} firing with an L{Outcome}; it never fails.
         """
-        refused = self.refusal()
-        if refused is None and self._state is State.STARTING:
-            if self._queued:
-                log.info("{source}: a restart is already queued", source=source)
-            else:
-                log.info(
-                    "{source}: generation {gen} is not serving yet; "
-                    "starting generation {next} once it serves",
-                    source=source,
-                    gen=self.number,
-                    next=self.number + 1,
-                )
-            waiting: Deferred = Deferred()
-            self._queued.append((source, waiting))
-            return waiting
-        if refused is not None:
-            log.warn("{source} refused: {why}", source=source, why=refused)
-            self.events.emit("upgrade-refused", source=source, reason=refused)
-            return succeed(Outcome(False, None, f"refused: {refused}", 0.0))
-        log.info("{source}: starting generation {next}", source=source, next=self.number + 1)
-        self._moveTo(State.UPGRADING)
-        self._attempt = self._attemptFactory(
-            self._reactor,
-            self.registry,
-            self.argv,
-            self._cwd,
-            self.readyTimeout,
-            self.pidFile,
-            self.events,
-            self.childEnvironment,
-        )
-        return self._attempt.start(source).addCallback(self._attemptEnded)
+        return self.restarts.upgrade(source)
 
-    def _runQueued(self) -> None:
-        """The restarts asked for while starting: one attempt answers them all."""
-        queued, self._queued = self._queued, []
-        if not queued:
-            return
-        sources = " and ".join(sorted({source for source, _ in queued}))
-        outcome = self.upgrade(f"{sources} (queued while starting)")
-        for _, waiting in queued:
-            outcome.addCallback(lambda result, waiting=waiting: waiting.callback(result) or result)
+    def connectionsArriving(self) -> bool:
+        """Whether this generation's predecessor may still move connections here."""
+        return self._receiver is not None and self._receiver.receiving
 
-    def _dropQueued(self, why: str) -> None:
-        queued, self._queued = self._queued, []
-        for source, waiting in queued:
-            log.warn("{source} refused: {why}", source=source, why=why)
-            waiting.callback(Outcome(False, None, f"refused: {why}", 0.0))
-
-    def _attemptEnded(self, outcome: Outcome) -> Outcome:
-        attempt, self._attempt = self._attempt, None
-        self.lastOutcome = outcome
-        if self._state is not State.UPGRADING:
-            return outcome
-        if not outcome.succeeded:
-            self._moveTo(State.SERVING)
-            return outcome
+    def _handedOver(self, outcome: Outcome) -> None:
         self._moveTo(State.HANDED_OVER)
         if self._startup.link is not None:
             self._startup.link.retired("handed over")
@@ -340,28 +275,6 @@ class Generation:
             next=self.number + 1,
             child=outcome.childPid,
         )
-        self._handover = Handover(
-            self,
-            attempt,
-            outcome,
-            watchSeconds=self.successorWatch,
-            arriving=self._connectionsArriving,
-            onTakenBack=self._tookBack,
-            onDone=self._handedOverForGood,
-        )
-        self._handover.start()
-        return outcome
-
-    def _connectionsArriving(self) -> bool:
-        """Whether this generation's predecessor may still move connections here."""
-        return self._receiver is not None and self._receiver.receiving
-
-    def _tookBack(self, outcome: Outcome) -> None:
-        """The successor died after taking over: this generation serves again."""
-        self._handover = None
-        self._drain = None
-        self._moveTo(State.SERVING)
-        self.lastOutcome = outcome
 
     def _handedOverForGood(self) -> None:
         self._moveTo(State.STOPPING)
@@ -374,62 +287,17 @@ class Generation:
         the reactor's shutdown (SIGTERM, SIGINT, C{reactor.stop()}) drains
         first, and the reactor stops once this generation has handed over.
         """
-        from txflip.core.signals import SighupDispatch
+        from txflip.core.signals import handleSignals
 
-        dispatch = SighupDispatch(self._reactor)
-        dispatch.generation = self
-        dispatch.install()
-        self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)
-        self.exiting.addCallback(lambda _: self._reactor.running and self._reactor.stop())
+        handleSignals(self)
 
     # Draining and stopping.
-
-    def startDrain(
-        self, handedOver: bool, transfer=None, arriving: Callable[[], bool] = lambda: False
-    ) -> tuple[object, ConnectionMover | None, Deferred]:
-        """
-        Drain this generation's connections; after a handover, idle HTTP/1.x
-        connections move to the successor over C{transfer} and the drain
-        leaves them to the mover (L{txflip.core.connmove}).
-
-        @return: the drain, the mover (or L{None}) and a L{Deferred} firing
-            with the number of connections aborted at the deadline.
-        """
-        mover = None
-        if handedOver and transfer is not None:
-            mover = ConnectionMover(
-                self._reactor,
-                self.tracker,
-                self.registry,
-                transfer,
-                self.events,
-                self.drainTimeout,
-                arriving=arriving,
-            )
-        self.events.emit(
-            "draining",
-            handedOver=handedOver,
-            connections=len(self.tracker.open()),
-            moving=mover is not None,
-        )
-        drain = self.role.newDrain(handedOver) or Drain(
-            self._reactor,
-            self.tracker,
-            self.drainTimeout,
-            claims=mover,
-            closeSpread=self.closeSpread,
-            handedOver=handedOver,
-        )
-        self._drain = drain
-        if mover is not None:
-            mover.start()
-        return drain, mover, drain.start()
 
     def _stopBeforeServing(self, why: str) -> None:
         if self._state is State.STOPPING:
             return  # already on its way out (an abort that crossed a SIGTERM)
         self._moveTo(State.STOPPING)
-        self._dropQueued("this generation stopped before serving")
+        self.restarts.dropQueued("this generation stopped before serving")
         self._exit(why)
 
     def _exit(self, why: str) -> None:
@@ -454,12 +322,12 @@ class Generation:
             self.exiting.addBoth(lambda _: self._stopped.callback(None))
             return self._stopped
         neverServed = self._state is State.STARTING
-        self._dropQueued("this generation is shutting down")
+        self.restarts.dropQueued("this generation is shutting down")
         if self._startup.link is not None and not neverServed:
             self._startup.link.retired("stopping")
         if self._state is not State.STOPPING:
             self._moveTo(State.STOPPING)
-        stopped = self._abandonAttempt()
+        stopped = self.restarts.abandonAttempt()
         if neverServed and self.inherited is not None:
             # The sockets still belong to the generation that started this one.
             log.info("stopping before serving: letting go of inherited listeners")
@@ -467,7 +335,7 @@ class Generation:
         elif not self.exiting.called:
             log.info("shutting down: closing listeners and draining")
             stopped.addCallback(lambda _: self.registry.stopAll())
-            stopped.addCallback(lambda _: self.startDrain(handedOver=False)[2])
+            stopped.addCallback(lambda _: startDraining(self, handedOver=False)[2])
 
             def finished(_):
                 if self.pidFile:
@@ -478,25 +346,17 @@ class Generation:
         self._stopped = stopped
         return stopped
 
-    def _abandonAttempt(self) -> Deferred:
-        attempt = self._attempt
-        if attempt is None:
-            return succeed(None)
-        waiting = Deferred()
-        attempt.result.addBoth(lambda result: waiting.callback(None) or result)
-        attempt.abort("this generation is shutting down")
-        return waiting
-
     # Status.
 
     def status(self) -> dict:
         """What this generation is doing, for C{txflip status}."""
+        attempt = self.restarts.attempt
         status = {
             "generation": self.number,
             "pid": os.getpid(),
             "state": str(self._state),
             "waitingFor": self.waitingFor(),
-            "successorWaitingFor": self._attempt.childWaitingFor if self._attempt else None,
+            "successorWaitingFor": attempt.childWaitingFor if attempt else None,
             "listeners": [listener.key for listener in self.registry.serving()],
             "simpleMode": self.simpleModeReason,
         }

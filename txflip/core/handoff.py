@@ -43,6 +43,12 @@ class HandoffState:
     transferFd: int | None = None
     """The socketpair end over which idle connections arrive (L{txflip.core.connadopt})."""
 
+    def keepDescriptorsToThisProcess(self) -> None:
+        """Mark the channels' inherited descriptors close-on-exec: they were for this process."""
+        os.set_inheritable(self.controlFd, False)
+        if self.transferFd is not None:  # txflip.core.connadopt's channel
+            os.set_inheritable(self.transferFd, False)
+
     def encode(self) -> str:
         """Serialise for the child's environment."""
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from txflip.core import pidfile
+from txflip.core.draining import startDraining
 from txflip.core.log import log
 from txflip.core.parent import Outcome, UpgradeAttempt
 
@@ -72,8 +73,11 @@ class Handover:
         """Drain (moving what can move), and watch the successor."""
         self._attempt.successorEnded.addCallback(self._successorEnded)
         self._attempt.watchSuccessor(self._successorSilence)
-        drain, self._mover, done = self._generation.startDrain(
-            handedOver=True, transfer=self._outcome.transfer, arriving=self._arriving
+        drain, self._mover, done = startDraining(
+            self._generation,
+            handedOver=True,
+            transfer=self._outcome.transfer,
+            arriving=self._arriving,
         )
         self._drain = drain
         done.addCallback(self._drainedNow)

@@ -39,3 +39,13 @@ class SighupDispatch:
                 self.generation.events.emit("upgrade-refused", source="SIGHUP", reason=why)
             return
         self.generation.upgrade("SIGHUP")
+
+
+def handleSignals(generation) -> None:
+    """L{txflip.core.generation.Generation.handleSignals}: signals for a program's own reactor."""
+    reactor = generation.reactor
+    dispatch = SighupDispatch(reactor)
+    dispatch.generation = generation
+    dispatch.install()
+    reactor.addSystemEventTrigger("before", "shutdown", generation.stop)
+    generation.exiting.addCallback(lambda _: reactor.running and reactor.stop())
