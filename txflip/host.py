@@ -45,6 +45,22 @@ class HostSettings:
     """The app speaks sd_notify: its own C{READY=1} is its readiness."""
     workers: int = 1
     """Processes per generation; above 1, this process leads them (txflip.workers)."""
+    handover: str = "overlap"
+    """C{overlap}, or C{sequential}: the old generation stops its app first (txflip.core.pause)."""
+    pauseTimeout: float = 30.0
+    """Seconds a sequential handover may take to finish in-flight work and stop the app."""
+
+    def check(self) -> None:
+        """Raise L{ConfigError} with one line if the settings cannot work together."""
+        from txflip.core.restarts import HANDOVERS, SEQUENTIAL
+
+        if self.handover not in HANDOVERS:
+            raise ConfigError(f"--handover {self.handover!r}: give one of {', '.join(HANDOVERS)}")
+        if self.handover == SEQUENTIAL and self.workers > 1:
+            raise ConfigError(
+                "--handover sequential works with one process per generation: "
+                "drop --workers, or use --handover overlap"
+            )
 
 
 class Host:
@@ -99,6 +115,7 @@ class Host:
         """Make this process's L{Generation}, listening through the handed-over sockets."""
         if self.workerRole is not None:
             return self._startWorker(settings)
+        settings.check()
         extra = {}
         if settings.workers > 1:
             from txflip.workers.leader import Leader
@@ -111,6 +128,8 @@ class Host:
             drainTimeout=settings.drainTimeout,
             closeSpread=settings.closeSpread,
             argv=settings.argv,
+            handover=settings.handover,
+            pauseTimeout=settings.pauseTimeout,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
             **extra,

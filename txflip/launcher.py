@@ -19,6 +19,7 @@ import sys
 
 USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
+    "[--handover overlap|sequential] [--pause-timeout S] "
     "[--control PATH | --no-control] [--fd-store] [--app-notify] [--reactor NAME] "
     "(-m MODULE | SCRIPT) [ARGS...]"
 )
@@ -44,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pid-file", help="PID file, rewritten by each generation once it serves")
     p.add_argument("--ready-timeout", type=_seconds, default=60.0)
     p.add_argument("--drain-timeout", type=_seconds, default=30.0)
+    p.add_argument("--handover", choices=("overlap", "sequential"), default="overlap")
+    p.add_argument("--pause-timeout", type=_seconds, default=30.0)
     p.add_argument("--control", help="control socket path (default: PID file + .control)")
     p.add_argument("--no-control", action="store_true", help="open no control socket")
     p.add_argument(
@@ -106,6 +109,8 @@ def main(argv: list[str]) -> int:
                 pidFile=args.pid_file,
                 readyTimeout=args.ready_timeout,
                 drainTimeout=args.drain_timeout,
+                handover=args.handover,
+                pauseTimeout=args.pause_timeout,
                 control=args.control,
                 noControl=args.no_control,
                 fdStore=args.fd_store,

@@ -15,6 +15,12 @@ never a moment when nobody will accept a queued connection:
     child  -> parent   retired <why>   the child handed over in turn, or is stopping:
                                        its exit is no reason to take the sockets back
 
+In a sequential handover (C{--handover sequential}) the child builds its app
+and waits before starting it:
+
+    child  -> parent   prepared        the app is built; waiting for the parent's to stop
+    parent -> child    start           the parent's app has stopped: start yours
+
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}. The channel
 stays open while the parent drains, so the parent hears C{retired}.
@@ -48,8 +54,10 @@ class SuccessorChannel(LineOnlyReceiver):
         onWaiting: Callable[[str], None] = lambda what: None,
         onRetired: Callable[[str], None] = lambda why: None,
         onHeard: Callable[[], None] = lambda: None,
+        onPrepared: Callable[[], None] = lambda: None,
     ) -> None:
         self._onReady = onReady
+        self._onPrepared = onPrepared
         self._onServing = onServing
         self._onFailed = onFailed
         self._onLost = onLost
@@ -64,6 +72,8 @@ class SuccessorChannel(LineOnlyReceiver):
             self._onReady(int(rest))
         elif word == "serving":
             self._onServing()
+        elif word == "prepared":
+            self._onPrepared()
         elif word == "failed":
             self._onFailed(rest.strip() or "no reason given")
         elif word == "waiting":
@@ -73,6 +83,9 @@ class SuccessorChannel(LineOnlyReceiver):
 
     def go(self) -> None:
         self.sendLine(b"go")
+
+    def start(self) -> None:
+        self.sendLine(b"start")
 
     def abort(self) -> None:
         self.sendLine(b"abort")
@@ -92,15 +105,20 @@ class PredecessorChannel(LineOnlyReceiver):
         onGo: Callable[[str], None],
         onAbort: Callable[[str], None],
         parentPid: int,
+        onStart: Callable[[], None] = lambda: None,
     ) -> None:
         self._onGo = onGo
         self._onAbort = onAbort
+        self._onStart = onStart
         self._parentPid = parentPid
         self._decided = False
         self.closed = False
 
     def ready(self) -> None:
         self.sendLine(f"ready {os.getpid()}".encode())
+
+    def prepared(self) -> None:
+        self.sendLine(b"prepared")
 
     def serving(self) -> None:
         self.sendLine(b"serving")
@@ -119,7 +137,9 @@ class PredecessorChannel(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
-        if word == b"go":
+        if word == b"start":
+            self._onStart()
+        elif word == b"go":
             self._decide(self._onGo, "the previous generation said go")
         elif word == b"abort":
             self._decide(self._onAbort, "it said abort")

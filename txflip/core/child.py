@@ -30,6 +30,8 @@ class PredecessorLink:
 
     @param onGo: called with a reason once the predecessor says go (or died).
     @param onAbandoned: called with a reason if the predecessor gave up on us.
+    @param onStart: called when the predecessor says its app has stopped
+        (a sequential handover).
     """
 
     def __init__(
@@ -38,11 +40,13 @@ class PredecessorLink:
         inherited: HandoffState,
         onGo: Callable[[str], None],
         onAbandoned: Callable[[str], None],
+        onStart: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._inherited = inherited
         self._onGo = onGo
         self._onAbandoned = onAbandoned
+        self._onStart = onStart
         self._channel: PredecessorChannel | None = None
         self._heartbeat: LoopingCall | None = None
 
@@ -57,13 +61,20 @@ class PredecessorLink:
             self._channel = adoptChannel(
                 self._reactor,
                 channelSocket,
-                PredecessorChannel(self._onGo, self._onAbandoned, self._inherited.parentPid),
+                PredecessorChannel(
+                    self._onGo, self._onAbandoned, self._inherited.parentPid, self._onStart
+                ),
             )
 
     def waiting(self, what: list[str]) -> None:
         """Tell the predecessor what this generation still waits for."""
         if self._say() and what:
             self._channel.waiting(", ".join(what))
+
+    def prepared(self) -> None:
+        """Sequential handover: the app is built; start comes once the predecessor's stopped."""
+        self.open()
+        self._channel.prepared()
 
     def ready(self) -> None:
         """Tell the predecessor this generation is ready; it will answer go."""

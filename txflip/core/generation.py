@@ -27,7 +27,8 @@ from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
-from txflip.core.restarts import Restarts
+from txflip.core.pause import AppLifecycle
+from txflip.core.restarts import HANDOVERS, OVERLAP, Restarts
 from txflip.core.roles import IGenerationRole, SingleProcess
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.startup import Startup
@@ -66,6 +67,10 @@ class Generation:
     @param inherited: what the predecessor handed down (default: read from
         this process's environment, or L{None} in a first generation).
     @param listeners: sockets to adopt in a first generation (socket activation).
+    @param handover: C{overlap} (the successor starts its app while this one
+        serves) or C{sequential} (this one stops its app first: L{txflip.core.pause}).
+    @param pauseTimeout: seconds a sequential handover may take to finish
+        in-flight work and stop the app before the restart is given up.
     @param role: what kind of process this is (default L{SingleProcess}).
     @param attemptFactory: makes one try at a successor (L{UpgradeAttempt}).
     @param exitProcess: how a generation that cannot start exits (C{os._exit}).
@@ -94,6 +99,8 @@ class Generation:
         inherited: HandoffState | None | object = _FROM_ENVIRONMENT,
         listeners: list[InheritedListener] = (),
         simpleModeReason: str | None | object = _FROM_ENVIRONMENT,
+        handover: str = OVERLAP,
+        pauseTimeout: float = 30.0,
         role: IGenerationRole | None = None,
         attemptFactory: Callable[..., UpgradeAttempt] = UpgradeAttempt,
         exitProcess: Callable[[int], None] = os._exit,
@@ -113,6 +120,12 @@ class Generation:
         self.readyTimeout = readyTimeout
         self.drainTimeout = drainTimeout
         self.closeSpread = closeSpread
+        if handover not in HANDOVERS:
+            raise ValueError(f"handover {handover!r}: give one of {', '.join(HANDOVERS)}")
+        self.handover = handover
+        self.pauseTimeout = pauseTimeout
+        self.app: AppLifecycle | None = None
+        """How to stop and start the app again, for a sequential handover."""
         self.simpleModeReason = (
             detectSimpleMode() if simpleModeReason is _FROM_ENVIRONMENT else simpleModeReason
         )
@@ -200,6 +213,13 @@ class Generation:
         @return: C{d}, with its result passed on.
         """
         return self._startup.waitFor(d, what)
+
+    def whenItsTurn(self) -> Deferred:
+        """
+        Fires once this generation may start its app: at once, but in a
+        sequential handover, where it fires once the predecessor's app stopped.
+        """
+        return self._startup.whenItsTurn()
 
     def waitingFor(self) -> list[str]:
         """What this generation still waits for before it is ready (empty once ready)."""

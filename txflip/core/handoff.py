@@ -42,6 +42,8 @@ class HandoffState:
     pidFile: str | None = None
     transferFd: int | None = None
     """The socketpair end over which idle connections arrive (L{txflip.core.connadopt})."""
+    sequential: bool = False
+    """A sequential handover: build the app, say prepared, start it only when told start."""
 
     def keepDescriptorsToThisProcess(self) -> None:
         """Mark the channels' inherited descriptors close-on-exec: they were for this process."""
@@ -65,6 +67,7 @@ class HandoffState:
                 listeners=[InheritedListener(**item) for item in raw["listeners"]],
                 pidFile=raw.get("pidFile"),
                 transferFd=None if raw.get("transferFd") is None else int(raw["transferFd"]),
+                sequential=bool(raw.get("sequential", False)),
             )
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"malformed {ENV_STATE}: {e}") from e

@@ -295,6 +295,10 @@ class ListenerRegistry:
         self.heldElsewhere: set[str] = set()
         """Keys of listeners whose socket another process keeps for the next start
         (systemd's fd store): a final shutdown lets go of them as at a handoff."""
+        self.keepWhenStopped = False
+        """While true (a sequential handover's pause), a port the app stops keeps
+        its socket here, paused, for the app to listen on again if it restarts."""
+        self._formerKeys: dict[int, str] = {}
 
     # The reactor's listen methods, as this generation offers them.
 
@@ -385,6 +389,14 @@ class ListenerRegistry:
     def _register(self, key: str, family: int, port, wasInherited: bool):
         listener = Listener(key, family, port)
         self.listeners.append(listener)
+        stopListening = port.stopListening
+
+        def stopListeningOrKeep():
+            if self.keepWhenStopped and listener in self.listeners and listener.listening:
+                self._keep(listener)
+            return stopListening()
+
+        port.stopListening = stopListeningOrKeep
         if self._paused:
             listener.pause()
         log.info(
@@ -396,6 +408,24 @@ class ListenerRegistry:
             self._onClaimed(key)
         self._onListening(key)
         return port
+
+    def _keep(self, listener: Listener) -> None:
+        """The app stops C{listener} during a pause: keep its socket to listen on again."""
+        fd = os.dup(listener.port.fileno())
+        os.set_inheritable(fd, False)
+        self._inherited[listener.key] = InheritedListener(fd, listener.key, listener.familyName)
+        self.listeners.remove(listener)
+        self._formerKeys[id(listener.port)] = listener.key
+        base = listener.key.partition("#")[0]
+        self._keysAsked[base] = max(0, self._keysAsked.get(base, 1) - 1)
+        log.info("keeping {key} while the app is stopped", key=listener.key)
+
+    def keyOf(self, port) -> str | None:
+        """The key of the listener C{port} is (or was, before the app stopped it)."""
+        for listener in self.listeners:
+            if listener.port is port:
+                return listener.key
+        return self._formerKeys.get(id(port))
 
     def active(self) -> list[Listener]:
         return [listener for listener in self.listeners if listener.listening]

@@ -42,6 +42,10 @@ SILENCE_SECONDS = 0.5
 class AttemptPhase(StrEnum):
     """Where one upgrade attempt is."""
 
+    BUILDING = "building"
+    """Sequential handover: the child builds its app; it has not said it is prepared."""
+    PAUSING = "pausing"
+    """Sequential handover: the child is prepared; this generation pauses and stops its app."""
     STARTING = "starting"
     """The child runs; it has not said it is ready."""
     GOING = "going"
@@ -53,6 +57,8 @@ class AttemptPhase(StrEnum):
 
 
 _PHASE_MOVES = {
+    AttemptPhase.BUILDING: {AttemptPhase.PAUSING, AttemptPhase.FAILED},
+    AttemptPhase.PAUSING: {AttemptPhase.STARTING, AttemptPhase.FAILED},
     AttemptPhase.STARTING: {AttemptPhase.GOING, AttemptPhase.FAILED},
     AttemptPhase.GOING: {AttemptPhase.SUCCEEDED, AttemptPhase.FAILED},
     AttemptPhase.SUCCEEDED: set(),
@@ -102,8 +108,10 @@ class UpgradeAttempt:
         pidFile: str | None,
         events: Events | None = None,
         extraEnv: dict[str, str] | None = None,
+        pause: Callable[[], Deferred] | None = None,
     ) -> None:
         self._reactor = reactor
+        self._pause = pause
         self._registry = registry
         self._events = events or Events()
         self._extraEnv = extraEnv or {}
@@ -112,7 +120,7 @@ class UpgradeAttempt:
         self._readyTimeout = readyTimeout
         self._pidFile = pidFile
         self._started = reactor.seconds()
-        self.phase = AttemptPhase.STARTING
+        self.phase = AttemptPhase.BUILDING if pause is not None else AttemptPhase.STARTING
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
@@ -174,6 +182,7 @@ class UpgradeAttempt:
                 listeners=described,
                 pidFile=self._pidFile,
                 transferFd=transferFd,
+                sequential=self._pause is not None,
             )
             env = dict(os.environ)
             env.update(self._extraEnv)
@@ -212,6 +221,7 @@ class UpgradeAttempt:
             onWaiting=self._waiting,
             onRetired=self._retired,
             onHeard=self._heard,
+            onPrepared=self._prepared,
         )
 
     def _moveTo(self, phase: AttemptPhase) -> None:
@@ -222,7 +232,7 @@ class UpgradeAttempt:
     @property
     def _undecided(self) -> bool:
         """Neither succeeded nor given up on yet."""
-        return self.phase in (AttemptPhase.STARTING, AttemptPhase.GOING)
+        return self.phase not in (AttemptPhase.SUCCEEDED, AttemptPhase.FAILED)
 
     def _heard(self) -> None:
         self._lastHeard = self._reactor.seconds()
@@ -243,6 +253,31 @@ class UpgradeAttempt:
         return int(self._elapsed() * 1000)
 
     # What the child says.
+
+    def _prepared(self) -> None:
+        """Sequential handover: the child's app is built. Pause, then tell it to start."""
+        if self.phase is not AttemptPhase.BUILDING:
+            return
+        self._moveTo(AttemptPhase.PAUSING)
+        log.info(
+            "generation {next} (PID {child}) built its app after {ms} ms; pausing for it",
+            next=generation() + 1,
+            child=self.childPid,
+            ms=self._elapsedMs(),
+        )
+        self._events.emit("child-prepared", childPid=self.childPid, ms=self._elapsedMs())
+        self._pause().addCallbacks(self._paused, self._pauseFailed)
+
+    def _paused(self, _) -> None:
+        if self.phase is not AttemptPhase.PAUSING:
+            return
+        self._moveTo(AttemptPhase.STARTING)
+        self._events.emit("app-stopped", childPid=self.childPid, ms=self._elapsedMs())
+        self._channel.start()
+
+    def _pauseFailed(self, failure) -> None:
+        if self.phase is AttemptPhase.PAUSING:
+            self._fail(f"this generation could not pause for it: {failure.getErrorMessage()}")
 
     def _ready(self, pid: int) -> None:
         if self.phase is not AttemptPhase.STARTING:

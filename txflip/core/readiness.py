@@ -13,6 +13,7 @@ from collections.abc import Callable
 REACTOR_RUNNING = "the reactor to run"
 APP_READY_CALL = "the app to call ready()"
 APP_LISTENING = "the app to listen"
+PREDECESSOR_APP_STOPPED = "the previous generation to stop its app"
 
 
 class Readiness:

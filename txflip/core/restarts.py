@@ -16,7 +16,14 @@ from twisted.internet.defer import Deferred, succeed
 from txflip.core.handover import Handover
 from txflip.core.log import log
 from txflip.core.parent import Outcome, UpgradeAttempt
+from txflip.core.pause import Pause
 from txflip.core.state import REFUSALS, State
+
+OVERLAP = "overlap"
+"""The new generation starts its app while the old one serves (the default)."""
+SEQUENTIAL = "sequential"
+"""The old generation stops its app before the new one starts its own (L{txflip.core.pause})."""
+HANDOVERS = (OVERLAP, SEQUENTIAL)
 
 
 class Restarts:
@@ -34,6 +41,7 @@ class Restarts:
         self._cwd = cwd
         self._queued: list[tuple[str, Deferred]] = []
         self.attempt: UpgradeAttempt | None = None
+        self.pause: Pause | None = None
         self.handover: Handover | None = None
         self.lastOutcome: Outcome | None = None
 
@@ -62,6 +70,10 @@ class Restarts:
             return succeed(Outcome(False, None, f"refused: {refused}", 0.0))
         log.info("{source}: starting generation {next}", source=source, next=generation.number + 1)
         generation._moveTo(State.UPGRADING)
+        self.pause = None
+        sequential = {}
+        if generation.handover == SEQUENTIAL:
+            sequential["pause"] = self._startPause
         self.attempt = self._attemptFactory(
             generation.reactor,
             generation.registry,
@@ -71,8 +83,15 @@ class Restarts:
             generation.pidFile,
             generation.events,
             generation.childEnvironment,
+            **sequential,
         )
         return self.attempt.start(source).addCallback(self._attemptEnded)
+
+    def _startPause(self) -> Deferred:
+        """Sequential handover: the successor's app is built; stop this generation's."""
+        generation = self._generation
+        self.pause = Pause(generation, generation.pauseTimeout)
+        return self.pause.start()
 
     # Restarts asked for while starting.
 
@@ -121,8 +140,14 @@ class Restarts:
         if generation.state is not State.UPGRADING:
             return outcome
         if not outcome.succeeded:
-            generation._moveTo(State.SERVING)
-            return outcome
+            pause, self.pause = self.pause, None
+            if pause is None:
+                generation._moveTo(State.SERVING)
+                return outcome
+            # Sequential: the app starts again and the sockets accept again
+            # before this generation says it serves.
+            resumed = pause.resume(f"generation {generation.number + 1} failed")
+            return resumed.addCallback(lambda _: generation._moveTo(State.SERVING) or outcome)
         generation._handedOver(outcome)
         self.handover = Handover(
             generation,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import sys
 
-from twisted.application.service import IService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from txflip.core.channel import reportFailureSynchronously
 from txflip.core.generation import Generation
 from txflip.core.log import log
+from txflip.core.pause import AppLifecycle
 
 
 def fatal(message: str, generation: Generation | None = None, controlFd: int | None = None):
@@ -41,6 +42,44 @@ def fatal(message: str, generation: Generation | None = None, controlFd: int | N
         sys.__stderr__.write(line + "\n")
         sys.__stderr__.flush()
     return SystemExit(line)
+
+
+def _onlyListens(service: IService) -> bool:
+    """Whether C{service} does nothing but listen (strports, endpoint and internet servers)."""
+    from twisted.application.internet import StreamServerEndpointService, _AbstractServer
+
+    return isinstance(service, StreamServerEndpointService | _AbstractServer)
+
+
+def stopKeepingListeners(service: IService) -> Deferred:
+    """
+    Stop C{service} and every service under it, children first and in reverse
+    order as C{MultiService} does, except those that only listen: their
+    sockets stay open (paused), so that the next generation, or this app
+    started again, serves them without a moment of refused connections.
+    """
+    if _onlyListens(service):
+        return maybeDeferred(lambda: None)
+    if isinstance(service, MultiService):
+        Service.stopService(service)
+        stopped = maybeDeferred(lambda: None)
+        for child in reversed(list(service)):
+            stopped.addCallback(lambda _, child=child: stopKeepingListeners(child))
+        return stopped
+    return maybeDeferred(service.stopService)
+
+
+def startKeepingListeners(service: IService) -> Deferred:
+    """Start again what L{stopKeepingListeners} stopped, in C{MultiService}'s order."""
+    if _onlyListens(service):
+        return maybeDeferred(lambda: None)
+    if isinstance(service, MultiService):
+        Service.startService(service)
+        started = maybeDeferred(lambda: None)
+        for child in service:
+            started.addCallback(lambda _, child=child: startKeepingListeners(child))
+        return started
+    return maybeDeferred(service.startService)
 
 
 class GenerationService(Service):
@@ -77,11 +116,38 @@ class GenerationService(Service):
     def startService(self) -> None:
         Service.startService(self)
         if self.appService is not None:
-            started = self._guarded("starting the app", self.appService.startService)
-            if isinstance(started, Deferred):
-                self.generation.waitFor(started, "the app's startService Deferred")
+            self.generation.app = AppLifecycle(self._stopApp, self._startAppAgain)
+            turn = self.generation.whenItsTurn()
+            if turn.called:
+                self._startApp()
+            else:
+                # A sequential handover: the app starts once the previous
+                # generation's has stopped (txflip.core.pause).
+                turn.addCallback(lambda _: self._startAppInTurn())
         self.generation.exiting.addCallback(lambda _: self._stopReactor())
         self._reactor.callWhenRunning(self.generation.start)
+
+    def _startApp(self) -> None:
+        started = self._guarded("starting the app", self.appService.startService)
+        if isinstance(started, Deferred):
+            self.generation.waitFor(started, "the app's startService Deferred")
+
+    def _startAppInTurn(self) -> None:
+        try:
+            started = self.appService.startService()
+        except Exception as e:
+            self.generation.failStart(f"starting the app failed: {type(e).__name__}: {e}")
+            return
+        if isinstance(started, Deferred):
+            self.generation.waitFor(started, "the app's startService Deferred")
+
+    def _stopApp(self) -> Deferred:
+        """Stop the app for a sequential handover (its services' stopService complete)."""
+        return stopKeepingListeners(self.appService)
+
+    def _startAppAgain(self) -> Deferred:
+        """Start the app again: the next generation failed after this one's app stopped."""
+        return startKeepingListeners(self.appService)
 
     def _guarded(self, what: str, call):
         try:
@@ -99,7 +165,12 @@ class GenerationService(Service):
         Service.stopService(self)
         stopped = self.generation.stop()
         if self.appService is not None:
-            stopped.addCallback(lambda _: maybeDeferred(self.appService.stopService))
+            # Not twice: a sequential handover stopped it already.
+            stopped.addCallback(
+                lambda _: (
+                    maybeDeferred(self.appService.stopService) if self.appService.running else None
+                )
+            )
             # An app that fails to stop is logged; the exit is still clean.
             stopped.addErrback(self._appStopFailed)
         stopped.addCallback(lambda _: self._cleanExit())

@@ -18,7 +18,13 @@ from twisted.python.failure import Failure
 from txflip.core import pidfile
 from txflip.core.child import PredecessorLink
 from txflip.core.log import log
-from txflip.core.readiness import APP_LISTENING, APP_READY_CALL, REACTOR_RUNNING, Readiness
+from txflip.core.readiness import (
+    APP_LISTENING,
+    APP_READY_CALL,
+    PREDECESSOR_APP_STOPPED,
+    REACTOR_RUNNING,
+    Readiness,
+)
 from txflip.core.state import State
 
 PROGRAM_NAME = "twistd flip"
@@ -51,6 +57,34 @@ class Startup:
         self._readyTimer = None
         self._started = False
         self.link: PredecessorLink | None = None
+        inherited = generation.inherited
+        self.sequential = inherited is not None and inherited.sequential
+        """Whether this generation starts its app only once its predecessor's has stopped."""
+        self._turnTaken = not self.sequential
+        self._turnWaiters: list[Deferred] = []
+        if self.sequential:
+            self._readiness.hold(PREDECESSOR_APP_STOPPED)
+
+    # A sequential handover: the app starts when its turn comes.
+
+    def whenItsTurn(self) -> Deferred:
+        """Fires once this generation may start its app (at once, but in a sequential handover)."""
+        d: Deferred = Deferred()
+        if self._turnTaken:
+            d.callback(None)
+        else:
+            self._turnWaiters.append(d)
+        return d
+
+    def _takeTurn(self) -> None:
+        if self._turnTaken:
+            return
+        self._turnTaken = True
+        log.info("the previous generation's app has stopped; starting the app")
+        waiters, self._turnWaiters = self._turnWaiters, []
+        for d in waiters:
+            d.callback(None)
+        self._readiness.release(PREDECESSOR_APP_STOPPED)
 
     # The app's signals.
 
@@ -114,10 +148,12 @@ class Startup:
                 self._readiness.hold(APP_LISTENING)
         if generation.inherited is not None:
             self.link = PredecessorLink(
-                self._reactor, generation.inherited, self._go, self.abandoned
+                self._reactor, generation.inherited, self._go, self.abandoned, self._takeTurn
             )
             self.link.open()
             self._readiness.onChange = self.link.waiting
+            if self.sequential:
+                self.link.prepared()
         self._readiness.release(REACTOR_RUNNING)
 
     def _notReadyInTime(self) -> None:
@@ -153,6 +189,8 @@ class Startup:
         if refusal is not None:
             self.abandoned(refusal)
             return
+        # A predecessor that died before saying start has stopped its app for good.
+        self._takeTurn()
         if generation.state is not State.STARTING or not generation.registry.serving():
             reason = (
                 "it is shutting down"

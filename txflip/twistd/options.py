@@ -53,6 +53,21 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
         ["ready-timeout", None, "60", "Seconds a new generation has to become ready."],
         ["drain-timeout", None, "30", "Seconds to finish connections in flight before aborting."],
         [
+            "handover",
+            None,
+            "overlap",
+            "overlap: the new generation starts its app while the old one serves; "
+            "sequential: the old one finishes what is in flight and stops its app first "
+            "(apps that must never run twice at once).",
+        ],
+        [
+            "pause-timeout",
+            None,
+            "30",
+            "With --handover sequential: seconds the old generation may take to finish "
+            "in-flight work and stop its app before the restart is given up.",
+        ],
+        [
             "close-spread",
             None,
             "3",
@@ -237,6 +252,8 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         appNotify=bool(options["app-notify"]),
         argv=successorArgv(list(sys.orig_argv), sys.executable, twistd.successorOptions),
         workers=_workers(options),
+        handover=options["handover"],
+        pauseTimeout=_seconds(options, "pause-timeout"),
     )
     generation = host.startGeneration(settings)
     generation.logShownOnStderr = twistd.logsToStdout and sameFile(sys.__stdout__, sys.__stderr__)

@@ -1,0 +1,181 @@
+"""
+C{--handover sequential}: an app that must never run twice at once (ids handed
+out from memory, a role claimed in its database) restarts under a POST load
+with no failed request, every acknowledged row stored once, and the role held
+by the serving generation; the same app under C{overlap} collides, which is
+what the test is for.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sqlite3
+import threading
+import time
+
+from twisted.trial.unittest import TestCase
+
+from tests.support.apps import appEnv, writeApp
+from tests.support.delayproxy import DelayProxy
+from tests.support.procs import Flip, freePort, httpGet, shortTempDir, waitFor
+from tests.support.singlewriter import SINGLE_WRITER_APP
+
+
+class Poster(threading.Thread):
+    """POSTs numbered bodies on one keep-alive connection (reconnecting when closed)."""
+
+    def __init__(self, port: int, name: str, seconds: float = 120.0) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.name = name
+        self.stored: dict[str, int] = {}  # body -> acknowledged row id
+        self.failures: list[str] = []
+        self.refused = 0
+        self._halt = threading.Event()
+        self._deadline = time.monotonic() + seconds
+
+    def run(self) -> None:
+        connection = None
+        for sequence in range(100_000):
+            if self._halt.is_set() or time.monotonic() > self._deadline:
+                break
+            body = f"{self.name}-{sequence}"
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                connection.request("POST", "/rows", body=body)
+                response = connection.getresponse()
+                answer = response.read().decode()
+                if response.status != 200:
+                    self.failures.append(f"{response.status}: {answer}")
+                else:
+                    self.stored[body] = int(answer.split()[1])
+            except ConnectionRefusedError:
+                self.refused += 1
+                connection = None
+            except (OSError, http.client.HTTPException) as e:
+                self.failures.append(f"{body}: {type(e).__name__}: {e}")
+                connection = None
+            time.sleep(0.01)
+        if connection is not None:
+            connection.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(30)
+
+
+class SequentialHandoverTests(TestCase):
+    def flip(self, handover: str, **release):
+        workdir = shortTempDir(self)
+        self.db = os.path.join(workdir, "rows.sqlite3")
+        self.port = freePort()
+        self.workdir = workdir
+        self.deploy(**release)
+        flip = Flip(
+            self,
+            ["--app", "writer.makeService", "--handover", handover],
+            workdir=workdir,
+            env=appEnv(workdir),
+        )
+        flip.start()
+        return flip
+
+    def deploy(self, release: int = 1, broken: str = "") -> None:
+        writeApp(
+            self.workdir,
+            "writer",
+            SINGLE_WRITER_APP,
+            db=self.db,
+            port=self.port,
+            broken=broken,
+            release=release,
+        )
+
+    def underLoad(self, flip: Flip, restarts: int, port: int | None = None) -> list[Poster]:
+        posters = [Poster(port or self.port, f"c{i}") for i in range(4)]
+        for poster in posters:
+            poster.start()
+        try:
+            waitFor(lambda: sum(len(p.stored) for p in posters) > 20, "POSTs to get going")
+            for _ in range(restarts):
+                before = sum(len(p.stored) for p in posters)
+                flip.restart()
+                waitFor(
+                    lambda before=before: sum(len(p.stored) for p in posters) > before + 10,
+                    "POSTs after a restart",
+                )
+        finally:
+            for poster in posters:
+                poster.stop()
+        return posters
+
+    def storedRows(self) -> dict[str, int]:
+        with sqlite3.connect(self.db) as db:
+            return {body: rowId for rowId, body in db.execute("select id, body from rows")}
+
+    def roleHolder(self) -> str:
+        return httpGet("127.0.0.1", self.port, "/role")[2].decode()
+
+    def test_restartsUnderPostLoadLoseNothing(self) -> None:
+        """5 restarts: 0 failed or refused requests, each acknowledged row stored once."""
+        flip = self.flip("sequential")
+        posters = self.underLoad(flip, restarts=5)
+        failures = [f for p in posters for f in p.failures]
+        self.assertEqual(failures, [])
+        self.assertEqual(sum(p.refused for p in posters), 0)
+        acknowledged = {body: rowId for p in posters for body, rowId in p.stored.items()}
+        self.assertEqual(self.storedRows(), acknowledged)
+        self.assertEqual(self.roleHolder(), str(flip.pid()), "the role is the serving PID's")
+        self.assertIn("the app stopped after", flip.log())
+
+    def test_throughADelayProxyNothingIsLost(self) -> None:
+        """The same through a proxy adding 20 ms each way: parked connections move."""
+        flip = self.flip("sequential")
+        proxy = DelayProxy(("127.0.0.1", self.port), 0.02).start()
+        self.addCleanup(proxy.stop)
+        posters = self.underLoad(flip, restarts=2, port=proxy.port)
+        self.assertEqual([f for p in posters for f in p.failures], [])
+        acknowledged = {body: rowId for p in posters for body, rowId in p.stored.items()}
+        self.assertEqual(self.storedRows(), acknowledged)
+        self.assertEqual(proxy.connections, 4, "no client opened a second connection")
+
+    def test_overlapCollides(self) -> None:
+        """The same app under overlap: two generations hand out the same ids."""
+        flip = self.flip("overlap")
+        posters = self.underLoad(flip, restarts=2)
+        failures = [f for p in posters for f in p.failures]
+        self.assertTrue(
+            any("UNIQUE constraint failed" in f for f in failures),
+            f"no collision seen: {failures[:3]}",
+        )
+
+    def test_roleHeldByTheServingGeneration(self) -> None:
+        """A role claimed at startService is the serving generation's after each restart."""
+        flip = self.flip("sequential")
+        for _ in range(2):
+            pid = flip.restart()
+            self.assertEqual(self.roleHolder(), str(pid))
+
+    def test_releaseBrokenAtBuildLeavesTheOldServing(self) -> None:
+        flip = self.flip("sequential")
+        pid = flip.pid()
+        self.deploy(release=2, broken="build")
+        os.kill(pid, 1)
+        flip.waitLog("cannot be built")
+        flip.waitLog("keeps serving")
+        self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
+        self.assertNotIn("stopping the app", flip.log())
+
+    def test_releaseBrokenAtStartGetsTheOldAppBack(self) -> None:
+        """The new app fails after the old one stopped: the old app starts again and serves."""
+        flip = self.flip("sequential")
+        pid = flip.pid()
+        self.deploy(release=2, broken="start")
+        os.kill(pid, 1)
+        flip.waitLog("cannot start its database")
+        flip.waitLog("accepting again after")
+        self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
+        self.assertEqual(self.roleHolder(), str(pid), "the old app claimed its role again")
+        self.assertEqual(flip.pid(), pid)
