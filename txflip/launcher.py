@@ -120,14 +120,43 @@ def main(argv: list[str]) -> int:
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:
         raise fatal(str(e).replace("twistd flip", "txflip run")) from None
 
+    stopper = None
+    if args.handover == "sequential":
+        stopper = _sequential(reactor, generation, args)
+
     reactor.callWhenRunning(generation.start)
     generation.handleSignals()
 
-    if args.module is not None:
-        sys.argv = [args.module, *args.program]
-        runpy.run_module(args.module, run_name="__main__", alter_sys=True)
-    else:
-        script, *rest = args.program
-        sys.argv = [script, *rest]
-        runpy.run_path(script, run_name="__main__")
+    try:
+        if args.module is not None:
+            sys.argv = [args.module, *args.program]
+            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        else:
+            script, *rest = args.program
+            sys.argv = [script, *rest]
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit:
+        if stopper is not None and stopper.handingOver:
+            stopper.finish()
+        raise
+    if stopper is not None and stopper.handingOver:
+        stopper.finish()
     return 0
+
+
+def _sequential(reactor, generation, args):
+    """
+    C{--handover sequential}: this generation stops its program for the next
+    one; a new generation waits, the program imported, until the previous
+    program has stopped (txflip.ownprogram).
+    """
+    from txflip.core.pause import AppLifecycle
+    from txflip.ownprogram import ProgramStop, preImport, waitForTurn
+
+    stopper = ProgramStop(reactor, generation)
+    generation.app = AppLifecycle(stopper.stop, lambda: None)
+    if generation.inherited is not None and generation.inherited.sequential:
+        if args.module is not None:
+            preImport(generation, args.module)
+        waitForTurn(generation, args.ready_timeout)
+    return stopper

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import os
 import sqlite3
+import sys
 import threading
 import time
 
@@ -19,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from tests.support.apps import appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.procs import Flip, freePort, httpGet, shortTempDir, waitFor
-from tests.support.singlewriter import SINGLE_WRITER_APP
+from tests.support.singlewriter import SINGLE_WRITER_APP, SINGLE_WRITER_PROGRAM
 
 
 class Poster(threading.Thread):
@@ -66,32 +67,11 @@ class Poster(threading.Thread):
         self.join(30)
 
 
-class SequentialHandoverTests(TestCase):
-    def flip(self, handover: str, **release):
-        workdir = shortTempDir(self)
-        self.db = os.path.join(workdir, "rows.sqlite3")
-        self.port = freePort()
-        self.workdir = workdir
-        self.deploy(**release)
-        flip = Flip(
-            self,
-            ["--app", "writer.makeService", "--handover", handover],
-            workdir=workdir,
-            env=appEnv(workdir),
-        )
-        flip.start()
-        return flip
+class SingleWriterTests:
+    """What holds for the single-writer app however it is run; see the two classes below."""
 
-    def deploy(self, release: int = 1, broken: str = "") -> None:
-        writeApp(
-            self.workdir,
-            "writer",
-            SINGLE_WRITER_APP,
-            db=self.db,
-            port=self.port,
-            broken=broken,
-            release=release,
-        )
+    restarts = 5
+    brokenAtBuild = "cannot be built"
 
     def underLoad(self, flip: Flip, restarts: int, port: int | None = None) -> list[Poster]:
         posters = [Poster(port or self.port, f"c{i}") for i in range(4)]
@@ -119,16 +99,65 @@ class SequentialHandoverTests(TestCase):
         return httpGet("127.0.0.1", self.port, "/role")[2].decode()
 
     def test_restartsUnderPostLoadLoseNothing(self) -> None:
-        """5 restarts: 0 failed or refused requests, each acknowledged row stored once."""
+        """Restarts under load: 0 failed or refused requests, each acknowledged row stored once."""
         flip = self.flip("sequential")
-        posters = self.underLoad(flip, restarts=5)
-        failures = [f for p in posters for f in p.failures]
-        self.assertEqual(failures, [])
+        posters = self.underLoad(flip, restarts=self.restarts)
+        self.assertEqual([f for p in posters for f in p.failures], [])
         self.assertEqual(sum(p.refused for p in posters), 0)
         acknowledged = {body: rowId for p in posters for body, rowId in p.stored.items()}
         self.assertEqual(self.storedRows(), acknowledged)
         self.assertEqual(self.roleHolder(), str(flip.pid()), "the role is the serving PID's")
-        self.assertIn("the app stopped after", flip.log())
+
+    def test_overlapCollides(self) -> None:
+        """The same app under overlap: two generations hand out the same ids."""
+        flip = self.flip("overlap")
+        posters = self.underLoad(flip, restarts=2)
+        failures = [f for p in posters for f in p.failures]
+        self.assertTrue(
+            any("UNIQUE constraint failed" in f for f in failures),
+            f"no collision seen: {failures[:3]}",
+        )
+
+    def test_releaseBrokenAtBuildLeavesTheOldServing(self) -> None:
+        """A release that cannot be built: the old app never stopped, and serves."""
+        flip = self.flip("sequential")
+        pid = flip.pid()
+        self.deploy(release=2, broken="build")
+        os.kill(pid, 1)
+        flip.waitLog(self.brokenAtBuild)
+        flip.waitLog("keeps serving")
+        self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
+        self.assertNotIn("stopping the", flip.log())
+
+
+class SequentialHandoverTests(SingleWriterTests, TestCase):
+    """The single-writer app as a service under C{twistd flip --handover sequential}."""
+
+    def flip(self, handover: str, **release):
+        workdir = shortTempDir(self)
+        self.db = os.path.join(workdir, "rows.sqlite3")
+        self.port = freePort()
+        self.workdir = workdir
+        self.deploy(**release)
+        flip = Flip(
+            self,
+            ["--app", "writer.makeService", "--handover", handover],
+            workdir=workdir,
+            env=appEnv(workdir),
+        )
+        flip.start()
+        return flip
+
+    def deploy(self, release: int = 1, broken: str = "") -> None:
+        writeApp(
+            self.workdir,
+            "writer",
+            SINGLE_WRITER_APP,
+            db=self.db,
+            port=self.port,
+            broken=broken,
+            release=release,
+        )
 
     def test_throughADelayProxyNothingIsLost(self) -> None:
         """The same through a proxy adding 20 ms each way: parked connections move."""
@@ -141,32 +170,12 @@ class SequentialHandoverTests(TestCase):
         self.assertEqual(self.storedRows(), acknowledged)
         self.assertEqual(proxy.connections, 4, "no client opened a second connection")
 
-    def test_overlapCollides(self) -> None:
-        """The same app under overlap: two generations hand out the same ids."""
-        flip = self.flip("overlap")
-        posters = self.underLoad(flip, restarts=2)
-        failures = [f for p in posters for f in p.failures]
-        self.assertTrue(
-            any("UNIQUE constraint failed" in f for f in failures),
-            f"no collision seen: {failures[:3]}",
-        )
-
     def test_roleHeldByTheServingGeneration(self) -> None:
         """A role claimed at startService is the serving generation's after each restart."""
         flip = self.flip("sequential")
         for _ in range(2):
             pid = flip.restart()
             self.assertEqual(self.roleHolder(), str(pid))
-
-    def test_releaseBrokenAtBuildLeavesTheOldServing(self) -> None:
-        flip = self.flip("sequential")
-        pid = flip.pid()
-        self.deploy(release=2, broken="build")
-        os.kill(pid, 1)
-        flip.waitLog("cannot be built")
-        flip.waitLog("keeps serving")
-        self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
-        self.assertNotIn("stopping the app", flip.log())
 
     def test_releaseBrokenAtStartGetsTheOldAppBack(self) -> None:
         """The new app fails after the old one stopped: the old app starts again and serves."""
@@ -178,4 +187,57 @@ class SequentialHandoverTests(TestCase):
         flip.waitLog("accepting again after")
         self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
         self.assertEqual(self.roleHolder(), str(pid), "the old app claimed its role again")
+        self.assertEqual(flip.pid(), pid)
+
+
+class ProgramSequentialHandoverTests(SingleWriterTests, TestCase):
+    """
+    The same app as a program that runs its own reactor and opens its database
+    in C{main()}, as Synapse does: C{python -m txflip run --handover sequential}.
+    """
+
+    restarts = 3
+    brokenAtBuild = "cannot be imported"
+
+    def flip(self, handover: str, **release):
+        from tests.integration.test_own_reactor_programs import Program
+
+        workdir = shortTempDir(self)
+        self.db = os.path.join(workdir, "rows.sqlite3")
+        self.port = freePort()
+        self.workdir = workdir
+        self.deploy(**release)
+        program = Program(
+            self,
+            [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}"]
+            + ["--handover", handover, "-m", "writer"],
+            workdir=workdir,
+            env=appEnv(workdir),
+        )
+        program.start()
+        return program
+
+    def deploy(self, release: int = 1, broken: str = "") -> None:
+        writeApp(
+            self.workdir,
+            "writer",
+            SINGLE_WRITER_PROGRAM,
+            db=self.db,
+            port=self.port,
+            broken=broken,
+            release=release,
+        )
+
+    def test_releaseBrokenAtStartGetsTheOldAppBack(self) -> None:
+        """The new program fails after the old one stopped: the old one runs its program again."""
+        flip = self.flip("sequential")
+        pid = flip.pid()
+        self.deploy(release=2, broken="start")
+        os.kill(pid, 1)
+        flip.waitLog("running generation 1's program again")
+        # Same PID (execv): the PID file still names it; its program was run again.
+        self.deploy(release=3)
+        waitFor(lambda: flip.log().count(f"pid {pid}] serving") >= 2, "the program again")
+        self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
+        self.assertEqual(self.roleHolder(), str(pid))
         self.assertEqual(flip.pid(), pid)

@@ -82,3 +82,66 @@ def makeService():
     strports.service("tcp:%(port)d:interface=127.0.0.1", Site(Rows(store))).setServiceParent(top)
     return top
 """
+
+SINGLE_WRITER_PROGRAM = """
+import os, sqlite3, sys
+from twisted.internet import reactor
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+DB = %(db)r
+BROKEN = %(broken)r  # "", "build" or "start"
+
+if BROKEN == "build":
+    raise RuntimeError("release %(release)s cannot be imported")
+
+
+class Rows(Resource):
+    isLeaf = True
+
+    def __init__(self, db, nextId):
+        Resource.__init__(self)
+        self.db = db
+        self.nextId = nextId
+
+    def render_POST(self, request):
+        body = request.content.read().decode()
+        rowId, self.nextId = self.nextId, self.nextId + 1
+        try:
+            self.db.execute("insert into rows values (?, ?)", (rowId, body))
+        except sqlite3.IntegrityError as e:
+            request.setResponseCode(500)
+            return str(e).encode()
+        return ("stored %%d by %%d" %% (rowId, os.getpid())).encode()
+
+    def render_GET(self, request):
+        if request.path == b"/role":
+            row = self.db.execute("select pid from roles where name = 'scheduler'").fetchone()
+            return str(row[0] if row else None).encode()
+        return str(os.getpid()).encode()
+
+
+def main():
+    # As Synapse does: the database is opened and the highest id read in main().
+    db = sqlite3.connect(DB, isolation_level=None, timeout=10)
+    db.execute("create table if not exists rows (id integer primary key, body text)")
+    db.execute("create table if not exists roles (name text primary key, pid integer)")
+    if BROKEN == "start":
+        raise RuntimeError("release %(release)s cannot start its database")
+    nextId = db.execute("select coalesce(max(id), 0) + 1 from rows").fetchone()[0]
+    db.execute("insert or replace into roles values ('scheduler', ?)", (os.getpid(),))
+
+    def release():
+        db.execute(
+            "update roles set pid = null where name = 'scheduler' and pid = ?", (os.getpid(),)
+        )
+        db.close()
+
+    reactor.addSystemEventTrigger("before", "shutdown", release)
+    reactor.listenTCP(%(port)d, Site(Rows(db, nextId)), interface="127.0.0.1")
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
+"""

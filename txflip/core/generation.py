@@ -14,6 +14,7 @@ single process, a leader of workers and a worker is its role
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -35,7 +36,18 @@ from txflip.core.startup import Startup
 from txflip.core.state import State, checkMove
 
 _FROM_ENVIRONMENT = object()
+ENV_AGAIN = "TXFLIP_GENERATION_AGAIN"
+"""Set by a generation that runs its program again (txflip.ownprogram): its number."""
 _current: Generation | None = None
+
+
+def _generationAgain() -> int:
+    """A first generation's number: 1, or its own when it runs its program again."""
+    text = os.environ.pop(ENV_AGAIN, None)
+    try:
+        return int(json.loads(text)["generation"]) if text else 1
+    except (ValueError, KeyError, TypeError):
+        return 1
 
 
 def current() -> Generation:
@@ -112,7 +124,7 @@ class Generation:
         self.inherited: HandoffState | None = inherited
         if inherited is not None:
             inherited.keepDescriptorsToThisProcess()
-        self.number = inherited.generation if inherited is not None else 1
+        self.number = inherited.generation if inherited is not None else _generationAgain()
         setGeneration(self.number)
         if inherited is not None and inherited.pidFile:
             pidFile = inherited.pidFile
@@ -220,6 +232,10 @@ class Generation:
         sequential handover, where it fires once the predecessor's app stopped.
         """
         return self._startup.whenItsTurn()
+
+    def tookTurnBeforeRunning(self) -> None:
+        """A sequential handover's turn came before the reactor ran (txflip.ownprogram)."""
+        self._startup.takeTurnNow()
 
     def waitingFor(self) -> list[str]:
         """What this generation still waits for before it is ready (empty once ready)."""
@@ -334,6 +350,12 @@ class Generation:
         @return: fires once this generation has nothing left to do.
         """
         if self._stopped is not None:
+            return self._stopped
+        if self.restarts.programStopping:
+            # A sequential handover stops the program's reactor: the handover
+            # goes on without it (txflip.ownprogram).
+            self._stopped = Deferred()
+            self._stopped.callback(None)
             return self._stopped
         self.role.stopping()
         if self._state is State.HANDED_OVER:

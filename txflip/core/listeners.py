@@ -420,6 +420,12 @@ class ListenerRegistry:
         self._keysAsked[base] = max(0, self._keysAsked.get(base, 1) - 1)
         log.info("keeping {key} while the app is stopped", key=listener.key)
 
+    def listeningDescriptors(self) -> list[int]:
+        """The descriptor of every socket this generation listens on or keeps."""
+        return [listener.port.fileno() for listener in self.active()] + [
+            item.fd for item in self._inherited.values()
+        ]
+
     def keyOf(self, port) -> str | None:
         """The key of the listener C{port} is (or was, before the app stopped it)."""
         for listener in self.listeners:

@@ -300,6 +300,15 @@ class UpgradeAttempt:
         self._registry.pauseAll()
         self._finish(True, "serving")
 
+    def channelTransport(self):
+        """The transport of this end of the control channel (to finish without a reactor)."""
+        return self._channel.transport
+
+    def takeTransfer(self) -> socket.socket | None:
+        """Take this end of the transfer channel (to finish without a reactor)."""
+        transfer, self._transfer = self._transfer, None
+        return transfer
+
     def watchSuccessor(self, onSilence: Callable[[bool], None]) -> None:
         """
         After a success: call C{onSilence(True)} once the successor has not been

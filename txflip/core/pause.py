@@ -82,6 +82,10 @@ class Pause:
     def parked(self) -> int:
         return len(self._parked)
 
+    def parkedConnections(self) -> list:
+        """The protocols of the connections parked so far."""
+        return list(self._parked)
+
     def start(self) -> Deferred:
         """
         Stop accepting, finish what is in flight, stop the app.

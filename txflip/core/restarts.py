@@ -42,6 +42,9 @@ class Restarts:
         self._queued: list[tuple[str, Deferred]] = []
         self.attempt: UpgradeAttempt | None = None
         self.pause: Pause | None = None
+        self.programStopping = False
+        """Whether a program that runs its own reactor stops it for a sequential handover
+        (txflip.ownprogram): the stop that follows leaves the attempt alone."""
         self.handover: Handover | None = None
         self.lastOutcome: Outcome | None = None
 

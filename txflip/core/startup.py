@@ -76,6 +76,10 @@ class Startup:
             self._turnWaiters.append(d)
         return d
 
+    def takeTurnNow(self) -> None:
+        """The turn came before the link was opened (a program waiting before its reactor)."""
+        self._takeTurn()
+
     def _takeTurn(self) -> None:
         if self._turnTaken:
             return
@@ -152,7 +156,7 @@ class Startup:
             )
             self.link.open()
             self._readiness.onChange = self.link.waiting
-            if self.sequential:
+            if not self._turnTaken:
                 self.link.prepared()
         self._readiness.release(REACTOR_RUNNING)
 
