@@ -11,6 +11,7 @@ generation still drains is taken over from: this generation accepts again.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from twisted.internet.defer import Deferred, succeed
@@ -473,15 +474,15 @@ class Generation:
         self.registry.releaseAll()
         self._exit("handed over")
 
-    def handleSignals(self) -> None:
+    def handleSignals(self, restartSignal: int = signal.SIGHUP) -> None:
         """
-        For a program that runs the reactor itself: SIGHUP starts an upgrade,
-        the reactor's shutdown (SIGTERM, SIGINT, C{reactor.stop()}) drains
-        first, and the reactor stops once this generation has handed over.
+        For a program that runs the reactor itself: C{restartSignal} starts an
+        upgrade, the reactor's shutdown (SIGTERM, SIGINT, C{reactor.stop()})
+        drains first, and the reactor stops once this generation has handed over.
         """
-        from txflip.core.signals import SighupDispatch
+        from txflip.core.signals import RestartSignalDispatch
 
-        dispatch = SighupDispatch(self._reactor)
+        dispatch = RestartSignalDispatch(self._reactor, restartSignal)
         dispatch.generation = self
         dispatch.install()
         self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)

@@ -10,6 +10,7 @@ from txflip.acme.options import OPT_FLAGS as ACME_FLAGS
 from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
 from txflip.acme.options import AcmeOptionsMixin, acmeRequested
 from txflip.core import pidfile
+from txflip.core.signals import restartSignal
 from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
 from txflip.twistd.appload import AppError, loadServed, rejectTwistdAppOptions
@@ -72,6 +73,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             None,
             "The port --redirect-http sends clients to "
             "(default: the port of the first ssl:, flip-tls: or tls: --listen, else 443).",
+        ],
+        [
+            "restart-signal",
+            None,
+            "HUP",
+            "The signal that starts the next generation: HUP, USR1 or USR2 (for an app "
+            "that handles SIGHUP itself). `txflip reload` restarts whatever it is.",
         ],
         [
             "control",
@@ -204,7 +212,7 @@ def makeService(options: FlipOptions):
 
     # Before anything imports the app: a stray SIGHUP would kill a plain twistd.
     try:
-        host = Host(reactor)
+        host = Host(reactor, restartSignal(options["restart-signal"]))
     except (ValueError, ConfigError) as e:
         raise fatal(str(e)) from None
     try:
