@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import sysconfig
 import traceback
 import types
@@ -102,8 +103,8 @@ def _importProblem(error: BaseException, moduleName: str) -> str:
         and (moduleName == error.name or moduleName.startswith(error.name + "."))
     ):
         return (
-            f"no module named {error.name!r}: install it, or add the directory that holds "
-            "it to PYTHONPATH"
+            f"no module named {error.name!r} (looked in {os.getcwd()} too): install it, "
+            "start flip from the directory that holds it, or add that directory to PYTHONPATH"
         )
     return errorText(error)
 
@@ -290,8 +291,22 @@ def loadAppFile(path: str) -> LoadedApp:
         ) from None
 
 
+def importFromWorkingDirectory() -> None:
+    """
+    Put the working directory first on C{sys.path}, as C{python -m} and
+    gunicorn do, so that C{--app mysite.wsgi:application} run from the project
+    finds C{mysite} (the installed C{twistd} script puts only its own directory
+    there). The directory as resolved: a generation started after a deploy
+    switched a C{current} symlink imports, lazily too, from its own release.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 def loadApp(name: str, reactor=None) -> LoadedApp:
     """Load what C{--app name} names (see the module's docstring for the rules)."""
+    importFromWorkingDirectory()
     if isAppFile(name):
         return loadAppFile(name)
     return _serve(name, lookUp(name), reactor, mayCall=True)
