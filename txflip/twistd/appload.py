@@ -306,7 +306,6 @@ def importFromWorkingDirectory() -> None:
 
 def loadApp(name: str, reactor=None) -> LoadedApp:
     """Load what C{--app name} names (see the module's docstring for the rules)."""
-    importFromWorkingDirectory()
     if isAppFile(name):
         return loadAppFile(name)
     return _serve(name, lookUp(name), reactor, mayCall=True)

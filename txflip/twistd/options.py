@@ -13,7 +13,12 @@ from txflip.core import pidfile
 from txflip.core.signals import restartSignal
 from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
-from txflip.twistd.appload import AppError, loadServed, rejectTwistdAppOptions
+from txflip.twistd.appload import (
+    AppError,
+    importFromWorkingDirectory,
+    loadServed,
+    rejectTwistdAppOptions,
+)
 
 DEMO_APP = "txflip.demo.makeResource"
 DEFAULT_LISTEN = "tcp:8080"
@@ -258,6 +263,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         except usage.UsageError as e:
             raise ConfigError(str(e)) from None
 
+    importFromWorkingDirectory()
     loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
     if appService is not None and settings.workers > 1 and host.workerRole is None:
