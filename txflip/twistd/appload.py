@@ -102,9 +102,11 @@ def _importProblem(error: BaseException, moduleName: str) -> str:
         and error.name
         and (moduleName == error.name or moduleName.startswith(error.name + "."))
     ):
+        here = os.getcwd()
+        looked = f" (looked in {here} too)" if here in sys.path or "" in sys.path else ""
         return (
-            f"no module named {error.name!r} (looked in {os.getcwd()} too): install it, "
-            "start flip from the directory that holds it, or add that directory to PYTHONPATH"
+            f"no module named {error.name!r}{looked}: install it, start flip from the "
+            "directory that holds it, or add that directory to PYTHONPATH"
         )
     return errorText(error)
 
