@@ -2,23 +2,25 @@
 Hosting a generation in a process: what the twistd plugin and C{python -m
 txflip run} both set up around the restart core.
 
-In order: SIGHUP is caught before any app code is imported (a stray SIGHUP
-would kill the process); the handoff state and systemd's variables are taken
-from the environment; the L{Generation} is made and stands in for the
-reactor's listen methods; then the control socket and sd_notify are attached
-to its events.
+In order: the restart signal (SIGHUP unless C{--restart-signal}) is caught
+before any app code is imported (a stray SIGHUP would kill the process); the
+handoff state and systemd's variables are taken from the environment; the
+L{Generation} is made and stands in for the reactor's listen methods; then the
+control socket and sd_notify are attached to its events, and a watch warns if
+the app takes the restart signal over.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from txflip.core import pidfile
 from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState, takeInheritedState
 from txflip.core.log import log
-from txflip.core.signals import SighupDispatch
+from txflip.core.signals import RestartSignalDispatch, TakeoverWatch
 from txflip.core.startfailure import StartFailureReporter
 from txflip.systemd import activation, fdstore
 from txflip.systemd import notify as sdnotify
@@ -66,14 +68,16 @@ class HostSettings:
 class Host:
     """
     The process around one generation. Make it first thing: its constructor
-    catches SIGHUP and reads what the previous generation handed down.
+    catches the restart signal and reads what the previous generation handed down.
 
+    @param restartSignal: the signal that starts the next generation
+        (L{txflip.core.signals.restartSignal} reads C{--restart-signal}).
     @raise ValueError: the handoff state in the environment is malformed.
     """
 
-    def __init__(self, reactor) -> None:
+    def __init__(self, reactor, restartSignal: int = signal.SIGHUP) -> None:
         self.reactor = reactor
-        self.dispatch = SighupDispatch(reactor)
+        self.dispatch = RestartSignalDispatch(reactor, restartSignal)
         self.dispatch.install()
         self.inherited: HandoffState | None = takeInheritedState()
         # Whatever else ends this child before it serves reaches its parent too.
@@ -158,9 +162,12 @@ class Host:
             generation.events.subscribe(self._startFailures.observe)
         if generation.simpleModeReason is not None:
             log.warn(
-                "simple mode: {why}; SIGHUP will not restart, SIGTERM drains",
+                "simple mode: {why}; {signal} will not restart, SIGTERM drains",
                 why=generation.simpleModeReason,
+                signal=self.dispatch.name,
             )
+        else:
+            self._watchRestartSignal(generation, control)
         if self.inherited is not None:
             log.info(
                 "generation {gen} starting, handed {count} listener(s) by PID {parent}",
@@ -200,6 +207,28 @@ class Host:
             leader=self.inherited.parentPid,
         )
         return generation
+
+    def _watchRestartSignal(self, generation: Generation, control) -> None:
+        """Warn once if the app takes the restart signal over (see L{TakeoverWatch})."""
+        from txflip.control.paths import defaultControlPath
+
+        if self.dispatch.signum != signal.SIGHUP:
+            log.info("restarts on {signal} (--restart-signal)", signal=self.dispatch.name)
+        if control is None:
+            reload = "give flip --pid-file or --control and restart with `txflip reload`"
+        elif generation.pidFile and control.path == defaultControlPath(generation.pidFile):
+            reload = f"restart with `txflip reload --pid-file {generation.pidFile}`"
+        else:
+            reload = f"restart with `txflip reload --control {control.path}`"
+        watch = TakeoverWatch(self.reactor, self.dispatch.signum, reload)
+
+        def observe(name: str, fields: dict) -> None:
+            if name == "serving":
+                watch.start()
+            elif name == "exiting":
+                watch.stop()
+
+        generation.events.subscribe(observe)
 
     def _hearAppNotify(self, generation: Generation) -> None:
         from txflip.systemd.appnotify import AppNotifyListener

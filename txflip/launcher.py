@@ -6,9 +6,12 @@ unchanged.
 The launcher makes this process's generation before the program runs, so every
 C{listenTCP}, C{listenUNIX}, C{listenSSL} and endpoint the program opens adopts
 the socket its predecessor handed down; the generation is ready by the same
-rules as under C{twistd flip}. It then runs the program as C{__main__}. The
-program's own C{reactor.run()} serves; SIGHUP starts the next generation with
-the same command line; SIGTERM and SIGINT drain before the reactor stops.
+rules as under C{twistd flip}. It then runs the program as C{__main__}, with
+every word after the module or script as its arguments. The program's own
+C{reactor.run()} serves; the restart signal (SIGHUP unless
+C{--restart-signal}) starts the next generation with the same command line;
+SIGTERM and SIGINT drain before the reactor stops. Logging is the program's
+(L{txflip.programlog}).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
     "[--handover overlap|sequential] [--pause-timeout S] "
     "[--control PATH | --no-control] [--fd-store] [--app-notify] [--reactor NAME] "
-    "(-m MODULE | SCRIPT) [ARGS...]"
+    "[--restart-signal NAME] (-m MODULE | SCRIPT) [ARGS...]"
 )
 
 
@@ -40,29 +43,62 @@ def _seconds(text: str) -> float:
     return value
 
 
+_WITH_A_VALUE = {
+    "--pid-file": {"help": "PID file, rewritten by each generation once it serves"},
+    "--ready-timeout": {"type": _seconds, "default": 60.0},
+    "--drain-timeout": {"type": _seconds, "default": 30.0},
+    "--handover": {"choices": ("overlap", "sequential"), "default": "overlap"},
+    "--pause-timeout": {"type": _seconds, "default": 30.0},
+    "--control": {"help": "control socket path (default: PID file + .control)"},
+    "--reactor": {"help": "the reactor to install, as twistd --reactor names it"},
+    "--restart-signal": {
+        "default": "HUP",
+        "help": "the signal that restarts: HUP (default), USR1 or USR2",
+    },
+}
+_FLAGS = {
+    "--no-control": "open no control socket",
+    "--fd-store": "keep the listeners in systemd's fd store",
+    "--app-notify": "the program speaks sd_notify: its own READY=1 is its readiness",
+}
+
+
 def parser() -> argparse.ArgumentParser:
+    """flip's own options, the words before C{-m MODULE} or C{SCRIPT}."""
     p = _Parser(prog="python -m txflip run", usage=USAGE, allow_abbrev=False)
-    p.add_argument("--pid-file", help="PID file, rewritten by each generation once it serves")
-    p.add_argument("--ready-timeout", type=_seconds, default=60.0)
-    p.add_argument("--drain-timeout", type=_seconds, default=30.0)
-    p.add_argument("--handover", choices=("overlap", "sequential"), default="overlap")
-    p.add_argument("--pause-timeout", type=_seconds, default=30.0)
-    p.add_argument("--control", help="control socket path (default: PID file + .control)")
-    p.add_argument("--no-control", action="store_true", help="open no control socket")
-    p.add_argument(
-        "--fd-store", action="store_true", help="keep the listeners in systemd's fd store"
-    )
-    p.add_argument(
-        "--app-notify",
-        action="store_true",
-        help="the program speaks sd_notify: its own READY=1 is its readiness",
-    )
-    p.add_argument("--reactor", help="the reactor to install, as twistd --reactor names it")
-    p.add_argument("-m", dest="module", help="run this module as __main__, like python -m")
-    p.add_argument(
-        "program", nargs=argparse.REMAINDER, help="SCRIPT [ARGS...] or the module's ARGS"
-    )
+    for name, settings in _WITH_A_VALUE.items():
+        p.add_argument(name, **settings)
+    for name, text in _FLAGS.items():
+        p.add_argument(name, action="store_true", help=text)
     return p
+
+
+def splitCommandLine(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """
+    C{argv} (the words after C{run}) as flip's options, the module to run (or
+    L{None} for a script), and the program's command line: C{[SCRIPT, ARGS...]}
+    or the module's C{[ARGS...]}.
+
+    flip's options end at C{-m MODULE} or at the first word that is not one
+    (the script; C{--} may come before it). Every word after the module or the
+    script is the program's, unchanged, as C{python -m} and C{python SCRIPT}
+    leave them, an C{--} included.
+    """
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "-m":
+            if index + 1 == len(argv):
+                parser().error("-m needs a MODULE")
+            return argv[:index], argv[index + 1], argv[index + 2 :]
+        if word.startswith("-m") and not word.startswith("--"):
+            return argv[:index], word[2:], argv[index + 1 :]
+        if word == "--":
+            return argv[:index], None, argv[index + 1 :]
+        if not word.startswith("-") or word == "-":
+            return argv[:index], None, argv[index:]
+        index += 2 if word in _WITH_A_VALUE else 1
+    return argv, None, []
 
 
 def _installReactor(name: str | None):
@@ -80,30 +116,31 @@ def _installReactor(name: str | None):
     return reactor
 
 
-def _logToStandardOutput() -> None:
-    """
-    Log as C{twistd -n} does, so the generation's lines (and the program's) are
-    seen; a program that begins logging itself adds its own observer too.
-    """
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
-
-
 def main(argv: list[str]) -> int:
     """Run the program named in C{argv} (the words after C{run}) under a generation."""
-    args = parser().parse_args(argv)
-    if args.module is None and not args.program:
+    flipArgs, module, program = splitCommandLine(argv)
+    args = parser().parse_args(flipArgs)
+    if module is None and not program:
         parser().error("name the program: -m MODULE or SCRIPT")
+
+    from txflip.core.signals import restartSignal
+
+    try:
+        signum = restartSignal(args.restart_signal)
+    except ValueError as e:
+        parser().error(str(e))
     reactor = _installReactor(args.reactor)
-    _logToStandardOutput()
+    from txflip.programlog import showFlipLinesOnStderr
+
+    # The program owns logging; flip's lines are on stderr until it begins.
+    showFlipLinesOnStderr(sys.stderr)
 
     from txflip.core import pidfile
     from txflip.core.service import fatal
     from txflip.host import ConfigError, Host, HostSettings
 
     try:
-        host = Host(reactor)
+        host = Host(reactor, signum)
         generation = host.startGeneration(
             HostSettings(
                 pidFile=args.pid_file,
@@ -122,19 +159,18 @@ def main(argv: list[str]) -> int:
 
     stopper = None
     if args.handover == "sequential":
-        stopper = _sequential(reactor, generation, args)
+        stopper = _sequential(reactor, generation, args, module)
 
     reactor.callWhenRunning(generation.start)
-    generation.handleSignals()
+    generation.handleSignals(signum)
 
     try:
-        if args.module is not None:
-            sys.argv = [args.module, *args.program]
-            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        if module is not None:
+            sys.argv = [module, *program]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
-            script, *rest = args.program
-            sys.argv = [script, *rest]
-            runpy.run_path(script, run_name="__main__")
+            sys.argv = list(program)
+            runpy.run_path(program[0], run_name="__main__")
     except SystemExit:
         if stopper is not None and stopper.handingOver:
             stopper.finish()
@@ -144,7 +180,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _sequential(reactor, generation, args):
+def _sequential(reactor, generation, args, module: str | None):
     """
     C{--handover sequential}: this generation stops its program for the next
     one; a new generation waits, the program imported, until the previous
@@ -156,7 +192,7 @@ def _sequential(reactor, generation, args):
     stopper = ProgramStop(reactor, generation)
     generation.app = AppLifecycle(stopper.stop, lambda: None)
     if generation.inherited is not None and generation.inherited.sequential:
-        if args.module is not None:
-            preImport(generation, args.module)
+        if module is not None:
+            preImport(generation, module)
         waitForTurn(generation, args.ready_timeout)
     return stopper

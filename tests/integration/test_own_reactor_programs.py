@@ -24,14 +24,35 @@ API_EXAMPLE = os.path.join(
 
 
 class Program(Flip):
-    """A program with its own reactor, run as C{command} instead of C{twistd flip}."""
+    """
+    A program with its own reactor, run as C{command} instead of C{twistd flip}.
 
-    def __init__(self, testCase, command: list[str], **kw) -> None:
+    Its L{log} is standard error, where flip's lines go while the program has
+    not begun logging itself; L{output} is what the program wrote to standard
+    output.
+    """
+
+    def __init__(self, testCase, command: list[str], logsToStdout: bool = False, **kw) -> None:
         super().__init__(testCase, [], **kw)
         self._command = [arg.replace("{pidFile}", self.pidFile) for arg in command]
+        self._logsToStdout = logsToStdout
 
     def command(self) -> list[str]:
         return self._command
+
+    def log(self) -> str:
+        return self.output() if self._logsToStdout else self.stderr()
+
+    def output(self) -> str:
+        return Flip.log(self)
+
+
+def launcher(*args: str) -> list[str]:
+    """C{python -m txflip run --pid-file {pidFile} ARGS...}"""
+    return [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}", *args]
+
+
+SUPPORT_ON_PATH = {"PYTHONPATH": os.pathsep.join([SUPPORT, os.environ.get("PYTHONPATH", "")])}
 
 
 def served(port: int) -> dict:
@@ -51,31 +72,67 @@ class LauncherTests(TestCase):
         return pids
 
     def test_moduleThatRunsTheReactorRestartsUnderLoad(self) -> None:
-        """python -m txflip run -m MODULE ARGS: 3 restarts under load, no failed request."""
+        """
+        python -m txflip run -m MODULE ARGS: 3 restarts under load, no failed
+        request; every generation's program gets its arguments unchanged, its
+        own options and C{--} included, and flip's lines are on stderr.
+        """
         port = freePort()
-        program = Program(
-            self,
-            [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}"]
-            + ["-m", "ownreactor", str(port), "--flag", "x y"],
-            env={"PYTHONPATH": os.pathsep.join([SUPPORT, os.environ.get("PYTHONPATH", "")])},
-        )
+        theirs = ["-c", "homeserver.yaml", "--pid-file", "theirs.pid", str(port), "--", "x y"]
+        program = Program(self, launcher("-m", "ownreactor", *theirs), env=SUPPORT_ON_PATH)
         pids = self.restartUnderLoad(program, port, 3)
-        self.assertEqual(served(port), {"pid": pids[-1], "argv": [str(port), "--flag", "x y"]})
+        self.assertEqual(served(port), {"pid": pids[-1], "argv": theirs, "sighups": 0})
+        self.assertIn(f"[txflip gen 4 pid {pids[-1]}] serving", program.stderr())
+        self.assertFalse(os.path.exists(os.path.join(program.workdir, "theirs.pid")))
 
     def test_scriptUsingReactDrainsOnSigterm(self) -> None:
         """A react() script: restarts, then SIGTERM drains, exits and removes the PID file."""
         port = freePort()
-        program = Program(
-            self,
-            [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}"]
-            + [OWN_REACTOR, str(port), "--react"],
-        )
+        program = Program(self, launcher(OWN_REACTOR, "-c", "x y", str(port), "--react", "--"))
         pids = self.restartUnderLoad(program, port, 2)
         self.assertIn(f"[txflip gen 3 pid {pids[-1]}] serving", program.log())
+        self.assertEqual(served(port)["argv"], ["-c", "x y", str(port), "--react", "--"])
         os.kill(pids[-1], signal.SIGTERM)
         waitFor(lambda: not pidAlive(pids[-1]), "the last generation to exit")
         self.assertFalse(os.path.exists(program.pidFile))
         self.assertIn("generation exits (shut down)", program.log())
+
+    def test_programThatBeginsLoggingGetsFlipsLinesAndNoWarning(self) -> None:
+        """
+        A program that begins Twisted's logging itself (Synapse) is the only
+        one to: no "selected twice" warning, and flip's lines, those logged
+        before it began included, are in its log and no longer on stderr.
+        """
+        port = freePort()
+        program = Program(
+            self, launcher("-m", "ownreactor", str(port), "--log"), True, env=SUPPORT_ON_PATH
+        )
+        program.start()
+        second = program.restart()
+        output = program.output()
+        self.assertIn(f"[txflip gen 2 pid {second}] generation 2 starting, handed", output)
+        self.assertIn(f"[txflip gen 2 pid {second}] serving", output)
+        self.assertNotIn("] serving", program.stderr())
+        self.assertNotIn("selected twice", output + program.stderr())
+
+    def test_restartSignalLeavesSighupToTheProgram(self) -> None:
+        """--restart-signal USR2: USR2 restarts, SIGHUP reaches the program's own handler."""
+        port = freePort()
+        program = Program(
+            self,
+            launcher("--restart-signal", "usr2", "-m", "ownreactor", str(port), "--own-sighup"),
+            env=SUPPORT_ON_PATH,
+        )
+        first = program.start()
+        os.kill(first, signal.SIGHUP)
+        waitFor(lambda: served(port)["sighups"] == 1, "the program to get SIGHUP")
+        os.kill(first, signal.SIGUSR2)
+        second = waitFor(lambda: (p := program.pid()) != first and p, "the next generation")
+        program.waitServing(second)
+        waitFor(lambda: not pidAlive(first), "generation 1 to exit")
+        self.assertEqual(served(port)["pid"], second)
+        self.assertIn(f"[txflip gen 1 pid {first}] SIGUSR2: starting generation 2", program.log())
+        self.assertNotIn("installed its own", program.log())
 
     def test_badUsageIsOneLine(self) -> None:
         program = Program(self, [sys.executable, "-m", "txflip", "run", "--ready-timeout", "0"])
@@ -86,6 +143,14 @@ class LauncherTests(TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("--ready-timeout", lines[0])
         self.assertIn("above 0", lines[0])
+
+    def test_badRestartSignalIsOneLine(self) -> None:
+        program = Program(self, launcher("--restart-signal", "INT", OWN_REACTOR, "8080"))
+        program.start(waitReady=False)
+        program.process.wait(timeout=60)
+        self.assertEqual(program.process.returncode, 2)
+        [line] = program.stderr().strip().splitlines()
+        self.assertIn("txflip run: error: --restart-signal INT: flip drains and exits on", line)
 
 
 class ApiExampleTests(TestCase):

@@ -60,6 +60,34 @@ def makeService():
     return top
 """
 
+OWNS_SIGHUP = """
+import json
+import os
+import signal
+from twisted.application import service, strports
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+reloads = []
+
+class Status(Resource):
+    isLeaf = True
+    def render_GET(self, request):
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        return json.dumps({"pid": os.getpid(), "reloads": len(reloads)}).encode()
+
+class ReloadsOnSighup(service.MultiService):
+    # As Buildbot's master does: a SIGHUP handler of its own, installed as it starts.
+    def startService(self):
+        signal.signal(signal.SIGHUP, lambda signum, frame: reloads.append(signum))
+        return super().startService()
+
+def makeService():
+    top = ReloadsOnSighup()
+    strports.service("tcp:%(port)d:interface=127.0.0.1", Site(Status())).setServiceParent(top)
+    return top
+"""
+
 ECHO_FACTORY = """
 from twisted.internet.protocol import Factory, Protocol
 

@@ -2,14 +2,20 @@
 A server that runs its own reactor, as many programs do: not a twistd plugin,
 and nothing in it knows about txflip.
 
-    python ownreactor.py PORT [--react] [ARGS...]
+    python ownreactor.py [ARGS...] PORT [--react] [--log] [--own-sighup] [ARGS...]
 
-It answers every GET with its PID, in the body and in X-Served-By, and the
-arguments it was given, so a test can see they reach every generation.
+PORT is its first argument that is a number, so that a test can put options
+of the program's own (C{-c homeserver.yaml}) first. It answers every GET with
+its PID, in the body and in X-Served-By, the arguments it was given, so a test
+can see they reach every generation, and how many SIGHUPs it got. With
+C{--log} it begins Twisted's logging itself, to standard output, as Synapse
+does; with C{--own-sighup} it counts SIGHUPs in a handler of its own, as a
+server that reloads on SIGHUP does.
 """
 
 import json
 import os
+import signal
 import sys
 
 from twisted.internet import endpoints
@@ -22,15 +28,26 @@ class Hello(resource.Resource):
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-served-by", str(os.getpid()).encode())
-        return json.dumps({"pid": os.getpid(), "argv": sys.argv[1:]}).encode()
+        body = {"pid": os.getpid(), "argv": sys.argv[1:], "sighups": len(sighups)}
+        return json.dumps(body).encode()
+
+
+sighups = []
 
 
 def listen(reactor):
-    endpoint = endpoints.serverFromString(reactor, f"tcp:{sys.argv[1]}:interface=127.0.0.1")
+    port = next(arg for arg in sys.argv[1:] if arg.isdigit())
+    endpoint = endpoints.serverFromString(reactor, f"tcp:{port}:interface=127.0.0.1")
     return endpoint.listen(server.Site(Hello()))
 
 
 def main():
+    if "--log" in sys.argv:
+        from twisted.logger import globalLogBeginner, textFileLogObserver
+
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    if "--own-sighup" in sys.argv:
+        signal.signal(signal.SIGHUP, lambda signum, frame: sighups.append(signum))
     if "--react" in sys.argv:
         from twisted.internet.defer import Deferred
         from twisted.internet.task import react

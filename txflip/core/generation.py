@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -317,15 +318,15 @@ class Generation:
         self.registry.releaseAll()
         self._exit("handed over")
 
-    def handleSignals(self) -> None:
+    def handleSignals(self, restartSignal: int = signal.SIGHUP) -> None:
         """
-        For a program that runs the reactor itself: SIGHUP starts an upgrade,
-        the reactor's shutdown (SIGTERM, SIGINT, C{reactor.stop()}) drains
-        first, and the reactor stops once this generation has handed over.
+        For a program that runs the reactor itself: C{restartSignal} starts an
+        upgrade, the reactor's shutdown (SIGTERM, SIGINT, C{reactor.stop()})
+        drains first, and the reactor stops once this generation has handed over.
         """
         from txflip.core.signals import handleSignals
 
-        handleSignals(self)
+        handleSignals(self, restartSignal)
 
     # Draining and stopping.
 

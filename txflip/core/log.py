@@ -30,8 +30,8 @@ class RestartLogger:
     it in the format here means no call site can forget it.
     """
 
-    def __init__(self, namespace: str = "txflip") -> None:
-        self._log = Logger(namespace=namespace)
+    def __init__(self, namespace: str = "txflip", observer=None) -> None:
+        self._log = Logger(namespace=namespace, observer=observer)
 
     def _emit(self, level: str, fmt: str, **kw: object) -> None:
         prefix = "[txflip gen {txflip_generation} pid {txflip_pid}] "

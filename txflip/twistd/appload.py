@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import sysconfig
 import traceback
 import types
@@ -101,9 +102,11 @@ def _importProblem(error: BaseException, moduleName: str) -> str:
         and error.name
         and (moduleName == error.name or moduleName.startswith(error.name + "."))
     ):
+        here = os.getcwd()
+        looked = f" (looked in {here} too)" if here in sys.path or "" in sys.path else ""
         return (
-            f"no module named {error.name!r}: install it, or add the directory that holds "
-            "it to PYTHONPATH"
+            f"no module named {error.name!r}{looked}: install it, start flip from the "
+            "directory that holds it, or add that directory to PYTHONPATH"
         )
     return errorText(error)
 
@@ -288,6 +291,19 @@ def loadAppFile(path: str) -> LoadedApp:
             f"--app {path}: `application` is a {type(application).__name__}; "
             'make it service.Application("myapp")'
         ) from None
+
+
+def importFromWorkingDirectory() -> None:
+    """
+    Put the working directory first on C{sys.path}, as C{python -m} and
+    gunicorn do, so that C{--app mysite.wsgi:application} run from the project
+    finds C{mysite} (the installed C{twistd} script puts only its own directory
+    there). The directory as resolved: a generation started after a deploy
+    switched a C{current} symlink imports, lazily too, from its own release.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
 
 
 def loadApp(name: str, reactor=None) -> LoadedApp:

@@ -10,9 +10,15 @@ from txflip.acme.options import OPT_FLAGS as ACME_FLAGS
 from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
 from txflip.acme.options import AcmeOptionsMixin, acmeRequested
 from txflip.core import pidfile
+from txflip.core.signals import restartSignal
 from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
-from txflip.twistd.appload import AppError, loadServed, rejectTwistdAppOptions
+from txflip.twistd.appload import (
+    AppError,
+    importFromWorkingDirectory,
+    loadServed,
+    rejectTwistdAppOptions,
+)
 
 DEMO_APP = "txflip.demo.makeResource"
 DEFAULT_LISTEN = "tcp:8080"
@@ -87,6 +93,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             None,
             "The port --redirect-http sends clients to "
             "(default: the port of the first ssl:, flip-tls: or tls: --listen, else 443).",
+        ],
+        [
+            "restart-signal",
+            None,
+            "HUP",
+            "The signal that starts the next generation: HUP, USR1 or USR2 (for an app "
+            "that handles SIGHUP itself). `txflip reload` restarts whatever it is.",
         ],
         [
             "control",
@@ -219,7 +232,7 @@ def makeService(options: FlipOptions):
 
     # Before anything imports the app: a stray SIGHUP would kill a plain twistd.
     try:
-        host = Host(reactor)
+        host = Host(reactor, restartSignal(options["restart-signal"]))
     except (ValueError, ConfigError) as e:
         raise fatal(str(e)) from None
     try:
@@ -267,6 +280,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         except usage.UsageError as e:
             raise ConfigError(str(e)) from None
 
+    importFromWorkingDirectory()
     loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
     if appService is not None and settings.workers > 1 and host.workerRole is None:
