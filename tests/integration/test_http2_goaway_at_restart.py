@@ -83,18 +83,26 @@ def drainSeconds(flip: Flip, pid: int) -> float:
 class HTTP2Case(TestCase):
     timeout = 300
 
-    def startFlip(self, app: str | None = None) -> tuple[Flip, int]:
-        """A flip with one flip-tls listener, behind the delay proxy; the proxy's port."""
+    def startFlip(self, app: str | None = None, kind: str = "flip-tls") -> tuple[Flip, int]:
+        """
+        A flip with one TLS listener, txflip's C{flip-tls:} or Twisted's own
+        C{ssl:}, behind the delay proxy; the proxy's port.
+        """
         workdir = tempfile.mkdtemp(prefix="txflip-test-")
         args, env = [], None
         if app is not None:
             writeApp(workdir, "heldapp", HELD_RESOURCE)
             args, env = ["--app", app], appEnv(workdir)
-        certs = os.path.join(workdir, "certs")
-        os.mkdir(certs, 0o700)
-        TestCA(workdir).combined(os.path.join(certs, "localhost.pem"), ["localhost"])
         port = freePort()
-        listen = f"flip-tls:{port}:interface=127.0.0.1:certDir={certs}"
+        ca = TestCA(workdir)
+        if kind == "ssl":
+            key, cert, _ = ca.pair(workdir, ["localhost"])
+            listen = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        else:
+            certs = os.path.join(workdir, "certs")
+            os.mkdir(certs, 0o700)
+            ca.combined(os.path.join(certs, "localhost.pem"), ["localhost"])
+            listen = f"flip-tls:{port}:interface=127.0.0.1:certDir={certs}"
         args += ["--listen", listen, "--drain-timeout", str(DRAIN_TIMEOUT)]
         flip = Flip(self, args, workdir=workdir, env=env)
         flip.start()
@@ -156,8 +164,11 @@ class StreamsInFlightTests(HTTP2Case):
         self.assertEqual(flip.log().count("stay and drain here (1 HTTP/2)"), RESTARTS)
 
     def test_sigtermWithStreamsInFlight(self) -> None:
-        """At SIGTERM, the same: GOAWAY twice, every stream answered, then the exit."""
-        flip, port = self.startFlip("heldapp.resource")
+        """
+        At SIGTERM, the same: GOAWAY twice, every stream answered, then the
+        exit; on Twisted's own C{ssl:} listener, which negotiates h2 too.
+        """
+        flip, port = self.startFlip("heldapp.resource", kind="ssl")
         pid = flip.pid()
         client = self.streamsInFlight(flip, port, "last")
         os.kill(pid, signal.SIGTERM)

@@ -21,6 +21,7 @@ from hyperframe.frame import (
     PingFrame,
     RstStreamFrame,
 )
+from twisted.internet.protocol import Factory
 from twisted.web import http
 
 from tests.unit.test_drain import INTERVAL, TIMEOUT, ClosingTransport, DrainTestCase
@@ -264,3 +265,40 @@ class GoAwaySequenceTests(HTTP2DrainCase):
         client = self.h2Connect()
         self.assertEqual((verdict(client.protocol).kind, verdict(client.protocol).reason),
                          ("stays", STAYS_HTTP2))  # fmt: skip
+
+
+class PriorKnowledgeTests(HTTP2DrainCase):
+    """
+    twisted.web speaks HTTP/2 only after ALPN h2; an app that serves
+    cleartext HTTP/2 (h2c, prior knowledge) with Twisted's HTTP/2 connection
+    as its protocol gets the same GOAWAY sequence.
+    """
+
+    def test_h2cConnectionToldGoAway(self) -> None:
+        site = self.site
+
+        def build(addr):
+            connection = H2Connection(reactor=self.clock)
+            connection.site, connection.requestFactory = site, site.requestFactory
+            return connection
+
+        factory = Factory()
+        factory.buildProtocol = build
+        self.tracker.track(factory)
+        protocol = factory.buildProtocol(None)
+        transport = ClosingTransport(self.clock)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        client = Client(protocol, transport)
+        self.clock.advance(0)
+        client.received()
+        held = client.request("/slow")
+        self.assertEqual(verdict(protocol).reason, STAYS_HTTP2)
+        done = self.drain()
+        self.roundTrip(client)
+        self.assertEqual(goAways(client.received()), [(held, 0)])
+        self.finishAll()
+        self.assertEqual(ended(client.received()), [held])
+        self.assertEqual(transport.closedBy, "loseConnection")
+        self.advance(INTERVAL * 2)
+        self.assertEqual(done, [0])

@@ -123,6 +123,7 @@ class GracefulGoAway:
 
     def _refuseLateStreams(self, machine, events: list) -> list:
         from h2.events import RequestReceived
+        from h2.exceptions import StreamClosedError
 
         late: set[int] = set()
         kept = []
@@ -130,7 +131,10 @@ class GracefulGoAway:
             streamId = getattr(event, "stream_id", None)
             if isinstance(event, RequestReceived) and streamId > self.lastStreamId:
                 late.add(streamId)
-                machine.reset_stream(streamId, error_code=REFUSED_STREAM)
+                try:
+                    machine.reset_stream(streamId, error_code=REFUSED_STREAM)
+                except StreamClosedError:
+                    pass  # the client reset it already, in the same bytes
                 self.refused += 1
                 continue
             if streamId in late:
