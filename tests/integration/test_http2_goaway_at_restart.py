@@ -181,6 +181,48 @@ class StreamsInFlightTests(HTTP2Case):
 CURL_LINE = re.compile(r"^(\d{3}) (\S+) (\d+) (\d+) (\d*)$")
 
 
+class CurlLoop:
+    """
+    One C{curl} process asking for C{url} C{count} times, 5 times a second,
+    over one HTTP/2 connection while it lasts; a line per answer in C{lines}:
+    status, HTTP version, new connections made, exit code, answering PID.
+    """
+
+    def __init__(self, testCase: TestCase, url: str, count: int) -> None:
+        self.process = subprocess.Popen(
+            ["curl", "--http2", "--insecure", "--silent", "--rate", "5/s",
+             "--max-time", "20", "--output", "/dev/null", "--write-out",
+             "%{stderr}%{response_code} %{http_version} %{num_connects} %{exitcode} "
+             "%header{x-served-by}\\n",
+             *[url] * count],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+        testCase.addCleanup(self.stop)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def answeredBy(self, pid: int, since: int = 0) -> bool:
+        return any(line.endswith(f" {pid}\n") for line in self.lines[since:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(10)
+        self._reader.join(10)
+
+    def parsed(self) -> list[re.Match]:
+        """Every line, parsed; a line that is not curl's answer line fails the test."""
+        matches = [CURL_LINE.match(line.rstrip("\n")) for line in self.lines]
+        assert None not in matches, "".join(self.lines)
+        return matches
+
+
 class KeptConnectionTests(HTTP2Case):
     def test_clientMovesToEachNewGeneration(self) -> None:
         """
@@ -190,22 +232,9 @@ class KeptConnectionTests(HTTP2Case):
         the next request goes over a new connection to the new generation.
         """
         flip, port = self.startFlip()
-        url = f"https://127.0.0.1:{port}/sleep?seconds=0"
-        curl = subprocess.Popen(
-            ["curl", "--http2", "--insecure", "--silent", "--show-error", "--rate", "5/s",
-             "--max-time", "20", "--output", "/dev/null", "--write-out",
-             "%{stderr}%{response_code} %{http_version} %{num_connects} %{exitcode} "
-             "%header{x-served-by}\\n",
-             *[url] * 400],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
-        self.addCleanup(lambda: curl.poll() is None and (curl.kill(), curl.wait()))
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(curl.stderr), daemon=True)
-        reader.start()
+        curl = CurlLoop(self, f"https://127.0.0.1:{port}/sleep?seconds=0", 400)
         pids = [flip.pid()]
-        waitFor(lambda: len(lines) >= 3, "curl's first answers")
+        waitFor(lambda: len(curl.lines) >= 3, "curl's first answers")
         for _ in range(RESTARTS):
             old = pids[-1]
             result = txflip("reload", "--pid-file", flip.pidFile)
@@ -217,19 +246,37 @@ class KeptConnectionTests(HTTP2Case):
             self.assertLess(time.monotonic() - handedOver, GONE_WITHIN)
             self.assertLess(drainSeconds(flip, old), 1.0)
             pids.append(new)
-            answered = len(lines)
-            waitFor(
-                lambda new=new, answered=answered: any(
-                    line.endswith(f" {new}\n") for line in lines[answered:]
-                ),
-                f"a request answered by PID {new}",
-            )
-        curl.terminate()
-        curl.wait(10)
-        reader.join(10)
-        parsed = [CURL_LINE.match(line.rstrip("\n")) for line in lines]
-        self.assertNotIn(None, parsed, "".join(lines))
+            since = len(curl.lines)
+            waitFor(lambda n=new, s=since: curl.answeredBy(n, s), f"an answer from PID {new}")
+        curl.stop()
+        parsed = curl.parsed()
         self.assertEqual({m.group(1, 2, 4) for m in parsed}, {("200", "2", "0")})
         self.assertEqual(sorted({int(m.group(5)) for m in parsed}), sorted(pids))
         newConnections = [m for m in parsed if m.group(3) != "0"]
-        self.assertEqual(len(newConnections), RESTARTS + 1, "".join(lines))
+        self.assertEqual(len(newConnections), RESTARTS + 1, "".join(curl.lines))
+
+    def test_sigtermEndsAKeptConnectionAtOnce(self) -> None:
+        """
+        At SIGTERM, the same connection ends cleanly and the generation exits
+        within 2 s: every request sent on it is answered, and the only
+        failures are later attempts to open a connection to a server that is gone.
+        """
+        flip, port = self.startFlip()
+        pid = flip.pid()
+        curl = CurlLoop(self, f"https://127.0.0.1:{port}/sleep?seconds=0", 20)
+        waitFor(lambda: len(curl.lines) >= 3, "curl's first answers")
+        os.kill(pid, signal.SIGTERM)
+        stopped = time.monotonic()
+        waitFor(lambda: not pidAlive(pid), f"PID {pid} to exit", 10)
+        self.assertLess(time.monotonic() - stopped, GONE_WITHIN)
+        curl.process.wait(30)
+        curl.stop()
+        parsed = curl.parsed()
+        answered = [m for m in parsed if m.group(1) == "200"]
+        self.assertGreaterEqual(len(answered), 3)
+        self.assertEqual({m.group(2, 4, 5) for m in answered}, {("2", "0", str(pid))})
+        failed = [m for m in parsed if m.group(1) != "200"]
+        self.assertTrue(failed, "curl went on after the server was gone")
+        # A failure on the kept connection would show 0 new connections.
+        self.assertEqual({m.group(3) for m in failed}, {"1"}, "".join(curl.lines))
+        self.assertEqual(parsed[: len(answered)], answered)
