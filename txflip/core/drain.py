@@ -395,6 +395,6 @@ class Drain:
                     "HTTP/2: {count} connection(s) told GOAWAY, {refused} stream(s) "
                     "opened after the final GOAWAY refused",
                     count=self._http2.count,
-                    refused=self._http2.refused(),
+                    refused=self._http2.refused,
                 )
             self.done.callback(aborted)

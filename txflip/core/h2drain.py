@@ -27,9 +27,17 @@ L{txflip.core._h2private}.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 from txflip.core import _h2private
 from txflip.core.log import log
+
+try:
+    from h2.events import PingAckReceived, RequestReceived
+    from h2.exceptions import StreamClosedError
+    from hyperframe.frame import GoAwayFrame, PingFrame
+except ImportError:  # no twisted[http2]: no connection speaks HTTP/2, and nothing here runs
+    pass
 
 MAX_STREAM_ID = 2**31 - 1
 """The first GOAWAY's last stream id: "every stream you have sent is served"."""
@@ -59,14 +67,10 @@ def h2ConnectionOf(protocol):
 
 
 def _goAwayFrame(lastStreamId: int) -> bytes:
-    from hyperframe.frame import GoAwayFrame
-
     return GoAwayFrame(0, last_stream_id=lastStreamId, error_code=NO_ERROR).serialize()
 
 
 def _pingFrame() -> bytes:
-    from hyperframe.frame import PingFrame
-
     return PingFrame(0, opaque_data=PING_DATA).serialize()
 
 
@@ -75,16 +79,21 @@ class GracefulGoAway:
     The two-step GOAWAY of one HTTP/2 connection, and its close once idle.
 
     @ivar lastStreamId: the last stream served, once the final GOAWAY is out.
-    @ivar refused: streams refused after the final GOAWAY.
     """
 
-    def __init__(self, connection, reactor, fallback: float = FINAL_GOAWAY_FALLBACK) -> None:
+    def __init__(
+        self,
+        connection,
+        reactor,
+        fallback: float = FINAL_GOAWAY_FALLBACK,
+        onRefused: Callable[[], object] = lambda: None,
+    ) -> None:
         self._connection = connection
         self._reactor = reactor
         self._fallback = fallback
+        self._onRefused = onRefused
         self._fallbackCall = None
         self.lastStreamId: int | None = None
-        self.refused = 0
         self.closing = False
 
     def start(self) -> None:
@@ -117,14 +126,9 @@ class GracefulGoAway:
 
     @staticmethod
     def _isOurPingAck(event) -> bool:
-        from h2.events import PingAckReceived
-
         return isinstance(event, PingAckReceived) and event.ping_data == PING_DATA
 
     def _refuseLateStreams(self, machine, events: list) -> list:
-        from h2.events import RequestReceived
-        from h2.exceptions import StreamClosedError
-
         late: set[int] = set()
         kept = []
         for event in events:
@@ -135,7 +139,7 @@ class GracefulGoAway:
                     machine.reset_stream(streamId, error_code=REFUSED_STREAM)
                 except StreamClosedError:
                     pass  # the client reset it already, in the same bytes
-                self.refused += 1
+                self._onRefused()
                 continue
             if streamId in late:
                 continue  # the refused stream's body, end or priority
@@ -173,13 +177,21 @@ class GracefulGoAway:
 
 
 class HTTP2Goodbyes:
-    """Every HTTP/2 connection of one drain, each told GOAWAY once."""
+    """
+    Every HTTP/2 connection of one drain, each told GOAWAY once.
+
+    @ivar count: connections told.
+    @ivar refused: streams refused after a final GOAWAY, on any of them.
+    """
 
     def __init__(self, reactor, fallback: float = FINAL_GOAWAY_FALLBACK) -> None:
         self._reactor = reactor
         self._fallback = fallback
-        self._told: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Each connection's GracefulGoAway lives as long as the connection: the
+        # connection's own methods, wrapped, hold it.
+        self._told: weakref.WeakSet = weakref.WeakSet()
         self.count = 0
+        self.refused = 0
 
     def tell(self, protocol) -> bool:
         """Start the GOAWAY of C{protocol}'s connection if it speaks HTTP/2; say whether it does."""
@@ -188,8 +200,8 @@ class HTTP2Goodbyes:
             return False
         if connection in self._told:
             return True
-        goAway = GracefulGoAway(connection, self._reactor, self._fallback)
-        self._told[connection] = goAway
+        goAway = GracefulGoAway(connection, self._reactor, self._fallback, self._countRefused)
+        self._told.add(connection)
         self.count += 1
         try:
             goAway.start()
@@ -197,5 +209,5 @@ class HTTP2Goodbyes:
             log.warn("drain: could not send GOAWAY on an HTTP/2 connection: {error}", error=e)
         return True
 
-    def refused(self) -> int:
-        return sum(goAway.refused for goAway in self._told.values())
+    def _countRefused(self) -> None:
+        self.refused += 1
