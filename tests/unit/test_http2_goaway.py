@@ -26,7 +26,12 @@ from twisted.web import http
 
 from tests.unit.test_drain import INTERVAL, TIMEOUT, ClosingTransport, DrainTestCase
 from txflip.core._h2private import H2Connection
-from txflip.core.h2drain import FINAL_GOAWAY_FALLBACK, MAX_STREAM_ID, REFUSED_STREAM
+from txflip.core.h2drain import (
+    FINAL_GOAWAY_FALLBACK,
+    MAX_STREAM_ID,
+    REFUSED_STREAM,
+    h2ConnectionOf,
+)
 from txflip.core.movable import STAYS_HTTP2, verdict
 
 FALLBACK = min(FINAL_GOAWAY_FALLBACK, TIMEOUT / 4)
@@ -230,6 +235,23 @@ class GoAwaySequenceTests(HTTP2DrainCase):
         self.assertEqual(client.transport.closedBy, "loseConnection")
         self.advance(INTERVAL * 2)
         self.assertEqual(done, [0])
+
+    def test_closeWaitsForABlockedTransport(self) -> None:
+        """
+        While the transport has asked Twisted to stop producing, the final
+        GOAWAY waits in Twisted's queue, and the close waits for it to be written.
+        """
+        client = self.h2Connect()
+        self.drain()
+        first = client.received()
+        h2ConnectionOf(client.protocol).pauseProducing()
+        client.ackPing(pings(first)[0])
+        self.clock.advance(0)
+        self.assertEqual(client.received(), [])
+        self.assertIsNone(client.transport.closedBy)
+        h2ConnectionOf(client.protocol).resumeProducing()
+        self.assertEqual(goAways(client.received()), [(0, 0)])
+        self.assertEqual(client.transport.closedBy, "loseConnection")
 
     def test_eachConnectionToldOnce(self) -> None:
         """The drain's periodic checks send no second first-GOAWAY."""
