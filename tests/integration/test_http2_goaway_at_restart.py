@@ -117,7 +117,7 @@ class HTTP2Case(TestCase):
         self.addCleanup(client.stop)
         held = os.path.join(flip.workdir, f"held-{key}")
 
-        def arrived() -> int:
+        def arrived() -> bool:
             try:
                 with open(held) as f:
                     return len(f.readlines()) >= STREAMS
@@ -138,8 +138,8 @@ class HTTP2Case(TestCase):
         self.assertEqual(output.count(f'{{"pid": {pid}}}'), STREAMS, output[-3000:])
         finalGoAway = output.index(f"last_stream_id={last},")
         self.assertLess(finalGoAway, output.index(":status: 200"), "answered before the GOAWAY")
-        waitFor(lambda: not pidAlive(pid), f"PID {pid} to exit", GONE_WITHIN)
-        self.assertLess(time.monotonic() - released, GONE_WITHIN + 0.5)
+        waitFor(lambda: not pidAlive(pid), f"PID {pid} to exit", 10)
+        self.assertLess(time.monotonic() - released, GONE_WITHIN)
         drained = flip.log().split(f"pid {pid}] drained in")[-1].split("\n")[0]
         self.assertIn("(0 idle, 1 HTTP/2 after GOAWAY, 0 aborted at the deadline", drained)
 
