@@ -213,3 +213,55 @@ class Hello(Resource):
 resource = Hello()
 """
 """The start of a release template: a Resource that names its PID and release."""
+
+
+HELD_RESOURCE = """
+import os
+
+from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+
+class Held(Resource):
+    '''
+    C{/held?key=K} is answered only once the file C{release-K} exists in the
+    working directory; each such request adds a line to C{held-K} when it
+    arrives, so a test knows what is in flight. Anything else is answered at once.
+    '''
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.waiting = []
+        self.poll = LoopingCall(self.answerReleased)
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        body = b'{"pid": ' + str(os.getpid()).encode() + b'}'
+        if request.path != b"/held":
+            return body
+        key = request.args[b"key"][0].decode()
+        with open("held-" + key, "a") as f:
+            f.write(request.uri.decode() + "\\n")
+        self.waiting.append((key, request, body))
+        if not self.poll.running:
+            self.poll.start(0.02)
+        return NOT_DONE_YET
+
+    def answerReleased(self):
+        for item in list(self.waiting):
+            key, request, body = item
+            if os.path.exists("release-" + key):
+                self.waiting.remove(item)
+                request.write(body)
+                request.finish()
+        if not self.waiting:
+            self.poll.stop()
+
+
+resource = Held()
+"""
+"""Requests held until the test releases them, by a file: streams in flight on demand."""

@@ -23,6 +23,8 @@ The drain, after a handoff or on SIGTERM/SIGINT:
   - An idle TLS connection is never closed: it closes after its next response
     (which says C{Connection: close}), when its client closes it, or at the
     deadline.
+  - HTTP/2 connections get the two-step GOAWAY at once; their streams in
+    flight finish, and each closes once idle (L{txflip.core.h2drain}).
   - Long-lived protocols (WebSockets, protocols with C{drainStarted}): told to
     close, one at a time over the close-spread window (L{txflip.core.farewell}).
   - Other protocols: the drain waits for them to close.
@@ -43,6 +45,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPChannel
 
 from txflip.core.farewell import Farewell
+from txflip.core.h2drain import FINAL_GOAWAY_FALLBACK, HTTP2Goodbyes
 from txflip.core.log import log
 
 _TRACKED_MARK = "_txflipTracked"
@@ -276,6 +279,9 @@ class Drain:
         self._started = 0.0
         self._drained: set[int] = set()
         self._closedIdle: set[int] = set()
+        self._aborted: set[int] = set()
+        self._http2 = HTTP2Goodbyes(reactor, min(FINAL_GOAWAY_FALLBACK, timeout / 4))
+        self._http2Ids: set[int] = set()
         self._closeSpread = min(closeSpread, timeout / 2)
         self._handedOver = handedOver
         self._farewell: Farewell | None = None
@@ -317,6 +323,7 @@ class Drain:
         remaining = self._tracker.open()
         for protocol in remaining:
             self._drained.add(id(protocol))
+            self._aborted.add(id(protocol))
             _transportOf(protocol).abortConnection()
         if remaining:
             log.warn(
@@ -338,6 +345,9 @@ class Drain:
             if self._claims is not None and self._claims.claimed(protocol):
                 continue
             self._drained.add(id(protocol))
+            if self._http2.tell(protocol):
+                self._http2Ids.add(id(protocol))
+                continue
             channel = httpChannelOf(protocol)
             if channel is None:
                 continue
@@ -366,15 +376,25 @@ class Drain:
         if self._deadlineCall is not None and self._deadlineCall.active():
             self._deadlineCall.cancel()
         if not self.done.called:
+            http2 = len(self._http2Ids - self._aborted)
             log.info(
                 "drained in {seconds:.1f}s: {moved} connection(s) moved to the next "
-                "generation; {closed} closed here ({idle} idle, {aborted} aborted at the "
-                "deadline, {rest} after their last response or by their client)",
+                "generation; {closed} closed here ({idle} idle, {http2} HTTP/2 after "
+                "GOAWAY, {aborted} aborted at the deadline, {rest} after their last "
+                "response or by their client)",
                 seconds=time.monotonic() - self._started,
                 moved=self._claims.moved if self._claims is not None else 0,
                 closed=len(self._drained),
                 idle=len(self._closedIdle),
+                http2=http2,
                 aborted=aborted,
-                rest=max(0, len(self._drained) - len(self._closedIdle) - aborted),
+                rest=max(0, len(self._drained) - len(self._closedIdle) - http2 - aborted),
             )
+            if self._http2.count:
+                log.info(
+                    "HTTP/2: {count} connection(s) told GOAWAY, {refused} stream(s) "
+                    "opened after the final GOAWAY refused",
+                    count=self._http2.count,
+                    refused=self._http2.refused,
+                )
             self.done.callback(aborted)

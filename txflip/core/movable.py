@@ -8,7 +8,8 @@ to write, and at most a partial request line read but not yet parsed, which
 travels with it. Bytes still in the kernel move with the descriptor.
 
 Everything else stays with the old generation and is drained there:
-TLS (its session state lives in this process), other protocols, a channel
+TLS (its session state lives in this process), HTTP/2 (ended by GOAWAY,
+L{txflip.core.h2drain}), other protocols, a channel
 taken over by another protocol (a WebSocket upgrade), one closing already.
 """
 
@@ -20,6 +21,7 @@ from typing import Literal
 from twisted.internet.interfaces import ISSLTransport
 
 from txflip.core.drain import httpChannelOf, lowestTransport
+from txflip.core.h2drain import h2ConnectionOf
 
 BUFFERED_LIMIT = 64 * 1024
 """Unparsed bytes a connection may carry with it; a channel holding more is busy."""
@@ -28,6 +30,7 @@ LISTENER_KEY = "_txflipListenerKey"
 """Set on an adopted connection's transport: the listener it came in on."""
 
 STAYS_TLS = "TLS"
+STAYS_HTTP2 = "HTTP/2"
 STAYS_NOT_HTTP = "not HTTP/1.x"
 STAYS_WRAPPED = "wrapped by another protocol"
 STAYS_UPGRADED = "taken over by another protocol"
@@ -58,6 +61,8 @@ def verdict(protocol) -> Verdict:
     """Whether C{protocol}'s connection can move now, later, or never."""
     channel = httpChannelOf(protocol)
     if channel is None:
+        if h2ConnectionOf(protocol) is not None:
+            return Verdict("stays", STAYS_HTTP2)
         return Verdict("stays", STAYS_NOT_HTTP)
     transport = channel.transport
     if transport is None:

@@ -2,7 +2,8 @@
 The TLS settings every txflip listener gets: modern, and the same everywhere.
 
 - TLS 1.2 and newer only;
-- ALPN advertises C{http/1.1} (twisted.web speaks nothing else);
+- ALPN offers C{http/1.1}; twisted.web's Site adds C{h2} in front of it
+  when Twisted's HTTP/2 support (twisted[http2]) is installed;
 - no TLS compression (CRIME);
 - the server-side session cache on, so a returning client resumes its
   session instead of paying for a full handshake;
