@@ -27,10 +27,10 @@ class WorkerListenerTests(TestCase):
         registry = WorkerRegistry(
             reactor, [InheritedListener(fd, f"tcp:127.0.0.1:{port}", "AF_INET")], paused=True
         )
-        adopted = registry.listenTCP(port, Factory(), interface="127.0.0.1")
+        adopted = registry.standIn.listenTCP(port, Factory(), interface="127.0.0.1")
         self.addCleanup(adopted.stopListening)
         with self.assertRaises(NotOpenedByTheLeader) as caught:
-            registry.listenTCP(port + 1, Factory(), interface="127.0.0.1")
+            registry.standIn.listenTCP(port + 1, Factory(), interface="127.0.0.1")
         self.assertIn(
             f"tcp:127.0.0.1:{port + 1} was not opened by the leader", str(caught.exception)
         )

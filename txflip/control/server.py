@@ -178,7 +178,7 @@ class ControlServer(Factory):
     def listen(self, reactor):
         """Listen through the reactor (the registry), so the socket is handed over."""
         port = reactor.listenUNIX(self.path, self, mode=0o600, backlog=LISTEN_BACKLOG)
-        self.registry.internal.add(self.key())
+        self.registry.markInternal(self.key())
         return port
 
     def key(self) -> str:

@@ -246,7 +246,7 @@ class Generation:
         self._readiness.release(_listeningAgain(key))
 
     def _listening(self, key: str) -> None:
-        if key not in self.registry.internal:
+        if not self.registry.isInternal(key):
             self._readiness.release(APP_LISTENING)
 
     def _notReadyInTime(self) -> None:

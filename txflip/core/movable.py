@@ -89,16 +89,5 @@ def listenerKeyOf(transport, registry) -> str | None:
     key = getattr(transport, LISTENER_KEY, None)
     if key is not None:
         return key
-    port = getattr(transport, "server", None)
-    for listener in registry.listeners:
-        if listener.port is port:
-            return listener.key
-    return None
+    return registry.keyOf(getattr(transport, "server", None))
 
-
-def factoryFor(key: str, registry):
-    """The protocol factory of this generation's listener C{key}, or L{None}."""
-    for listener in registry.listeners:
-        if listener.key == key and key not in registry.internal:
-            return getattr(listener.port, "factory", None)
-    return None
