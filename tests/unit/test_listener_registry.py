@@ -253,7 +253,9 @@ class BindUNIXTests(RegistryTestCase):
     def test_somethingElseInTheWay(self) -> None:
         path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")
         open(path, "w").close()
-        error = self.assertRaises(CannotListenError, self.registry().standIn.listenUNIX, path, Accepted())
+        error = self.assertRaises(
+            CannotListenError, self.registry().standIn.listenUNIX, path, Accepted()
+        )
         self.assertIn("exists and is not a socket", str(error))
         self.assertTrue(os.path.isfile(path))
 
@@ -263,5 +265,48 @@ class BindUNIXTests(RegistryTestCase):
         self.addCleanup(busy.close)
         busy.bind(path)
         busy.listen(1)
-        error = self.assertRaises(CannotListenError, self.registry().standIn.listenUNIX, path, Accepted())
+        error = self.assertRaises(
+            CannotListenError, self.registry().standIn.listenUNIX, path, Accepted()
+        )
         self.assertIn("another process listens there", str(error))
+
+
+class ListenerFactsTests(RegistryTestCase):
+    """What code outside the core tells a listener, through its methods."""
+
+    def test_offeredSocketIsNotWaitedForButIsAdoptedIfAsked(self) -> None:
+        first = self.registry()
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second = self.registry(self.handDown(first))
+        second.offer(["tcp:127.0.0.1:0", "tcp:127.0.0.1:1"])
+        self.assertEqual(second.unclaimed(), [])
+        self.assertTrue(second.find("tcp:127.0.0.1:0").offered)
+        self.assertIsNone(second.find("tcp:127.0.0.1:1"), "an offer of nothing makes nothing")
+        second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        self.assertTrue(any("adopted inherited listener tcp:127.0.0.1:0" in x for x in self.logs))
+
+    def test_heldElsewhereOutlivesAFinalShutdown(self) -> None:
+        """A listener another process keeps (systemd's fd store) is let go of, path and all."""
+        path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")
+        registry = ListenerRegistry(reactor)
+        registry.standIn.listenUNIX(path, Accepted())
+        [listener] = registry.active()
+        listener.markHeldElsewhere()
+        inode = os.stat(path).st_ino
+
+        def stopped(_):
+            self.assertEqual(os.stat(path).st_ino, inode)
+            said = f"handed over unix:{path}: it stays open in the other generation"
+            self.assertTrue(any(said in line for line in self.logs), self.logs)
+            os.unlink(path)
+
+        return registry.stopAll().addCallback(stopped)
+
+    def test_internalIsTheListenersOwn(self) -> None:
+        registry = self.registry()
+        registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        registry.markInternal("tcp:127.0.0.1:0")
+        self.assertTrue(registry.isInternal("tcp:127.0.0.1:0"))
+        self.assertFalse(registry.isInternal("tcp:127.0.0.1:1"))
+        self.assertFalse(registry.isInternal(None))
+        self.assertIsNone(registry.appFactory("tcp:127.0.0.1:0"), "no app traffic there")

@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 
 from txflip.core.handoff import InheritedListener
+from txflip.workers.leader import LeaderRegistry
 from txflip.workers.worker import NotOpenedByTheLeader, WorkerRegistry
 
 
@@ -37,3 +38,20 @@ class WorkerListenerTests(TestCase):
         self.assertEqual(
             [listener.key for listener in registry.listeners], [f"tcp:127.0.0.1:{port}"]
         )
+
+
+class LeaderListenerTests(TestCase):
+    def test_mutedListenersNeverAcceptButTheControlSocketDoes(self) -> None:
+        """A leader's app listeners stay paused through every resume; its own resume."""
+        registry = LeaderRegistry(reactor)
+        self.addCleanup(registry.stopAll)
+        app = registry.standIn.listenTCP(0, Factory(), interface="127.0.0.1")
+        control = registry.standIn.listenTCP(0, Factory(), interface="127.0.0.1")
+        registry.markInternal("tcp:127.0.0.1:0#1")
+        registry.mute()
+        self.assertNotIn(app, reactor.getReaders())
+        registry.pauseAll()
+        registry.resumeAll()
+        self.assertNotIn(app, reactor.getReaders())
+        self.assertIn(control, reactor.getReaders())
+        self.assertEqual([each.muted for each in registry.listeners], [True, False])

@@ -90,4 +90,3 @@ def listenerKeyOf(transport, registry) -> str | None:
     if key is not None:
         return key
     return registry.keyOf(getattr(transport, "server", None))
-
