@@ -213,6 +213,15 @@ class ReleaseTests(RegistryTestCase):
 
         return deferLater(reactor, 0, connect)
 
+    def test_releasedIsReleasedAtOnce(self) -> None:
+        """A listener let go of is no longer active, nor let go of twice, even in the same turn."""
+        registry = self.registry()
+        registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        registry.releaseAll()
+        self.assertEqual(registry.active(), [])
+        registry.releaseAll()
+        self.assertEqual(len([line for line in self.logs if "handed over tcp:" in line]), 1)
+
     def test_releasedUNIXPathStays(self) -> None:
         """A released unix listener leaves its path and socket to the next generation."""
         path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")

@@ -46,6 +46,8 @@ class Listener:
         (systemd's fd store): a final shutdown lets go of it as at a handoff.
     @ivar muted: never accepts in this process (a workers' leader).
     @ivar paused: told to leave new connections in the kernel's queue.
+    @ivar released: let go of for good (L{release}): no longer active here,
+        from that moment on.
     """
 
     def __init__(self, key: str, family: int, handedDownFd: int | None = None) -> None:
@@ -144,11 +146,11 @@ class Listener:
         # Twisted would log "(TCP Port 8080 Closed)" while the port goes on
         # serving in the other process: say what really happens instead.
         log.info("handed over {key}: it stays open in the other generation", key=self.key)
+        self.released = True
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
         if isinstance(self.port, udp.Port):
             # Stop reading, but keep writing answers until this process exits.
-            self.released = True
             self.port.stopReading()
             return None
         self.port._logConnectionLostMsg = _logNothing
