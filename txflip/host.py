@@ -141,7 +141,7 @@ class Host:
         generation.install()
         # What systemd's fd store hands back is what an earlier configuration
         # listened on: one this configuration drops must not hold readiness.
-        generation.registry.offered.update(self.activated.storedKeys())
+        generation.registry.offer(self.activated.storedKeys())
         self.generation = generation
         self.dispatch.generation = generation
         generation.childEnvironment.update(self.activated.childEnvironment())

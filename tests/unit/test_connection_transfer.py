@@ -75,7 +75,7 @@ class TransferTests(TestCase):
         self.tracker = ConnectionTracker()
         self.old = ListenerRegistry(reactor, factoryHook=self.tracker.track)
         self.oldApp = Who("old")
-        port = self.old.listenTCP(0, Site(self.oldApp, timeout=None), interface="127.0.0.1")
+        port = self.old.standIn.listenTCP(0, Site(self.oldApp, timeout=None), interface="127.0.0.1")
         self.address = port.getHost()
         self.addCleanup(self.old.stopAll)
         self.key = self.old.listeners[0].key
@@ -92,7 +92,7 @@ class TransferTests(TestCase):
         registry = ListenerRegistry(
             reactor, [inherited], factoryHook=self.newTracker.track, paused=True
         )
-        registry.listenTCP(0, Site(self.newApp, timeout=None), interface="127.0.0.1")
+        registry.standIn.listenTCP(0, Site(self.newApp, timeout=None), interface="127.0.0.1")
         self.addCleanup(registry.releaseAll)
         return registry
 

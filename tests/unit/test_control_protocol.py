@@ -319,13 +319,13 @@ class RealSocketTests(TestCase):
         generation = makeGeneration(self, reactor)
         registry = generation.registry
         self.addCleanup(registry.stopAll)
-        registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        registry.standIn.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         server = ControlServer(generation, generation.pidFile + ".control")
-        server.listen(registry)
+        server.listen(registry.standIn)
         self.assertEqual(os.stat(server.path).st_mode & 0o777, 0o600)
         [app, control] = registry.listeners
         self.assertEqual(registry.serving(), [app])
-        self.assertIn(control.key, registry.internal)
+        self.assertTrue(control.internal)
 
         answered: Deferred = Deferred()
 

@@ -46,7 +46,9 @@ class StoreTests(TestCase):
         )
         self.registry = self.generation.registry
         factory = Factory.forProtocol(Protocol)
-        self.ports = [self.registry.listenTCP(0, factory, interface="127.0.0.1") for _ in range(3)]
+        self.ports = [
+            self.registry.standIn.listenTCP(0, factory, interface="127.0.0.1") for _ in range(3)
+        ]
         for port in self.ports:
             self.addCleanup(port.stopListening)
 
@@ -67,7 +69,9 @@ class StoreTests(TestCase):
         self.assertEqual(self.systemd.names(), [nameForKey(key) for key in keys])
         for (_, fd), port in zip(self.systemd.store, self.ports, strict=True):
             self.assertEqual(os.fstat(fd).st_ino, os.fstat(port.fileno()).st_ino)
-        self.assertEqual(self.registry.heldElsewhere, set(keys))
+        self.assertEqual(
+            [listener.key for listener in self.registry.active() if listener.heldElsewhere], keys
+        )
         carried = json.loads(self.generation.childEnvironment[sdnotify.ENV_CARRIED])
         self.assertEqual(sorted(carried["stored"]), sorted(self.systemd.names()))
 
@@ -132,9 +136,11 @@ class OfferedSocketTests(TestCase):
             cwd="/",
             listeners=[InheritedListener(fd, key, "AF_INET")],
         )
-        generation.registry.offered.add(key)
+        generation.registry.offer([key])
         # What this configuration does listen on.
-        generation.registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        generation.registry.standIn.listenTCP(
+            0, Factory.forProtocol(Protocol), interface="127.0.0.1"
+        )
         self.addCleanup(
             lambda: [each.port.stopListening() for each in generation.registry.active()]
         )

@@ -63,7 +63,9 @@ class ReadinessTests(TestCase):
         self.assertIs(generation.state, State.STARTING)
         self.assertEqual(generation.waitingFor(), ["the app to listen"])
         self.assertFalse(os.path.exists(generation.pidFile), "no PID file before ready")
-        generation.registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        generation.registry.standIn.listenTCP(
+            0, Factory.forProtocol(Protocol), interface="127.0.0.1"
+        )
         self.assertIs(generation.state, State.SERVING)
         with open(generation.pidFile) as f:
             self.assertEqual(int(f.read()), os.getpid())
@@ -113,7 +115,9 @@ class ReadinessTests(TestCase):
         generation.start()
         self.assertEqual(generation.waitingFor(), [f"listening again on {key}"])
         self.assertIs(generation.state, State.STARTING)
-        generation.registry.listenTCP(port, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        generation.registry.standIn.listenTCP(
+            port, Factory.forProtocol(Protocol), interface="127.0.0.1"
+        )
         self.assertIs(generation.state, State.SERVING)
 
     def test_explicitReadinessClosesUnclaimedSockets(self) -> None:

@@ -16,7 +16,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from txflip.core.handoff import InheritedListener
-from txflip.core.listeners import ListenerRegistry, unixKey
+from txflip.core.listeners import ListenerRegistry
+from txflip.core.listening import unixKey
 
 
 class RemoveCreatedPathsTests(TestCase):
@@ -44,8 +45,8 @@ class RemoveCreatedPathsTests(TestCase):
         fd = os.dup(parentSocket.fileno())
         registry = self._registry([InheritedListener(fd, unixKey(inheritedPath), "AF_UNIX")])
         factory = Factory.forProtocol(Protocol)
-        registry.listenUNIX(inheritedPath, factory)
-        registry.listenUNIX(self._path("own.sock"), factory)
+        registry.standIn.listenUNIX(inheritedPath, factory)
+        registry.standIn.listenUNIX(self._path("own.sock"), factory)
 
         registry.removeCreatedPaths()
 
@@ -55,7 +56,7 @@ class RemoveCreatedPathsTests(TestCase):
         """A path that now holds another socket (a newer server's) is left alone."""
         path = self._path("app.sock")
         registry = self._registry()
-        registry.listenUNIX(path, Factory.forProtocol(Protocol))
+        registry.standIn.listenUNIX(path, Factory.forProtocol(Protocol))
         os.unlink(path)
         newer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.addCleanup(newer.close)

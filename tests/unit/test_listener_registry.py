@@ -24,7 +24,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from txflip.core.handoff import InheritedListener
-from txflip.core.listeners import ListenerRegistry, tcpKey, unixKey
+from txflip.core.listeners import ListenerRegistry
+from txflip.core.listening import tcpKey, unixKey
 
 
 class Connected(Protocol):
@@ -99,7 +100,8 @@ class HandoffTests(RegistryTestCase):
         """Two listeners on port 0: each is handed down under its own key, in order."""
         first = self.registry()
         ports = [
-            first.listenTCP(0, Accepted(), interface="127.0.0.1").getHost().port for _ in range(2)
+            first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1").getHost().port
+            for _ in range(2)
         ]
         self.assertEqual(
             [listener.key for listener in first.listeners],
@@ -107,7 +109,8 @@ class HandoffTests(RegistryTestCase):
         )
         second = self.registry(self.handDown(first), paused=True)
         adopted = [
-            second.listenTCP(0, Accepted(), interface="127.0.0.1").getHost().port for _ in range(2)
+            second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1").getHost().port
+            for _ in range(2)
         ]
         self.assertEqual(adopted, ports)
         self.assertEqual(len([line for line in self.logs if "adopted inherited" in line]), 2)
@@ -115,31 +118,31 @@ class HandoffTests(RegistryTestCase):
     def test_claimedInheritedSocketsAreReported(self) -> None:
         """The next generation hears each inherited key it listens on again; the rest wait."""
         first = self.registry()
-        first.listenTCP(0, Accepted(), interface="127.0.0.1")
-        first.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         claimed: list[str] = []
         second = ListenerRegistry(reactor, self.handDown(first), onClaimed=claimed.append)
         self.addCleanup(second.stopAll)
         self.addCleanup(second.closeUnclaimed)
         self.assertEqual(second.unclaimed(), ["tcp:127.0.0.1:0", "tcp:127.0.0.1:0#1"])
-        second.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         self.assertEqual(claimed, ["tcp:127.0.0.1:0"])
         self.assertEqual(second.unclaimed(), ["tcp:127.0.0.1:0#1"])
-        second.listenTCP(0, Accepted(), interface="127.0.0.1")
-        second.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         self.assertEqual(claimed, ["tcp:127.0.0.1:0", "tcp:127.0.0.1:0#1"])
         self.assertEqual(second.unclaimed(), [])
 
     def test_handoffDescriptors(self) -> None:
         registry = self.registry()
-        port = registry.listenTCP(0, Accepted(), interface="127.0.0.1")
+        port = registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         childFDs, described = registry.handoffDescriptors(firstFd=5)
         self.assertEqual(childFDs, {5: port.fileno()})
         self.assertEqual(described, [InheritedListener(5, "tcp:127.0.0.1:0", "AF_INET")])
 
     def test_inheritedDescriptorsAreCloseOnExec(self) -> None:
         first = self.registry()
-        first.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         inherited = self.handDown(first)
         os.set_inheritable(inherited[0].fd, True)
         second = self.registry(inherited)
@@ -148,20 +151,20 @@ class HandoffTests(RegistryTestCase):
 
     def test_internalListenersDoNotServe(self) -> None:
         registry = self.registry()
-        registry.listenTCP(0, Accepted(), interface="127.0.0.1")
-        registry.listenTCP(0, Accepted(), interface="127.0.0.1")
-        registry.internal.add("tcp:127.0.0.1:0#1")
+        registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        registry.markInternal("tcp:127.0.0.1:0#1")
         self.assertEqual([listener.key for listener in registry.serving()], ["tcp:127.0.0.1:0"])
         self.assertEqual(len(registry.active()), 2)
 
     def test_closeUnclaimedClosesAndSaysSo(self) -> None:
         """An inherited socket this generation does not listen on is closed, with a warning."""
         first = self.registry()
-        first.listenTCP(0, Accepted(), interface="127.0.0.1")
-        first.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         inherited = self.handDown(first)
         second = self.registry(inherited)
-        second.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         second.closeUnclaimed()
         [warning] = [line for line in self.logs if "closing inherited listener" in line]
         self.assertIn("tcp:127.0.0.1:0#1: nothing listens there any more", warning)
@@ -175,7 +178,7 @@ class PauseTests(RegistryTestCase):
         """A child's ports wait in the kernel's queue until it resumes them."""
         factory = Accepted()
         registry = self.registry(paused=True)
-        port = registry.listenTCP(0, factory, interface="127.0.0.1")
+        port = registry.standIn.listenTCP(0, factory, interface="127.0.0.1")
         self.assertNotIn(port, reactor.getReaders())
         self.connect(port.getHost().port)
         registry.resumeAll()
@@ -184,10 +187,10 @@ class PauseTests(RegistryTestCase):
 
     def test_pauseAllStopsAcceptingAndNewPortsStartPaused(self) -> None:
         registry = self.registry()
-        first = registry.listenTCP(0, Accepted(), interface="127.0.0.1")
+        first = registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         self.assertIn(first, reactor.getReaders())
         registry.pauseAll()
-        later = registry.listenTCP(0, Accepted(), interface="127.0.0.1")
+        later = registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         self.assertEqual([p in reactor.getReaders() for p in (first, later)], [False, False])
         registry.resumeAll()
         self.assertEqual([p in reactor.getReaders() for p in (first, later)], [True, True])
@@ -196,11 +199,11 @@ class PauseTests(RegistryTestCase):
 class ReleaseTests(RegistryTestCase):
     def test_releasedTCPSocketLivesOnInTheNextGeneration(self) -> None:
         first = self.registry()
-        port = first.listenTCP(0, Accepted(), interface="127.0.0.1")
+        port = first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
         number = port.getHost().port
         successor = Accepted()
         second = self.registry(self.handDown(first))
-        second.listenTCP(0, successor, interface="127.0.0.1")
+        second.standIn.listenTCP(0, successor, interface="127.0.0.1")
         first.releaseAll()
 
         def connect():
@@ -210,16 +213,25 @@ class ReleaseTests(RegistryTestCase):
 
         return deferLater(reactor, 0, connect)
 
+    def test_releasedIsReleasedAtOnce(self) -> None:
+        """A listener let go of is no longer active, nor let go of twice, even in the same turn."""
+        registry = self.registry()
+        registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        registry.releaseAll()
+        self.assertEqual(registry.active(), [])
+        registry.releaseAll()
+        self.assertEqual(len([line for line in self.logs if "handed over tcp:" in line]), 1)
+
     def test_releasedUNIXPathStays(self) -> None:
         """A released unix listener leaves its path and socket to the next generation."""
         path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")
         first = self.registry()
-        first.listenUNIX(path, Accepted(), mode=0o660)
+        first.standIn.listenUNIX(path, Accepted(), mode=0o660)
         inode = os.stat(path).st_ino
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
         successor = Accepted()
         second = self.registry(self.handDown(first))
-        second.listenUNIX(path, successor, mode=0o660)
+        second.standIn.listenUNIX(path, successor, mode=0o660)
 
         def connect():
             self.assertEqual(os.stat(path).st_ino, inode)
@@ -234,7 +246,7 @@ class ReleaseTests(RegistryTestCase):
     def test_stopAllRemovesTheUNIXPath(self) -> None:
         path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")
         registry = ListenerRegistry(reactor)
-        registry.listenUNIX(path, Accepted())
+        registry.standIn.listenUNIX(path, Accepted())
         return registry.stopAll().addCallback(lambda _: self.assertFalse(os.path.exists(path)))
 
 
@@ -244,13 +256,15 @@ class BindUNIXTests(RegistryTestCase):
         stale = socket.socket(socket.AF_UNIX)
         stale.bind(path)
         stale.close()
-        self.registry().listenUNIX(path, Accepted())
+        self.registry().standIn.listenUNIX(path, Accepted())
         self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
 
     def test_somethingElseInTheWay(self) -> None:
         path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")
         open(path, "w").close()
-        error = self.assertRaises(CannotListenError, self.registry().listenUNIX, path, Accepted())
+        error = self.assertRaises(
+            CannotListenError, self.registry().standIn.listenUNIX, path, Accepted()
+        )
         self.assertIn("exists and is not a socket", str(error))
         self.assertTrue(os.path.isfile(path))
 
@@ -260,5 +274,48 @@ class BindUNIXTests(RegistryTestCase):
         self.addCleanup(busy.close)
         busy.bind(path)
         busy.listen(1)
-        error = self.assertRaises(CannotListenError, self.registry().listenUNIX, path, Accepted())
+        error = self.assertRaises(
+            CannotListenError, self.registry().standIn.listenUNIX, path, Accepted()
+        )
         self.assertIn("another process listens there", str(error))
+
+
+class ListenerFactsTests(RegistryTestCase):
+    """What code outside the core tells a listener, through its methods."""
+
+    def test_offeredSocketIsNotWaitedForButIsAdoptedIfAsked(self) -> None:
+        first = self.registry()
+        first.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        second = self.registry(self.handDown(first))
+        second.offer(["tcp:127.0.0.1:0", "tcp:127.0.0.1:1"])
+        self.assertEqual(second.unclaimed(), [])
+        self.assertTrue(second.find("tcp:127.0.0.1:0").offered)
+        self.assertIsNone(second.find("tcp:127.0.0.1:1"), "an offer of nothing makes nothing")
+        second.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        self.assertTrue(any("adopted inherited listener tcp:127.0.0.1:0" in x for x in self.logs))
+
+    def test_heldElsewhereOutlivesAFinalShutdown(self) -> None:
+        """A listener another process keeps (systemd's fd store) is let go of, path and all."""
+        path = os.path.join(tempfile.mkdtemp(prefix="txflip-reg-"), "app.sock")
+        registry = ListenerRegistry(reactor)
+        registry.standIn.listenUNIX(path, Accepted())
+        [listener] = registry.active()
+        listener.markHeldElsewhere()
+        inode = os.stat(path).st_ino
+
+        def stopped(_):
+            self.assertEqual(os.stat(path).st_ino, inode)
+            said = f"handed over unix:{path}: it stays open in the other generation"
+            self.assertTrue(any(said in line for line in self.logs), self.logs)
+            os.unlink(path)
+
+        return registry.stopAll().addCallback(stopped)
+
+    def test_internalIsTheListenersOwn(self) -> None:
+        registry = self.registry()
+        registry.standIn.listenTCP(0, Accepted(), interface="127.0.0.1")
+        registry.markInternal("tcp:127.0.0.1:0")
+        self.assertTrue(registry.isInternal("tcp:127.0.0.1:0"))
+        self.assertFalse(registry.isInternal("tcp:127.0.0.1:1"))
+        self.assertFalse(registry.isInternal(None))
+        self.assertIsNone(registry.appFactory("tcp:127.0.0.1:0"), "no app traffic there")

@@ -24,8 +24,8 @@ class StopAllTests(TestCase):
     async def test_oneFailureDoesNotStopTheOthers(self) -> None:
         registry = ListenerRegistry(reactor)
         factory = Factory.forProtocol(Protocol)
-        broken = registry.listenTCP(0, factory, interface="127.0.0.1")
-        healthy = registry.listenTCP(0, factory, interface="127.0.0.1")
+        broken = registry.standIn.listenTCP(0, factory, interface="127.0.0.1")
+        healthy = registry.standIn.listenTCP(0, factory, interface="127.0.0.1")
         healthyPort = healthy.getHost().port
         self.addCleanup(broken.stopListening)
 

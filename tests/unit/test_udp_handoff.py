@@ -17,7 +17,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from txflip.core.handoff import InheritedListener
-from txflip.core.listeners import ListenerRegistry, MulticastNotHandedOver, bindUDP, udpKey
+from txflip.core.listeners import ListenerRegistry
+from txflip.core.listening import MulticastNotHandedOver, bindUDP, udpKey
 
 
 class Recorder(DatagramProtocol):
@@ -48,7 +49,7 @@ class UDPHandoffTests(TestCase):
     @defer.inlineCallbacks
     def test_queuedDatagramsGoToTheNewGeneration(self):
         old, oldProtocol = ListenerRegistry(reactor), Recorder()
-        oldPort = old.listenUDP(0, oldProtocol, interface="127.0.0.1")
+        oldPort = old.standIn.listenUDP(0, oldProtocol, interface="127.0.0.1")
         self.addCleanup(oldPort.stopListening)
         address = ("127.0.0.1", oldPort.getHost().port)
         childFDs, described = old.handoffDescriptors(firstFd=3)
@@ -56,7 +57,7 @@ class UDPHandoffTests(TestCase):
         handed = InheritedListener(os.dup(childFDs[3]), described[0].key, described[0].family)
 
         new, newProtocol = ListenerRegistry(reactor, [handed], paused=True), Recorder()
-        newPort = new.listenUDP(0, newProtocol, interface="127.0.0.1")
+        newPort = new.standIn.listenUDP(0, newProtocol, interface="127.0.0.1")
         self.addCleanup(newPort.stopListening)
         self.assertEqual(newPort.getHost().port, address[1])
 
@@ -96,5 +97,5 @@ class UDPHandoffTests(TestCase):
     def test_multicastRefused(self):
         registry = ListenerRegistry(reactor)
         with self.assertRaises(MulticastNotHandedOver) as caught:
-            registry.listenMulticast(5353, DatagramProtocol())
+            registry.standIn.listenMulticast(5353, DatagramProtocol())
         self.assertIn("listenMulticast(5353) is not supported under txflip", str(caught.exception))

@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 
 from txflip.core.handoff import InheritedListener
+from txflip.workers.leader import LeaderRegistry
 from txflip.workers.worker import NotOpenedByTheLeader, WorkerRegistry
 
 
@@ -27,13 +28,30 @@ class WorkerListenerTests(TestCase):
         registry = WorkerRegistry(
             reactor, [InheritedListener(fd, f"tcp:127.0.0.1:{port}", "AF_INET")], paused=True
         )
-        adopted = registry.listenTCP(port, Factory(), interface="127.0.0.1")
+        adopted = registry.standIn.listenTCP(port, Factory(), interface="127.0.0.1")
         self.addCleanup(adopted.stopListening)
         with self.assertRaises(NotOpenedByTheLeader) as caught:
-            registry.listenTCP(port + 1, Factory(), interface="127.0.0.1")
+            registry.standIn.listenTCP(port + 1, Factory(), interface="127.0.0.1")
         self.assertIn(
             f"tcp:127.0.0.1:{port + 1} was not opened by the leader", str(caught.exception)
         )
         self.assertEqual(
             [listener.key for listener in registry.listeners], [f"tcp:127.0.0.1:{port}"]
         )
+
+
+class LeaderListenerTests(TestCase):
+    def test_mutedListenersNeverAcceptButTheControlSocketDoes(self) -> None:
+        """A leader's app listeners stay paused through every resume; its own resume."""
+        registry = LeaderRegistry(reactor)
+        self.addCleanup(registry.stopAll)
+        app = registry.standIn.listenTCP(0, Factory(), interface="127.0.0.1")
+        control = registry.standIn.listenTCP(0, Factory(), interface="127.0.0.1")
+        registry.markInternal("tcp:127.0.0.1:0#1")
+        registry.mute()
+        self.assertNotIn(app, reactor.getReaders())
+        registry.pauseAll()
+        registry.resumeAll()
+        self.assertNotIn(app, reactor.getReaders())
+        self.assertIn(control, reactor.getReaders())
+        self.assertEqual([each.muted for each in registry.listeners], [True, False])

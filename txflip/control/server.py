@@ -3,9 +3,10 @@ The control channel: a unix socket (mode 0600, next to the PID file) that the
 C{txflip} command uses to ask for a restart and hear how it ends, or to read
 the status of the serving generation.
 
-It listens through the reactor's C{listenUNIX}, which txflip's listener
-registry stands in for, so the socket is handed to the next generation like
-any listener and never goes away during a restart.
+It listens through the reactor's C{listenUNIX}, which txflip's
+L{txflip.core.listening.ListeningReactor} stands in for, so the socket is
+handed to the next generation like any listener and never goes away during a
+restart.
 
 Protocol: the client sends one line, C{reload} or C{status}; the server
 answers with JSON lines, each with a C{phase}, and closes the connection
@@ -176,9 +177,9 @@ class ControlServer(Factory):
         return protocol
 
     def listen(self, reactor):
-        """Listen through the reactor (the registry), so the socket is handed over."""
+        """Listen through the reactor (its stand-in), so the socket is handed over; mark it ours."""
         port = reactor.listenUNIX(self.path, self, mode=0o600, backlog=LISTEN_BACKLOG)
-        self.registry.internal.add(self.key())
+        self.registry.markInternal(self.key())
         return port
 
     def key(self) -> str:

@@ -15,7 +15,7 @@ import socket
 
 from txflip.core.handoff import HandoffState
 from txflip.core.log import log
-from txflip.core.movable import LISTENER_KEY, factoryFor
+from txflip.core.movable import LISTENER_KEY
 from txflip.core.transfer import PacketChannel, closeDescriptors
 
 
@@ -54,7 +54,7 @@ class ConnectionReceiver:
     def _offered(self, offerId: int, header: dict, payload: bytes, fds: list[int]) -> None:
         key = header.get("key")
         family = getattr(socket, str(header.get("family")), None)
-        factory = factoryFor(key, self._registry) if isinstance(key, str) else None
+        factory = self._registry.appFactory(key) if isinstance(key, str) else None
         if len(fds) != 1 or family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
             reason = "malformed offer"
         elif factory is None:
@@ -74,7 +74,7 @@ class ConnectionReceiver:
             pass  # the channel is gone; _closed lets go of what is held
 
     def _adopt(self, fd: int, key: str, family: int, buffered: bytes) -> None:
-        factory = factoryFor(key, self._registry)
+        factory = self._registry.appFactory(key)
         try:
             if factory is None:
                 return

@@ -178,7 +178,7 @@ class ConnectionMover:
                 continue
             transport = lowestTransport(protocol)
             key = listenerKeyOf(transport, self._registry)
-            if key in self._registry.internal:
+            if self._registry.isInternal(key):
                 self._stays[protocol] = "txflip's own"  # the control socket: not reported
                 continue
             seen = verdict(protocol)

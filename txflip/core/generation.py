@@ -156,7 +156,7 @@ class Generation:
             factoryHook=self.tracker.track,
             paused=inherited is not None,
             onClaimed=self._startup.claimed,
-            onListening=lambda key: self._startup.listening(key, key in self.registry.internal),
+            onListening=lambda key: self._startup.listening(key, self.registry.isInternal(key)),
         )
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""

@@ -1,259 +1,218 @@
 """
-Listening sockets that can be handed from one generation to the next.
+A generation's listening sockets: one L{Listener} for each, and the
+L{ListenerRegistry} that keeps them.
 
-txflip creates every listening socket itself (socket, bind, listen,
-non-blocking, close-on-exec) and adopts it into the reactor, in every
-generation, the first one included. A port made by C{listenTCP} would be shut
-down when it stops, killing the listener the next generation shares; an
-adopted one is only closed (docs/design.rst, "listenTCP shuts its socket down").
+A L{Listener} owns everything about its socket: the key it is handed down by,
+what it is for (the app's traffic, or txflip's own control socket), where it
+came from (handed down by the previous generation, offered back by systemd's
+fd store, or bound here), whether another process keeps it too (the fd store),
+and where it stands (handed down and not claimed yet, listening, paused,
+muted, released). Code outside the core changes a listener only through its
+methods and the registry's.
 
-L{ListenerRegistry} also stands in for the reactor's C{listenTCP},
-C{listenUNIX}, C{listenSSL} and C{listenUDP}, so that an app that listens by
-itself (through C{strports}, endpoints or the reactor) adopts the socket its
-predecessor handed down for the same address, without changing a line.
-
-A UDP port is one socket shared by both generations during a handoff: the old
-one stops reading when it pauses, so datagrams waiting in the socket's buffer
-are read by the new one, and keeps the socket open for writing until it exits,
-so that answers to datagrams it had already read still go out from the right
-address. Multicast ports are not handed over (C{listenMulticast} is refused).
+The registry is the one store; L{txflip.core.listening.ListeningReactor}
+(C{registry.standIn}) is the stand-in for the reactor's listen methods that
+fills it.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
-from twisted.internet import tcp, udp, unix
-from twisted.internet.abstract import isIPv6Address
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet import udp
 
-from txflip.core.handoff import InheritedListener
+from txflip.core.handoff import InheritedListener, handDown
+from txflip.core.listening import FactoryHook, HandoffUNIXPort, ListeningReactor
 from txflip.core.log import log
 
-FactoryHook = Callable[[IProtocolFactory], IProtocolFactory]
 
-
-class HandoffUNIXPort(unix.Port):
-    """
-    A UNIX port that can stop accepting without unlinking its path.
-
-    Twisted's UNIX port unlinks its path and shuts the socket down when it
-    stops (docs/design.rst). At a handoff the next generation is listening on
-    the same socket, so the path and the socket must stay as they are.
-    """
-
-    keepPath = False
-
-    def release(self):
-        """Stop accepting here; leave the path and the shared socket alone."""
-        self.keepPath = True
-        self._shouldShutdown = False
-        return self.stopListening()
-
-    def _logConnectionLostMsg(self) -> None:
-        if not self.keepPath:
-            unix.Port._logConnectionLostMsg(self)
-
-    def connectionLost(self, reason):
-        # unix.Port.connectionLost, except that a path that cannot be removed
-        # (a read-only filesystem) is logged and the socket is closed anyway:
-        # there, an unlink error skipped the close and failed the shutdown.
-        if not self.keepPath:
-            self._removePath()
-            if self.lockFile is not None:
-                self.lockFile.unlock()
-        tcp.Port.connectionLost(self, reason)
-
-    def _removePath(self) -> None:
-        path = self._bindPath
-        if path[:1] in (b"\0", "\0"):
-            return
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.error(
-                "cannot remove {path}: {error}; closing the socket anyway",
-                path=os.fsdecode(path),
-                error=e.strerror,
-            )
-
-
-@dataclass
 class Listener:
-    """One listening port of this generation and the key it is handed down by."""
+    """
+    One listening socket of this generation, from the moment it is handed down
+    or asked for until it is released or closed.
 
-    key: str
-    family: int
-    port: tcp.Port
+    @ivar key: the name it is handed down by: the address asked for, not the
+        one the kernel gave (L{txflip.core.listening.tcpKey}).
+    @ivar port: the reactor's port, once something listens on it.
+    @ivar handedDown: whether the previous generation (or systemd) handed it down.
+    @ivar internal: txflip's own (the control socket): it serves no app traffic.
+    @ivar offered: handed down as an offer, not a promise (systemd's fd store
+        hands back what an earlier configuration had): not listening on it
+        again keeps no one waiting.
+    @ivar heldElsewhere: another process keeps the socket for the next start
+        (systemd's fd store): a final shutdown lets go of it as at a handoff.
+    @ivar muted: never accepts in this process (a workers' leader).
+    @ivar paused: told to leave new connections in the kernel's queue.
+    @ivar released: let go of for good (L{release}): no longer active here,
+        from that moment on.
+    """
+
+    def __init__(self, key: str, family: int, handedDownFd: int | None = None) -> None:
+        self.key = key
+        self.family = family
+        self.port = None
+        self.handedDown = handedDownFd is not None
+        self._handedDownFd = handedDownFd
+        self.askedAs: str | None = None
+        """The key the app asked for (without the C{#n} of a repeated address), once asked."""
+        self.internal = False
+        self.offered = False
+        self.heldElsewhere = False
+        self.muted = False
+        self.paused = False
+        self.released = False
+        self._createdPath: tuple[str, int, int] | None = None
+
+    @classmethod
+    def fromHandoff(cls, item: InheritedListener) -> Listener:
+        """A listener handed down at C{item.fd}: made close-on-exec, waiting to be claimed."""
+        os.set_inheritable(item.fd, False)
+        return cls(item.key, getattr(socket.AddressFamily, item.family, socket.AF_UNSPEC), item.fd)
+
+    # What it is for, and who else holds it: said by the code that knows.
+
+    def markInternal(self) -> None:
+        """txflip's own listener (the control socket): it serves no app traffic."""
+        self.internal = True
+
+    def markOffered(self) -> None:
+        """Handed down as an offer: this generation need not listen on it again."""
+        self.offered = True
+
+    def markHeldElsewhere(self) -> None:
+        """Another process keeps this socket for the next start: never close it for good."""
+        self.heldElsewhere = True
+
+    # Where it stands.
 
     @property
     def familyName(self) -> str:
         return socket.AddressFamily(self.family).name
 
     @property
+    def unclaimed(self) -> bool:
+        """Handed down, and nothing in this generation has asked for it yet."""
+        return self._handedDownFd is not None and self.askedAs is None
+
+    @property
     def listening(self) -> bool:
         return not self.released and bool(getattr(self.port, "connected", False))
 
+    def takeHandedDown(self) -> int | None:
+        """The descriptor handed down for it, now the caller's to adopt and close (or L{None})."""
+        fd, self._handedDownFd = self._handedDownFd, None
+        return fd
+
+    def noteCreatedPath(self, path: str) -> None:
+        """This generation bound the unix socket at C{path} itself (see L{removeCreatedPath})."""
+        created = os.lstat(path)
+        self._createdPath = (path, created.st_dev, created.st_ino)
+
+    def listenOn(self, port, paused: bool) -> None:
+        """Something listens on it now, through C{port}."""
+        self.port = port
+        if paused:
+            self.pause()
+
+    def keepForAgain(self) -> None:
+        """
+        The app stops listening here during a sequential handover's pause: keep
+        a copy of the socket, unclaimed, for the app to listen on again if it
+        starts again (its key stays known for the port it had).
+        """
+        self._handedDownFd = os.dup(self.port.fileno())
+        os.set_inheritable(self._handedDownFd, False)
+        self.askedAs = None
+        self.handedDown = True
+        log.info("keeping {key} while the app is stopped", key=self.key)
+
+    def keptDescriptor(self) -> int | None:
+        """The descriptor kept for it while nothing listens (handed down or kept), if any."""
+        return self._handedDownFd
+
+    def description(self, fd: int) -> InheritedListener:
+        """What a child that gets this socket at C{fd} is told about it."""
+        return InheritedListener(fd, self.key, self.familyName)
+
+    # Accepting.
+
     def pause(self) -> None:
         """Leave new connections in the kernel's queue for now."""
+        self.paused = True
         self.port.stopReading()
 
     def resume(self) -> None:
-        """Accept again."""
-        self.port.startReading()
+        """Accept again (never, if muted)."""
+        self.paused = False
+        if not self.muted:
+            self.port.startReading()
 
-    released = False
+    def mute(self) -> None:
+        """Never accept in this process from now on; the socket stays open for others."""
+        self.muted = True
+        self.pause()
+
+    # Letting go.
 
     def release(self):
         """Stop accepting for good; the socket lives on in the other generation."""
         # Twisted would log "(TCP Port 8080 Closed)" while the port goes on
         # serving in the other process: say what really happens instead.
         log.info("handed over {key}: it stays open in the other generation", key=self.key)
+        self.released = True
         if isinstance(self.port, HandoffUNIXPort):
             return self.port.release()
         if isinstance(self.port, udp.Port):
             # Stop reading, but keep writing answers until this process exits.
-            self.released = True
             self.port.stopReading()
             return None
         self.port._logConnectionLostMsg = _logNothing
         return self.port.stopListening()
+
+    def stop(self):
+        """Close for good (a unix path is removed), or let go if another process keeps it."""
+        if self.heldElsewhere:
+            return self.release()
+        return self.port.stopListening()
+
+    def closeUnclaimed(self) -> None:
+        """Close the descriptor handed down for it: this generation does not listen there."""
+        fd = self.takeHandedDown()
+        if fd is None:
+            return
+        log.warn("closing inherited listener {key}: nothing listens there any more", key=self.key)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def removeCreatedPath(self) -> None:
+        """
+        Remove the unix socket file this generation bound itself, if it is still
+        the socket it made (never one handed down).
+        """
+        if self._createdPath is None:
+            return
+        path, dev, ino = self._createdPath
+        self._createdPath = None
+        try:
+            st = os.lstat(path)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == (dev, ino):
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def _logNothing() -> None:
     pass
 
 
-def tcpKey(port: int, interface: str) -> str:
-    """The name a TCP listener is handed down by: what was asked for, not what was got."""
-    if not interface:
-        interface = "0.0.0.0"
-    if isIPv6Address(interface):
-        return f"tcp:[{interface}]:{port}"
-    return f"tcp:{interface}:{port}"
-
-
-def udpKey(port: int, interface: str) -> str:
-    """The name a UDP port is handed down by."""
-    return "udp:" + tcpKey(port, interface).partition(":")[2]
-
-
-def unixKey(path: str | bytes) -> str:
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    return "unix:" + os.path.abspath(path)
-
-
-def _unboundSocket(port: int, interface: str, kind: int) -> tuple[socket.socket, tuple]:
-    """A close-on-exec socket of C{kind} for C{interface}, and the address to bind it to."""
-    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-    try:
-        if family == socket.AF_INET6:
-            address = socket.getaddrinfo(
-                interface, port, socket.AF_INET6, kind, 0, socket.AI_NUMERICHOST
-            )[0][4]
-        else:
-            address = (interface or "0.0.0.0", port)
-        return socket.socket(family, kind), address
-    except OSError as e:
-        raise CannotListenError(interface, port, e)
-
-
-def bindTCP(port: int, interface: str, backlog: int) -> socket.socket:
-    """A new, non-blocking, close-on-exec TCP listening socket."""
-    skt, address = _unboundSocket(port, interface, socket.SOCK_STREAM)
-    try:
-        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        skt.bind(address)
-        skt.listen(backlog)
-        skt.setblocking(False)
-    except OSError as e:
-        skt.close()
-        raise CannotListenError(interface, port, e)
-    return skt
-
-
-def bindUDP(port: int, interface: str) -> socket.socket:
-    """
-    A new, non-blocking, close-on-exec UDP socket.
-
-    No C{SO_REUSEADDR}: on a datagram socket it would let a second process bind
-    the same port and silently share its traffic; the next generation gets
-    this very socket instead.
-    """
-    skt, address = _unboundSocket(port, interface, socket.SOCK_DGRAM)
-    try:
-        skt.bind(address)
-        skt.setblocking(False)
-    except OSError as e:
-        skt.close()
-        raise CannotListenError(interface, port, e)
-    return skt
-
-
-class MulticastNotHandedOver(Exception):
-    """C{listenMulticast} under flip: multicast ports are not handed over."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(
-            f"listenMulticast({port}) is not supported under txflip: multicast ports are "
-            "not handed over at a restart; serve multicast from a process flip does not run"
-        )
-
-
-def _clearStaleUNIXPath(path: str) -> None:
-    """Remove a socket file nobody listens on; refuse anything else in the way."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise CannotListenError(None, path, OSError(errno.EEXIST, "exists and is not a socket"))
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        try:
-            os.unlink(path)
-        except OSError as e:
-            raise CannotListenError(None, path, e) from None
-        return
-    except OSError:
-        return
-    finally:
-        probe.close()
-    raise CannotListenError(None, path, OSError(errno.EADDRINUSE, "another process listens there"))
-
-
-def bindUNIX(path: str, backlog: int, mode: int) -> socket.socket:
-    """A new UNIX listening socket whose path never exists with looser permissions than C{mode}."""
-    _clearStaleUNIXPath(path)
-    skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    oldUmask = os.umask(0o777 & ~mode)
-    try:
-        skt.bind(path)
-        os.chmod(path, mode)
-        skt.listen(backlog)
-        skt.setblocking(False)
-    except OSError as e:
-        skt.close()
-        raise CannotListenError(None, path, e)
-    finally:
-        os.umask(oldUmask)
-    return skt
-
-
 class ListenerRegistry:
     """
-    Every listening port of this generation, and those its parent handed down.
+    Every listener of this generation, and those its parent handed down.
 
     @param reactor: the reactor to adopt sockets into.
     @param inherited: the descriptors the parent handed down.
@@ -264,181 +223,141 @@ class ListenerRegistry:
     @param onClaimed: called with the key of each inherited socket once
         this generation listens on it again.
     @param onListening: called with the key of every listener, inherited or new.
+
+    @ivar standIn: the stand-in for the reactor's listen methods, which fills
+        this registry (L{install} puts it in the reactor's place).
     """
 
     def __init__(
         self,
         reactor,
-        inherited: list[InheritedListener] = (),
+        inherited: Iterable[InheritedListener] = (),
         factoryHook: FactoryHook = lambda f: f,
         paused: bool = False,
         onClaimed: Callable[[str], None] = lambda key: None,
         onListening: Callable[[str], None] = lambda key: None,
     ) -> None:
-        self._reactor = reactor
-        self._inherited: dict[str, InheritedListener] = {i.key: i for i in inherited}
-        for item in inherited:
-            os.set_inheritable(item.fd, False)
-        self._factoryHook = factoryHook
+        self._listeners: list[Listener] = [Listener.fromHandoff(item) for item in inherited]
         self._paused = paused
         self._onClaimed = onClaimed
         self._onListening = onListening
-        self._keysAsked: dict[str, int] = {}
-        self._createdPaths: dict[str, tuple[int, int]] = {}
-        self.listeners: list[Listener] = []
-        self.internal: set[str] = set()
-        """Keys of txflip's own listeners (the control socket), which serve no app traffic."""
-        self.offered: set[str] = set()
-        """Keys of inherited sockets that are offered, not promised (systemd's fd store
-        hands back what an earlier configuration had): not listening on one again
-        keeps no one waiting; it is closed once this generation is ready."""
-        self.heldElsewhere: set[str] = set()
-        """Keys of listeners whose socket another process keeps for the next start
-        (systemd's fd store): a final shutdown lets go of them as at a handoff."""
+        self.standIn = ListeningReactor(reactor, self, factoryHook)
         self.keepWhenStopped = False
         """While true (a sequential handover's pause), a port the app stops keeps
         its socket here, paused, for the app to listen on again if it restarts."""
-        self._formerKeys: dict[int, str] = {}
-
-    # The reactor's listen methods, as this generation offers them.
 
     def install(self) -> None:
         """Stand in for the reactor's C{listenTCP}, C{listenUNIX}, C{listenSSL} and C{listenUDP}."""
-        self._reactor.listenTCP = self.listenTCP
-        self._reactor.listenUNIX = self.listenUNIX
-        self._reactor.listenSSL = self.listenSSL
-        self._reactor.listenUDP = self.listenUDP
-        self._reactor.listenMulticast = self.listenMulticast
+        self.standIn.install()
 
-    def listenTCP(self, port: int, factory, backlog: int = 50, interface: str = ""):
-        return self._adoptTCP(port, self._factoryHook(factory), backlog, interface)
+    # Filled by the stand-in.
 
-    def listenSSL(self, port: int, factory, contextFactory, backlog: int = 50, interface: str = ""):
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        tlsFactory = TLSMemoryBIOFactory(contextFactory, False, self._factoryHook(factory))
-        adopted = self._adoptTCP(port, tlsFactory, backlog, interface)
-        adopted._type = "TLS"
-        return adopted
-
-    def _adoptTCP(self, port: int, factory, backlog: int, interface: str):
-        key = self._uniqueKey(tcpKey(port, interface))
-        family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-        inherited = self._inherited.pop(key, None)
-        if inherited is not None:
-            adopted = self._reactor.adoptStreamPort(inherited.fd, family, factory)
-            os.close(inherited.fd)
+    def ask(self, key: str, family: int) -> Listener:
+        """
+        The listener for this generation's next request to listen on C{key}:
+        the one handed down under the same name, or a new one.
+        """
+        unique = self._uniqueKey(key)
+        for listener in self._listeners:
+            if listener.key == unique and listener.unclaimed:
+                break
         else:
-            skt = bindTCP(port, interface, backlog)
-            try:
-                adopted = self._reactor.adoptStreamPort(skt.fileno(), family, factory)
-            finally:
-                skt.close()
-        return self._register(key, family, adopted, inherited is not None)
-
-    def listenUDP(self, port: int, protocol, interface: str = "", maxPacketSize: int = 8192):
-        key = self._uniqueKey(udpKey(port, interface))
-        family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-        inherited = self._inherited.pop(key, None)
-        if inherited is not None:
-            fd = inherited.fd
-        else:
-            skt = bindUDP(port, interface)
-            fd = os.dup(skt.fileno())
-            skt.close()
-        try:
-            adopted = self._reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize)
-        finally:
-            os.close(fd)
-        return self._register(key, family, adopted, inherited is not None)
-
-    def listenMulticast(self, port: int, protocol, interface: str = "", *args, **kwargs):
-        raise MulticastNotHandedOver(port)
-
-    def listenUNIX(self, address, factory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0):
-        path = os.path.abspath(os.fsdecode(address))
-        key = self._uniqueKey(unixKey(path))
-        inherited = self._inherited.pop(key, None)
-        if inherited is not None:
-            fd = inherited.fd
-        else:
-            skt = bindUNIX(path, backlog, mode)
-            created = os.lstat(path)
-            self._createdPaths[path] = (created.st_dev, created.st_ino)
-            fd = os.dup(skt.fileno())
-            skt.close()
-            os.set_inheritable(fd, False)
-        try:
-            adopted = HandoffUNIXPort._fromListeningDescriptor(
-                self._reactor, fd, self._factoryHook(factory)
-            )
-            adopted.mode = mode
-            adopted.backlog = backlog
-            adopted.startListening()
-        finally:
-            os.close(fd)
-        return self._register(key, socket.AF_UNIX, adopted, inherited is not None)
-
-    # Handing over.
+            listener = Listener(unique, family)
+            self._listeners.append(listener)
+        listener.family = family
+        listener.askedAs = key
+        return listener
 
     def _uniqueKey(self, key: str) -> str:
-        count = self._keysAsked.get(key, 0)
-        self._keysAsked[key] = count + 1
+        """C{key}, or C{key#n} when the app has asked for the same address n times before."""
+        count = sum(1 for listener in self._listeners if listener.askedAs == key)
         return key if count == 0 else f"{key}#{count}"
 
-    def _register(self, key: str, family: int, port, wasInherited: bool):
-        listener = Listener(key, family, port)
-        self.listeners.append(listener)
+    def add(self, listener: Listener, port):
+        """C{listener} listens through C{port} now; return the port."""
+        self._listeners.remove(listener)
+        self._listeners.append(listener)
+        listener.listenOn(port, self._paused)
         stopListening = port.stopListening
 
         def stopListeningOrKeep():
-            if self.keepWhenStopped and listener in self.listeners and listener.listening:
-                self._keep(listener)
+            if self.keepWhenStopped and listener.listening and listener.port is port:
+                listener.keepForAgain()
             return stopListening()
 
         port.stopListening = stopListeningOrKeep
-        if self._paused:
-            listener.pause()
         log.info(
             "{how} {key}",
-            how="adopted inherited listener" if wasInherited else "listening on",
-            key=key,
+            how="adopted inherited listener" if listener.handedDown else "listening on",
+            key=listener.key,
         )
-        if wasInherited:
-            self._onClaimed(key)
-        self._onListening(key)
+        if listener.handedDown:
+            self._onClaimed(listener.key)
+        self._onListening(listener.key)
         return port
 
-    def _keep(self, listener: Listener) -> None:
-        """The app stops C{listener} during a pause: keep its socket to listen on again."""
-        fd = os.dup(listener.port.fileno())
-        os.set_inheritable(fd, False)
-        self._inherited[listener.key] = InheritedListener(fd, listener.key, listener.familyName)
-        self.listeners.remove(listener)
-        self._formerKeys[id(listener.port)] = listener.key
-        base = listener.key.partition("#")[0]
-        self._keysAsked[base] = max(0, self._keysAsked.get(base, 1) - 1)
-        log.info("keeping {key} while the app is stopped", key=listener.key)
+    # What it holds.
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """Every listener something has listened on, in the order they started."""
+        return [listener for listener in self._listeners if listener.port is not None]
+
+    def find(self, key: str) -> Listener | None:
+        """The listener C{key} names, listened on or still handed down."""
+        for listener in self._listeners:
+            if listener.key == key:
+                return listener
+        return None
 
     def listeningDescriptors(self) -> list[int]:
         """The descriptor of every socket this generation listens on or keeps."""
         return [listener.port.fileno() for listener in self.active()] + [
-            item.fd for item in self._inherited.values()
+            fd for listener in self._listeners if (fd := listener.keptDescriptor()) is not None
         ]
-
-    def keyOf(self, port) -> str | None:
-        """The key of the listener C{port} is (or was, before the app stopped it)."""
-        for listener in self.listeners:
-            if listener.port is port:
-                return listener.key
-        return self._formerKeys.get(id(port))
 
     def active(self) -> list[Listener]:
         return [listener for listener in self.listeners if listener.listening]
 
     def serving(self) -> list[Listener]:
         """The active listeners that carry the app's traffic."""
-        return [listener for listener in self.active() if listener.key not in self.internal]
+        return [listener for listener in self.active() if not listener.internal]
+
+    def keyOf(self, port) -> str | None:
+        """The key of the listener whose port is C{port}."""
+        for listener in self.listeners:
+            if listener.port is port:
+                return listener.key
+        return None
+
+    def appFactory(self, key: str):
+        """The protocol factory of the app's listener C{key} here, or L{None}."""
+        for listener in self.listeners:
+            if listener.key == key and not listener.internal:
+                return getattr(listener.port, "factory", None)
+        return None
+
+    def isInternal(self, key: str | None) -> bool:
+        """Whether C{key} names txflip's own listener (the control socket)."""
+        listener = self.find(key) if key is not None else None
+        return listener is not None and listener.internal
+
+    # Told by the code that knows.
+
+    def markInternal(self, key: str) -> None:
+        """C{key} is txflip's own listener (the control socket), which serves no app traffic."""
+        listener = self.find(key)
+        if listener is not None:
+            listener.markInternal()
+
+    def offer(self, keys: Iterable[str]) -> None:
+        """The handed-down sockets C{keys} are offers: nobody waits for them to be claimed."""
+        for key in keys:
+            listener = self.find(key)
+            if listener is not None:
+                listener.markOffered()
+
+    # Handing over.
 
     def handoffDescriptors(
         self, firstFd: int = 3, listeners: list[Listener] | None = None
@@ -450,28 +369,25 @@ class ListenerRegistry:
         @return: a map from child descriptor to this process's descriptor, and
             what the child is told about each.
         """
-        childFDs: dict[int, int] = {}
-        described: list[InheritedListener] = []
-        chosen = self.active() if listeners is None else listeners
-        for offset, listener in enumerate(chosen):
-            fd = firstFd + offset
-            childFDs[fd] = listener.port.fileno()
-            described.append(InheritedListener(fd, listener.key, listener.familyName))
-        return childFDs, described
+        return handDown(self.active() if listeners is None else listeners, firstFd)
 
     def unclaimed(self) -> list[str]:
         """Keys of inherited sockets nobody has listened on again yet (offers aside)."""
-        return sorted(key for key in self._inherited if key not in self.offered)
+        return sorted(
+            listener.key
+            for listener in self._listeners
+            if listener.unclaimed and not listener.offered
+        )
 
     def closeUnclaimed(self) -> None:
         """Close inherited sockets this generation's configuration no longer asks for."""
-        for key, item in sorted(self._inherited.items()):
-            log.warn("closing inherited listener {key}: nothing listens there any more", key=key)
-            try:
-                os.close(item.fd)
-            except OSError:
-                pass
-        self._inherited.clear()
+        unclaimed = sorted(
+            (listener for listener in self._listeners if listener.unclaimed),
+            key=lambda listener: listener.key,
+        )
+        for listener in unclaimed:
+            listener.closeUnclaimed()
+            self._listeners.remove(listener)
 
     @property
     def paused(self) -> bool:
@@ -499,14 +415,8 @@ class ListenerRegistry:
         ones), if they are still the sockets it made: for a generation that exits
         without ever serving, whose own sockets no other process holds.
         """
-        for path, identity in sorted(self._createdPaths.items()):
-            try:
-                st = os.lstat(path)
-                if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == identity:
-                    os.unlink(path)
-            except OSError:
-                pass
-        self._createdPaths.clear()
+        for listener in sorted(self._listeners, key=lambda listener: listener.key):
+            listener.removeCreatedPath()
 
     def stopAll(self):
         """
@@ -527,11 +437,7 @@ class ListenerRegistry:
 
         return gatherResults(
             [
-                maybeDeferred(
-                    listener.release
-                    if listener.key in self.heldElsewhere
-                    else listener.port.stopListening
-                ).addErrback(failed, listener.key)
+                maybeDeferred(listener.stop).addErrback(failed, listener.key)
                 for listener in self.active()
             ]
         )

@@ -95,11 +95,3 @@ def listenerKeyOf(transport, registry) -> str | None:
     if key is not None:
         return key
     return registry.keyOf(getattr(transport, "server", None))
-
-
-def factoryFor(key: str, registry):
-    """The protocol factory of this generation's listener C{key}, or L{None}."""
-    for listener in registry.listeners:
-        if listener.key == key and key not in registry.internal:
-            return getattr(listener.port, "factory", None)
-    return None

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 
 from txflip.core import pidfile
-from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel, adoptChannel
+from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel
 from txflip.core.events import Events
-from txflip.core.handoff import ENV_STATE, HandoffState
+from txflip.core.handoff import spawnWithListeners
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import generation, log
 from txflip.core.transfer import transferPair
@@ -76,23 +74,6 @@ class Outcome:
     seconds: float
     transfer: socket.socket | None = None
     """After a handoff: this end of the channel connections move over (txflip.core.connmove)."""
-
-
-class _ChildProcess(ProcessProtocol):
-    def __init__(self, onEnded: Callable[[str], None]) -> None:
-        self._onEnded = onEnded
-
-    def processEnded(self, reason) -> None:
-        value = reason.value
-        if isinstance(value, ProcessDone):
-            why = "exited with code 0"
-        elif isinstance(value, ProcessTerminated) and value.signal is not None:
-            why = f"was killed by signal {value.signal}"
-        elif isinstance(value, ProcessTerminated):
-            why = f"exited with code {value.exitCode}"
-        else:
-            why = str(value)
-        self._onEnded(why)
 
 
 class UpgradeAttempt:
@@ -165,50 +146,33 @@ class UpgradeAttempt:
         return self.result
 
     def _spawn(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # txflip.core.connmove: a second socketpair, over which idle connections move.
         self._transfer, transferTheirs = transferPair()
         try:
-            childFDs, described = self._registry.handoffDescriptors(firstFd=3)
-            controlFd = 3 + len(described)
-            transferFd = controlFd + 1
-            childFDs.update(
-                {0: 0, 1: 1, 2: 2, controlFd: theirs.fileno(), transferFd: transferTheirs.fileno()}
-            )
-            state = HandoffState(
-                generation=generation() + 1,
-                parentPid=os.getpid(),
-                controlFd=controlFd,
-                listeners=described,
-                pidFile=self._pidFile,
-                transferFd=transferFd,
-                sequential=self._pause is not None,
-            )
-            env = dict(os.environ)
-            env.update(self._extraEnv)
-            env[ENV_STATE] = state.encode()
-            self._process = self._reactor.spawnProcess(
-                _ChildProcess(self._ended),
-                self._argv[0],
+            spawned = spawnWithListeners(
+                self._reactor,
                 self._argv,
-                env=env,
-                path=self._cwd,
-                childFDs=childFDs,
+                self._cwd,
+                self._registry.active(),
+                channel=self._newChannel(),
+                side=transferTheirs,
+                sideIsTransfer=True,
+                onEnded=self._ended,
+                generation=generation() + 1,
+                pidFile=self._pidFile,
+                sequential=self._pause is not None,
+                environment=lambda sideFd: self._extraEnv,
             )
         except BaseException:
-            ours.close()
             self._closeTransfer()
             raise
-        finally:
-            theirs.close()
-            transferTheirs.close()
-        self.childPid = self._process.pid
-        self._channel = adoptChannel(self._reactor, ours, self._newChannel())
+        self._process, self._channel = spawned.process, spawned.channel
+        self.childPid = spawned.pid
         log.info(
             "started generation {next} as PID {child}, {count} listener(s) handed down",
-            next=state.generation,
+            next=spawned.state.generation,
             child=self.childPid,
-            count=len(described),
+            count=len(spawned.state.listeners),
         )
 
     def _newChannel(self) -> SuccessorChannel:

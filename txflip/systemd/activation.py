@@ -34,7 +34,7 @@ import socket
 import stat
 from dataclasses import dataclass, field
 
-from txflip.core.listeners import tcpKey, unixKey
+from txflip.core.listening import tcpKey, unixKey
 from txflip.core.log import log
 from txflip.systemd.fdnames import isOurs, keyForName
 

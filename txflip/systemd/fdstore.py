@@ -76,7 +76,7 @@ class FileDescriptorStore:
             name = nameForKey(listener.key)
             if self._notifier.send(("FDSTORE", 1), ("FDNAME", name), fds=[listener.port.fileno()]):
                 stored.append(name)
-                self._registry.heldElsewhere.add(listener.key)
+                listener.markHeldElsewhere()
             else:
                 log.warn("could not store {key} in systemd's fd store", key=listener.key)
         for name in sorted(self._previous - set(stored)):

@@ -42,19 +42,10 @@ class LeaderRegistry(ListenerRegistry):
 
     pool: WorkerPool | None = None
 
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **kw)
-        self._muted: set[str] = set()
-
     def mute(self) -> None:
         """From now on the app's listeners never accept in this process."""
-        self._muted = {listener.key for listener in self.serving()}
-        self._silence()
-
-    def _silence(self) -> None:
-        for listener in self.active():
-            if listener.key in self._muted:
-                listener.pause()
+        for listener in self.serving():
+            listener.mute()
 
     def pauseAll(self) -> None:
         super().pauseAll()
@@ -63,7 +54,6 @@ class LeaderRegistry(ListenerRegistry):
 
     def resumeAll(self) -> None:
         super().resumeAll()
-        self._silence()
         if self.pool is not None:
             self.pool.resume()
 

@@ -11,37 +11,14 @@ descriptors 3 and up, then the handoff channel and the command channel
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
-
 from txflip.core.channel import SuccessorChannel, adoptChannel
-from txflip.core.handoff import ENV_STATE, HandoffState
+from txflip.core.handoff import spawnWithListeners
 from txflip.core.listeners import ListenerRegistry
 from txflip.workers.commands import LeaderEnd
 from txflip.workers.role import ENV_WORKER, WorkerRole
-
-
-def howItEnded(reason) -> str:
-    value = reason.value
-    if isinstance(value, ProcessDone):
-        return "exited with code 0"
-    if isinstance(value, ProcessTerminated) and value.signal is not None:
-        return f"was killed by signal {value.signal}"
-    if isinstance(value, ProcessTerminated):
-        return f"exited with code {value.exitCode}"
-    return str(value)
-
-
-class _Ended(ProcessProtocol):
-    def __init__(self, worker: WorkerProcess) -> None:
-        self._worker = worker
-
-    def processEnded(self, reason) -> None:
-        self._worker._ended(howItEnded(reason))
 
 
 class WorkerProcess:
@@ -65,49 +42,34 @@ class WorkerProcess:
         self._gone = False
 
     def spawn(self, argv: list[str], cwd: str, registry: ListenerRegistry) -> None:
-        handoffOurs, handoffTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         commandOurs, commandTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # The app's listeners only: the control socket stays the leader's.
-            childFDs, described = registry.handoffDescriptors(listeners=registry.serving())
-            controlFd = 3 + len(described)
-            commandFd = controlFd + 1
-            childFDs.update({0: 0, 1: 1, 2: 2})
-            childFDs[controlFd] = handoffTheirs.fileno()
-            childFDs[commandFd] = commandTheirs.fileno()
-            state = HandoffState(
+            spawned = spawnWithListeners(
+                self._reactor,
+                argv,
+                cwd,
+                registry.serving(),
+                channel=SuccessorChannel(
+                    lambda pid: self._report("workerReady"),
+                    lambda: self._report("workerServing"),
+                    lambda reason: self._report("workerFailed", reason),
+                    lambda: None,
+                    onWaiting=lambda what: self._report("workerWaiting", what),
+                    onHeard=lambda: self._report("workerHeard"),
+                ),
+                side=commandTheirs,
+                onEnded=self._ended,
                 generation=self.generation,
-                parentPid=os.getpid(),
-                controlFd=controlFd,
-                listeners=described,
-                pidFile=None,
-            )
-            env = dict(os.environ)
-            env[ENV_STATE] = state.encode()
-            env[ENV_WORKER] = WorkerRole(self.index, self.count, commandFd).encode()
-            self._process = self._reactor.spawnProcess(
-                _Ended(self), argv[0], argv, env=env, path=cwd, childFDs=childFDs
+                environment=lambda commandFd: {
+                    ENV_WORKER: WorkerRole(self.index, self.count, commandFd).encode()
+                },
             )
         except BaseException:
-            handoffOurs.close()
             commandOurs.close()
             raise
-        finally:
-            handoffTheirs.close()
-            commandTheirs.close()
-        self.pid = self._process.pid
-        self._channel = adoptChannel(
-            self._reactor,
-            handoffOurs,
-            SuccessorChannel(
-                lambda pid: self._report("workerReady"),
-                lambda: self._report("workerServing"),
-                lambda reason: self._report("workerFailed", reason),
-                lambda: None,
-                onWaiting=lambda what: self._report("workerWaiting", what),
-                onHeard=lambda: self._report("workerHeard"),
-            ),
-        )
+        self._process, self._channel = spawned.process, spawned.channel
+        self.pid = spawned.pid
         self._commands = adoptChannel(
             self._reactor,
             commandOurs,
