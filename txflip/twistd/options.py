@@ -12,7 +12,7 @@ from txflip.acme.options import AcmeOptionsMixin, acmeRequested
 from txflip.core import pidfile
 from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
-from txflip.twistd.appload import AppError, loadServed, rejectTwistdAppOptions
+from txflip.twistd.appload import AppError, rejectTwistdAppOptions
 
 DEMO_APP = "txflip.demo.makeResource"
 DEFAULT_LISTEN = "tcp:8080"
@@ -249,6 +249,8 @@ def _makeService(options: FlipOptions, reactor, host: Host):
             acme = configureAcme(reactor, options)
         except usage.UsageError as e:
             raise ConfigError(str(e)) from None
+
+    from txflip.twistd.plugins import loadServed
 
     loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
