@@ -26,7 +26,9 @@ USAGE = (
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        self.exit(2, f"txflip run: error: {message}; usage: {USAGE}\n")
+        from txflip.core.startfailure import errorLine
+
+        self.exit(2, f"{errorLine(message)}; usage: {USAGE}\n")
 
 
 def _seconds(text: str) -> float:
@@ -69,8 +71,10 @@ def _installReactor(name: str | None):
         try:
             installReactor(name)
         except NoSuchReactor:
+            from txflip.core.startfailure import errorLine
+
             raise SystemExit(
-                f"txflip run: error: no reactor named {name!r}; `twistd --help-reactors` lists them"
+                errorLine(f"no reactor named {name!r}; `twistd --help-reactors` lists them")
             ) from None
     from twisted.internet import reactor
 
@@ -89,6 +93,9 @@ def _logToStandardOutput() -> None:
 
 def main(argv: list[str]) -> int:
     """Run the program named in C{argv} (the words after C{run}) under a generation."""
+    from txflip.core.startfailure import TXFLIP_RUN, setProgramName
+
+    setProgramName(TXFLIP_RUN)
     args = parser().parse_args(argv)
     if args.module is None and not args.program:
         parser().error("name the program: -m MODULE or SCRIPT")
@@ -113,7 +120,7 @@ def main(argv: list[str]) -> int:
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:
-        raise fatal(str(e).replace("twistd flip", "txflip run")) from None
+        raise fatal(str(e)) from None
 
     reactor.callWhenRunning(generation.start)
     generation.handleSignals()

@@ -11,7 +11,6 @@ generation still drains is taken over from: this generation accepts again.
 from __future__ import annotations
 
 import os
-import sys
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
@@ -28,6 +27,7 @@ from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
 from txflip.core.readiness import APP_LISTENING, APP_READY_CALL, REACTOR_RUNNING, Readiness
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
+from txflip.core.startfailure import reportStartFailure
 from txflip.core.state import REFUSALS, State, checkMove
 
 _FROM_ENVIRONMENT = object()
@@ -333,15 +333,7 @@ class Generation:
         if self._state is not State.STARTING:
             log.error("{reason}", reason=reason)
             return
-        line = "twistd flip: error: " + " ".join(reason.split())
-        log.error("{reason}", reason=reason)
-        self.tellPredecessorFailed(reason)
-        stream = sys.__stderr__
-        if stream is not None and not self.logShownOnStderr:
-            stream.write(line + "\n")
-            stream.flush()
-        # It never served: the socket files it made are nobody's.
-        self.registry.removeCreatedPaths()
+        reportStartFailure(reason, self)
         self._exitProcess(1)
 
     # Restarts.
