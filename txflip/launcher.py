@@ -14,6 +14,7 @@ the same command line; SIGTERM and SIGINT drain before the reactor stops.
 from __future__ import annotations
 
 import argparse
+import math
 import runpy
 import sys
 
@@ -36,7 +37,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
     return value
 

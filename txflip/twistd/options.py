@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from twisted.python import usage
@@ -20,8 +21,8 @@ DEFAULT_LISTEN = "tcp:8080"
 
 def _positiveSeconds(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise ValueError("must be more than 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a finite number above 0")
     return value
 
 
