@@ -126,6 +126,8 @@ class _HTTPDrainState:
     def __init__(self, channel: HTTPChannel, seconds: Callable[[], float]) -> None:
         self.channel = channel
         self.lastActivity = seconds()
+        self.timedOut = False
+        """Whether the app's own idle timeout (C{Site(timeout=...)}) closed it."""
         originalDataReceived = channel.dataReceived
 
         def dataReceived(data: bytes) -> None:
@@ -140,8 +142,15 @@ class _HTTPDrainState:
             self.lastActivity = seconds()
             originalRequestDone(request)
 
+        originalTimeoutConnection = channel.timeoutConnection
+
+        def timeoutConnection() -> None:
+            self.timedOut = True
+            originalTimeoutConnection()
+
         channel.dataReceived = dataReceived
         channel.requestDone = requestDone
+        channel.timeoutConnection = timeoutConnection
         channel.checkPersistence = _refuseKeepAlive
         if channel._dataBuffer:
             # Pipelined requests are already buffered: each gets its answer, and
@@ -366,15 +375,18 @@ class Drain:
         if self._deadlineCall is not None and self._deadlineCall.active():
             self._deadlineCall.cancel()
         if not self.done.called:
+            timedOut = sum(1 for state in self._http.values() if state.timedOut)
             log.info(
                 "drained in {seconds:.1f}s: {moved} connection(s) moved to the next "
-                "generation; {closed} closed here ({idle} idle, {aborted} aborted at the "
-                "deadline, {rest} after their last response or by their client)",
+                "generation; {closed} closed here ({idle} idle, {timedOut} by the app's idle "
+                "timeout, {aborted} aborted at the deadline, {rest} after their last response "
+                "or by their client)",
                 seconds=time.monotonic() - self._started,
                 moved=self._claims.moved if self._claims is not None else 0,
                 closed=len(self._drained),
                 idle=len(self._closedIdle),
+                timedOut=timedOut,
                 aborted=aborted,
-                rest=max(0, len(self._drained) - len(self._closedIdle) - aborted),
+                rest=max(0, len(self._drained) - len(self._closedIdle) - timedOut - aborted),
             )
             self.done.callback(aborted)
