@@ -81,6 +81,19 @@ def httpChannelOf(protocol) -> HTTPChannel | None:
     return None
 
 
+def betweenRequests(channel: HTTPChannel) -> bool:
+    """Whether an HTTP/1.x channel has no request in progress and none buffered."""
+    if channel.requests or channel._handlingRequest:
+        return False
+    return not (getattr(channel, "_buffer", b"") or channel._dataBuffer)
+
+
+def isIdleKeepAlive(protocol) -> bool:
+    """Whether C{protocol} is an HTTP/1.x connection waiting for its client's next request."""
+    channel = httpChannelOf(protocol)
+    return channel is not None and betweenRequests(channel)
+
+
 def isTLS(protocol) -> bool:
     """Whether C{protocol} speaks through TLS."""
     return ISSLTransport.providedBy(_transportOf(protocol))
@@ -163,10 +176,7 @@ class _HTTPDrainState:
 
     def idleFor(self, now: float) -> float:
         """Seconds with nothing in progress, or 0 if a request is under way."""
-        channel = self.channel
-        if channel.requests or channel._handlingRequest:
-            return 0.0
-        if getattr(channel, "_buffer", b"") or channel._dataBuffer:
+        if not betweenRequests(self.channel):
             return 0.0
         return now - self.lastActivity
 

@@ -25,7 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPFactory
 
 from txflip.core.channel import adoptChannel
-from txflip.core.drain import Drain, lowestTransport
+from txflip.core.drain import Drain, isIdleKeepAlive, lowestTransport
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log
@@ -270,6 +270,7 @@ class WorkerGeneration(Generation):
             sockets = [lowestTransport(c) or c for c in connections]
             stats = {
                 "connections": len(connections),
+                "idle": sum(1 for c in connections if isIdleKeepAlive(c)),
                 "settled": self._settled.count(sockets, self._reactor.seconds()),
                 "requests": self.requests,
                 "accepting": self._accepting(),
