@@ -94,6 +94,7 @@ class UpgradeAttempt:
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
+        self._parentStopping = False
         self._exitedHow: str | None = None
         self._channelGone = False
         self._channel: SuccessorChannel | None = None
@@ -312,6 +313,7 @@ class UpgradeAttempt:
     def abort(self, why: str) -> None:
         """Give up on this attempt (this generation is shutting down)."""
         if self._outcome is None:
+            self._parentStopping = True
             self._fail(why)
 
     # Endings.
@@ -338,11 +340,12 @@ class UpgradeAttempt:
                 KILL_GRACE_SECONDS, self._signal, signal.SIGKILL
             )
         log.error(
-            "generation {next} (PID {child}) failed: {reason}; generation {gen} keeps serving",
+            "generation {next} (PID {child}) failed: {reason}; generation {gen} {then}",
             next=generation() + 1,
             child=self.childPid,
             reason=reason,
             gen=generation(),
+            then="is shutting down" if self._parentStopping else "keeps serving",
         )
         self._events.emit(
             "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
