@@ -44,6 +44,12 @@ from twisted.web.http import HTTPChannel
 
 from txflip.core.farewell import Farewell
 from txflip.core.log import log
+from txflip.core.twistedprivate import (
+    channelBehind,
+    handlingRequest,
+    requestsBuffered,
+    unparsedInput,
+)
 
 _TRACKED_MARK = "_txflipTracked"
 
@@ -53,7 +59,7 @@ def lowestTransport(protocol):
     transport = getattr(protocol, "transport", None)
     if transport is None:
         # twisted.web's Site builds a proxy whose channel holds the transport.
-        transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+        transport = getattr(channelBehind(protocol), "transport", None)
     while transport is not None and getattr(transport, "transport", None) is not None:
         transport = transport.transport
     return transport
@@ -61,7 +67,7 @@ def lowestTransport(protocol):
 
 def _transportOf(protocol):
     """The transport C{protocol} writes to (TLS included, if any)."""
-    return getattr(protocol, "transport", None) or protocol._channel.transport
+    return getattr(protocol, "transport", None) or channelBehind(protocol).transport
 
 
 def isOpen(protocol) -> bool:
@@ -75,7 +81,7 @@ def httpChannelOf(protocol) -> HTTPChannel | None:
     """The HTTP/1.x channel behind C{protocol}, if it is one."""
     if isinstance(protocol, HTTPChannel):
         return protocol
-    inner = getattr(protocol, "_channel", None)
+    inner = channelBehind(protocol)
     if isinstance(inner, HTTPChannel):
         return inner
     return None
@@ -83,9 +89,9 @@ def httpChannelOf(protocol) -> HTTPChannel | None:
 
 def betweenRequests(channel: HTTPChannel) -> bool:
     """Whether an HTTP/1.x channel has no request in progress and none buffered."""
-    if channel.requests or channel._handlingRequest:
+    if channel.requests or handlingRequest(channel):
         return False
-    return not (getattr(channel, "_buffer", b"") or channel._dataBuffer)
+    return not (unparsedInput(channel) or requestsBuffered(channel))
 
 
 def isIdleKeepAlive(protocol) -> bool:
@@ -127,7 +133,7 @@ def _refuseKeepAlive(request, version) -> bool:
     behind it keeps the connection, so that every buffered request is answered.
     """
     channel = request.channel
-    if channel._dataBuffer or getattr(channel, "_buffer", b""):
+    if requestsBuffered(channel) or unparsedInput(channel):
         return True
     request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
     return False
@@ -165,7 +171,7 @@ class _HTTPDrainState:
         channel.requestDone = requestDone
         channel.timeoutConnection = timeoutConnection
         channel.checkPersistence = _refuseKeepAlive
-        if channel._dataBuffer:
+        if requestsBuffered(channel):
             # Pipelined requests are already buffered: each gets its answer, and
             # the last one's carries Connection: close (checkPersistence above).
             return

@@ -35,6 +35,13 @@ from twisted.internet.interfaces import IProtocolFactory
 
 from txflip.core.handoff import InheritedListener
 from txflip.core.log import log
+from txflip.core.twistedprivate import (
+    adoptUNIXPort,
+    boundPath,
+    nameTLS,
+    silenceCloseLog,
+    skipShutdown,
+)
 
 FactoryHook = Callable[[IProtocolFactory], IProtocolFactory]
 
@@ -53,12 +60,9 @@ class HandoffUNIXPort(unix.Port):
     def release(self):
         """Stop accepting here; leave the path and the shared socket alone."""
         self.keepPath = True
-        self._shouldShutdown = False
+        skipShutdown(self)
+        silenceCloseLog(self)
         return self.stopListening()
-
-    def _logConnectionLostMsg(self) -> None:
-        if not self.keepPath:
-            unix.Port._logConnectionLostMsg(self)
 
     def connectionLost(self, reason):
         # unix.Port.connectionLost, except that a path that cannot be removed
@@ -71,7 +75,7 @@ class HandoffUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
     def _removePath(self) -> None:
-        path = self._bindPath
+        path = boundPath(self)
         if path[:1] in (b"\0", "\0"):
             return
         try:
@@ -124,12 +128,8 @@ class Listener:
             self.released = True
             self.port.stopReading()
             return None
-        self.port._logConnectionLostMsg = _logNothing
+        silenceCloseLog(self.port)
         return self.port.stopListening()
-
-
-def _logNothing() -> None:
-    pass
 
 
 def tcpKey(port: int, interface: str) -> str:
@@ -314,7 +314,7 @@ class ListenerRegistry:
 
         tlsFactory = TLSMemoryBIOFactory(contextFactory, False, self._factoryHook(factory))
         adopted = self._adoptTCP(port, tlsFactory, backlog, interface)
-        adopted._type = "TLS"
+        nameTLS(adopted)
         return adopted
 
     def _adoptTCP(self, port: int, factory, backlog: int, interface: str):
@@ -365,9 +365,7 @@ class ListenerRegistry:
             skt.close()
             os.set_inheritable(fd, False)
         try:
-            adopted = HandoffUNIXPort._fromListeningDescriptor(
-                self._reactor, fd, self._factoryHook(factory)
-            )
+            adopted = adoptUNIXPort(HandoffUNIXPort, self._reactor, fd, self._factoryHook(factory))
             adopted.mode = mode
             adopted.backlog = backlog
             adopted.startListening()

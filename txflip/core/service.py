@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from txflip.core.generation import Generation
 from txflip.core.log import log
 from txflip.core.startfailure import reportStartFailure
+from txflip.core.twistedprivate import forgetExitSignal
 
 
 def fatal(message: str, generation: Generation | None = None, controlFd: int | None = None):
@@ -98,5 +99,4 @@ class GenerationService(Service):
     def _cleanExit(self) -> None:
         # twistd re-raises a SIGTERM/SIGINT that stopped the reactor, so the
         # process would die by that signal; a completed drain is a clean exit.
-        if hasattr(self._reactor, "_exitSignal"):
-            self._reactor._exitSignal = None
+        forgetExitSignal(self._reactor)
