@@ -9,7 +9,7 @@ from twisted.python import usage
 
 from txflip.acme.options import OPT_FLAGS as ACME_FLAGS
 from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
-from txflip.acme.options import AcmeOptionsMixin, acmeRequested
+from txflip.acme.options import AcmeOptionsMixin, acmeRequested, acmeRequestedBy
 from txflip.core import pidfile
 from txflip.host import ConfigError, Host, HostSettings
 from txflip.systemd import activation
@@ -244,6 +244,12 @@ def _makeService(options: FlipOptions, reactor, host: Host):
 
     acme = None
     if acmeRequested(options):
+        from txflip.acme.extra import AcmeExtraMissing, requireAcmeExtra
+
+        try:
+            requireAcmeExtra(acmeRequestedBy(options))
+        except AcmeExtraMissing as e:
+            raise ConfigError(str(e)) from None
         from txflip.acme.configure import configure as configureAcme
 
         try:
