@@ -83,7 +83,8 @@ def describe(error: BaseException) -> str:
 
 class StartFailureReporter:
     """
-    Reports an uncaught exception to the parent, until L{close}.
+    Reports an uncaught exception (L{reportStartFailure}), until L{close};
+    the traceback follows, as without it.
 
     It writes to its own duplicate of the channel's descriptor: the channel
     itself is adopted by the reactor (and its descriptor closed) once the
@@ -100,7 +101,7 @@ class StartFailureReporter:
 
     def _hook(self, kind, value, tb) -> None:
         if self._fd is not None and value is not None:
-            reportFailureSynchronously(self._fd, describe(value))
+            reportStartFailure(describe(value), controlFd=self._fd)
         self._previous(kind, value, tb)
 
     def observe(self, name: str, fields: dict) -> None:
