@@ -108,6 +108,60 @@ def usesIn(tree: ast.AST, names: set[str], ours: set[str]) -> set[tuple[int, str
     return found
 
 
+NOT_TWISTED = {"_exit", "_fields", "_replace", "_asdict", "_make"}
+"""Private-looking names of other libraries' that txflip may use: os._exit, namedtuple's."""
+
+
+def _ownNames(trees) -> set[str]:
+    """What txflip names itself: its classes' attributes and methods, C{self.x}, C{_txflip*}."""
+    own: set[str] = set()
+    for _, tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                own.update(name for name, _ in _definedIn(node))
+            elif isinstance(node, ast.FunctionDef):
+                own.add(node.name)
+    return own
+
+
+def unlistedPrivateUses(listed: set[str], trees=None) -> list[str]:
+    """
+    C{file:line name} wherever a module reaches for a private name on
+    something other than C{self} (or imports one from Twisted) that txflip
+    does not define itself and that is not in C{listed}.
+
+    @param trees: C{(path, tree)} to scan; default, txflip's modules.
+    """
+    trees = list(_modules()) if trees is None else trees
+    own = _ownNames(trees)
+    found = []
+    for path, tree in trees:
+        where = os.path.relpath(path, os.path.dirname(PACKAGE))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Attribute):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    names = [node.attr]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "setattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+            ):
+                names = [node.args[1].value]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted"):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                private = name.startswith("_") and not name.startswith("__")
+                if not private or name.startswith("_txflip") or name in NOT_TWISTED:
+                    continue
+                if name not in own and name not in listed:
+                    found.append(f"{where}:{node.lineno} {name}")
+    return sorted(set(found))
+
+
 def usesElsewhere(names: set[str]) -> list[str]:
     """
     C{file:line name} wherever a module other than twistedprivate reaches for
@@ -147,6 +201,31 @@ class PrivateNameTests(TestCase):
     def test_noOtherModuleUsesThem(self) -> None:
         names = {private.name for private in PRIVATE_NAMES}
         self.assertEqual(usesElsewhere(names), [], "use txflip.core.twistedprivate instead")
+
+    def test_everyPrivateNameReachedIsListed(self) -> None:
+        """A private name of Twisted's that a module starts to use must be listed (and moved)."""
+        listed = {private.name for private in PRIVATE_NAMES}
+        self.assertEqual(
+            unlistedPrivateUses(listed), [], "add it to txflip.core.twistedprivate and use it there"
+        )
+        source = (
+            "from twisted.application.internet import _AbstractServer\n"
+            "class Ours:\n"
+            "    def __init__(self):\n"
+            "        self._mine = 1\n"
+            "def f(connection, ours):\n"
+            "    connection._txflipMark = ours._mine\n"
+            "    return connection._requestDone or getattr(connection, '_consumerBlocked')\n"
+        )
+        trees = [(os.path.join(PACKAGE, "x.py"), ast.parse(source))]
+        self.assertEqual(
+            unlistedPrivateUses(listed, trees),
+            [
+                "txflip/x.py:1 _AbstractServer",
+                "txflip/x.py:7 _consumerBlocked",
+                "txflip/x.py:7 _requestDone",
+            ],
+        )
 
     def test_scanFindsEachKindOfUse(self) -> None:
         """What the modules did before txflip.core.twistedprivate, the scan finds."""
