@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from txflip.core.log import generation
+from txflip.core.twistedprivate import clientGone
 
 MAX_SLEEP = 600.0
 MAX_MESSAGE = 2000
@@ -174,12 +175,12 @@ class Guestbook(Resource):
     @staticmethod
     def _respond(request, d, code: int) -> None:
         def ok(body):
-            if not request._disconnected:
+            if not clientGone(request):
                 request.write(_json(request, code, body))
                 request.finish()
 
         def failed(failure):
-            if not request._disconnected:
+            if not clientGone(request):
                 request.write(_json(request, 503, {"error": str(failure.value)}))
                 request.finish()
 
@@ -221,7 +222,7 @@ A slow request to watch a drain: <a href="/sleep?seconds=10">/sleep?seconds=10</
 <ul>{entries}</ul>{html.escape(error)}
 </body></html>
 """
-        if not request._disconnected:
+        if not clientGone(request):
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.setHeader(b"x-served-by", str(os.getpid()).encode())
             request.write(body.encode())

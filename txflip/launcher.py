@@ -17,6 +17,7 @@ SIGTERM and SIGINT drain before the reactor stops. Logging is the program's
 from __future__ import annotations
 
 import argparse
+import math
 import runpy
 import sys
 
@@ -30,7 +31,9 @@ USAGE = (
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        self.exit(2, f"txflip run: error: {message}; usage: {USAGE}\n")
+        from txflip.core.startfailure import TXFLIP_RUN
+
+        self.exit(2, f"{TXFLIP_RUN}: error: {message}; usage: {USAGE}\n")
 
 
 def _seconds(text: str) -> float:
@@ -38,7 +41,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
     return value
 
@@ -108,8 +111,10 @@ def _installReactor(name: str | None):
         try:
             installReactor(name)
         except NoSuchReactor:
+            from txflip.core.startfailure import errorLine
+
             raise SystemExit(
-                f"txflip run: error: no reactor named {name!r}; `twistd --help-reactors` lists them"
+                errorLine(f"no reactor named {name!r}; `twistd --help-reactors` lists them")
             ) from None
     from twisted.internet import reactor
 
@@ -118,6 +123,9 @@ def _installReactor(name: str | None):
 
 def main(argv: list[str]) -> int:
     """Run the program named in C{argv} (the words after C{run}) under a generation."""
+    from txflip.core.startfailure import TXFLIP_RUN, setProgramName
+
+    setProgramName(TXFLIP_RUN)
     flipArgs, module, program = splitCommandLine(argv)
     args = parser().parse_args(flipArgs)
     if module is None and not program:
@@ -155,7 +163,7 @@ def main(argv: list[str]) -> int:
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:
-        raise fatal(str(e).replace("twistd flip", "txflip run")) from None
+        raise fatal(str(e)) from None
 
     stopper = None
     if args.handover == "sequential":

@@ -7,6 +7,8 @@ directory.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
@@ -71,6 +73,34 @@ class BadInputTests(TestCase):
         line = self._refused("--ready-timeout", "soon")
         self.assertIn("--ready-timeout 'soon'", line)
 
+    def test_infiniteTimeout(self):
+        line = self._refused("--drain-timeout", "inf")
+        self.assertIn("--drain-timeout 'inf': give a number of seconds above 0", line)
+
+    def test_tooManyWorkers(self):
+        """Refused before a single worker starts (it used to start them by the hundred)."""
+        line = self._refused("--workers", "100000")
+        self.assertIn("--workers '100000': at most", line)
+
+    def test_launcherRefusesAnInfiniteTimeout(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "txflip", "run", "--drain-timeout", "inf", "server.py"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(result.returncode, 2, result.stderr)
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(
+            lines[0].startswith(
+                "txflip run: error: argument --drain-timeout: 'inf': "
+                "give a number of seconds above 0"
+            ),
+            lines[0],
+        )
+
     def test_alreadyRunning(self):
         """A second flip with the same PID file refuses to start; the first keeps serving."""
         port = freePort()
@@ -118,6 +148,12 @@ class OptionErrorTests(TestCase):
         self.assertRefused(
             self.acmeArgs("--acme-directory", "http://ca.example/dir"),
             "give the https:// URL of an ACME directory",
+        )
+
+    def test_infiniteCheckInterval(self):
+        self.assertRefused(
+            self.acmeArgs("--acme-check-interval", "inf"),
+            "--acme-check-interval 'inf': give a number above 0",
         )
 
     def test_missingBundle(self):

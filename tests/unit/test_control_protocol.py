@@ -26,8 +26,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.static import Data
 
 from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
+from txflip.control.client import formatStatus
 from txflip.control.server import COMMAND_TIMEOUT, ControlServer
 from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState
@@ -79,6 +83,15 @@ class GivenCredentials:
     def getsockopt(self, level: int, option: int, size: int) -> bytes:
         assert (level, option) == (socket.SOL_SOCKET, socket.SO_PEERCRED)
         return self.raw
+
+
+class Slow(Resource):
+    """Answers nothing until the test ends: a request stays in progress."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return NOT_DONE_YET
 
 
 class ControlTestCase(TestCase):
@@ -300,6 +313,53 @@ class StatusTests(ControlTestCase):
         self.assertEqual(server.lastRestart["outcome"], "succeeded")
         self.assertEqual(server.lastRestart["generation"], 3)
         self.assertEqual(server.lastRestart["reason"], "took over from PID 99")
+
+    def test_idleKeepAliveIsNotInFlight(self) -> None:
+        """
+        An HTTP/1.1 connection kept alive between two requests is idle, not in
+        flight; it is in flight while a request is being answered.
+        """
+        resource = Resource()
+        resource.putChild(b"quick", Data(b"quick", "text/plain"))
+        resource.putChild(b"slow", Slow())
+        site = self.generation.tracker.track(Site(resource, reactor=self.clock))
+        channel = site.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(self.server.connectionsInFlight(), 0)
+        self.assertEqual(self.server.idleConnections(), 1)
+        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((self.server.connectionsInFlight(), self.server.idleConnections()), (1, 0))
+        status = self.server.status()
+        self.assertEqual((status["connections"], status["idleConnections"]), (1, 0))
+
+    def test_statusNamesThisGenerationOnce(self) -> None:
+        """A generation that took over names its own PID and generation once, not twice."""
+        status = {
+            "pid": 30495,
+            "generation": 2,
+            "state": "serving",
+            "uptimeSeconds": 3.0,
+            "startedAt": "2026-01-01T00:00:00+00:00",
+            "listeners": ["tcp:127.0.0.1:8080"],
+            "connections": 1,
+            "idleConnections": 2,
+            "lastRestart": {
+                "outcome": "succeeded",
+                "generation": 2,
+                "pid": 30495,
+                "reason": "took over from PID 30428",
+                "at": "2026-01-01T00:00:00+00:00",
+            },
+        }
+        text = formatStatus(status)
+        self.assertEqual(text.count("30495"), 1, text)
+        self.assertIn(
+            "last restart: succeeded at 2026-01-01T00:00:00+00:00: took over from PID 30428", text
+        )
+        self.assertIn("connections: 1 in flight, 2 idle (kept alive between requests)\n", text)
+        status["lastRestart"].update(outcome="failed", generation=3, pid=31000, reason="exited 1")
+        self.assertIn(": generation 3 (PID 31000) exited 1", formatStatus(status))
 
     def test_controlConnectionsAreNotCounted(self) -> None:
         app = self.generation.tracker.track(Factory.forProtocol(Protocol)).buildProtocol(None)

@@ -299,6 +299,49 @@ class OtherProtocolTests(DrainTestCase):
         self.assertEqual(done, [0])
 
 
+class SummaryTests(DrainTestCase):
+    def summary(self) -> str:
+        lines = [line for line in self.logs if "drained in" in line]
+        self.assertEqual(len(lines), 1, self.logs)
+        return lines[0]
+
+    def test_appsOwnIdleTimeoutIsNamed(self) -> None:
+        """
+        A connection closed by the app's own idle timeout (C{Site(timeout=)}),
+        before the drain's quiet period, is counted as that, not as closed by
+        its client.
+        """
+        self.site.timeOut = GRACE / 2
+        protocol, transport = self.connect()
+        protocol.dataReceived(get())
+        done = self.drain()
+        self.advance(GRACE / 2 + 0.1)
+        self.assertEqual(transport.closedBy, "loseConnection")
+        self.assertTrue([line for line in self.logs if "Timing out client" in line])
+        self.advance(INTERVAL * 2)
+        self.assertEqual(done, [0])
+        self.assertIn(
+            "1 closed here (0 idle, 0 HTTP/2 after GOAWAY, 1 by the app's idle timeout, "
+            "0 aborted at the deadline, "
+            "0 after their last response or by their client)",
+            self.summary(),
+        )
+
+    def test_clientCloseIsNamed(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(get())
+        done = self.drain()
+        transport.loseConnection()
+        self.advance(INTERVAL * 2)
+        self.assertEqual(done, [0])
+        self.assertIn(
+            "1 closed here (0 idle, 0 HTTP/2 after GOAWAY, 0 by the app's idle timeout, "
+            "0 aborted at the deadline, "
+            "1 after their last response or by their client)",
+            self.summary(),
+        )
+
+
 class DeadlineTests(DrainTestCase):
     def test_deadlineAbortsWhatIsLeft(self) -> None:
         """At the drain timeout, whatever is still open is aborted and counted."""

@@ -6,6 +6,7 @@ The rules (docs/design.rst lists them too):
   1. The restart core (txflip.core) imports none of txflip's other parts.
   2. The child side of a handoff never imports the parent side.
   3. The `txflip` command-line client imports no Twisted.
+  4. No module imports itself through others: the modules form no cycle.
 """
 
 from __future__ import annotations
@@ -40,9 +41,26 @@ def moduleName(path: str) -> str:
 
 def importsOf(path: str) -> set[str]:
     """Every module C{path} imports, at the top or inside a function."""
-    tree = ast.parse(open(path, encoding="utf-8").read(), path)
-    found: set[str] = set()
+    return _importsIn(ast.parse(open(path, encoding="utf-8").read(), path))
+
+
+def _typeCheckingOnly(tree: ast.AST) -> set[int]:
+    """The ids of nodes under C{if TYPE_CHECKING:}: imports that never run."""
+    skipped: set[int] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for inner in node.body:
+                skipped.update(id(n) for n in ast.walk(inner))
+    return skipped
+
+
+def _importsIn(tree: ast.AST) -> set[str]:
+    """What C{tree} imports when it runs, function-level imports included."""
+    found: set[str] = set()
+    neverRun = _typeCheckingOnly(tree)
+    for node in ast.walk(tree):
+        if id(node) in neverRun:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -73,6 +91,40 @@ def reachable(start: str, modules: dict[str, set[str]]) -> set[str]:
                 seen.add(imported)
                 todo.append(imported)
     return seen
+
+
+def cycles(modules: dict[str, set[str]]) -> list[list[str]]:
+    """Every set of txflip modules that import each other round (Tarjan's SCCs)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in sorted(modules[module]):
+            if imported not in modules or imported == module:
+                continue
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(modules):
+        if module not in index:
+            visit(module)
+    return found
 
 
 def within(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -119,6 +171,28 @@ class ImportRuleTests(TestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
         )
         self.assertEqual(out.stdout.strip(), "[]")
+
+    def test_noImportCycles(self) -> None:
+        """Lazy imports inside functions count: they are cycles that bite later."""
+        self.assertEqual(cycles(self.modules), [], "these modules import each other")
+
+    def test_cycleRuleCatchesALazyCycle(self) -> None:
+        """A function-level import back from txflip.core.state would be caught."""
+        source = "def f():\n    from txflip.core.generation import Generation\n"
+        self.assertIn("txflip.core.generation", _importsIn(ast.parse(source)))
+        self.modules["txflip.core.state"] |= _importsIn(ast.parse(source))
+        self.assertTrue(
+            any(
+                {"txflip.core.generation", "txflip.core.state"} <= set(c)
+                for c in cycles(self.modules)
+            ),
+            cycles(self.modules),
+        )
+
+    def test_typeCheckingImportsAreNoCycle(self) -> None:
+        """An import under C{if TYPE_CHECKING:} never runs: it makes no arrow."""
+        source = "if TYPE_CHECKING:\n    from txflip.core.generation import Generation\n"
+        self.assertEqual(_importsIn(ast.parse(source)), set())
 
     def test_ruleCatchesAForbiddenArrow(self) -> None:
         """A core module that imported the control socket would be caught."""

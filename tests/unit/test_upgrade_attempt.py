@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
@@ -125,6 +126,27 @@ class UpgradeAttemptTests(TestCase):
         self.assertEqual(self.attempt.signalsSent, [signal.SIGTERM])
         self.attempt.childExits()
         self.assertEqual(self.outcomes[0].reason, "this generation is shutting down")
+
+    def test_abortNeverSaysThisGenerationKeepsServing(self) -> None:
+        """Aborted because this generation stops (SIGTERM): the log says so, not "keeps serving"."""
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.attempt.abort("this generation is shutting down")
+        self.attempt.childExits()
+        lines = [formatEvent(e) for e in logged if "failed: " in formatEvent(e)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("; generation 1 is shutting down"), lines[0])
+
+    def test_failureSaysThisGenerationKeepsServing(self) -> None:
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.attempt.childExits("exited with code 1")
+        self.reactor.advance(CHANNEL_LOST_GRACE_SECONDS)
+        lines = [formatEvent(e) for e in logged if "failed: " in formatEvent(e)]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].endswith("; generation 1 keeps serving"), lines[0])
 
     def test_successorEndedAfterTakingOver(self) -> None:
         """After success the child is still watched: its end is reported once."""

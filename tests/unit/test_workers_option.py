@@ -1,4 +1,7 @@
-"""C{--workers}: a number from 1 up, or auto for the usable cores; anything else is one line."""
+"""
+C{--workers}: a number from 1 up to 4 per usable core, or auto for the usable
+cores; anything else is one line.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,18 @@ class WorkersOptionTests(TestCase):
             with self.assertRaises(ValueError) as caught:
                 parseWorkers(bad)
             self.assertIn("give a number of processes from 1 up, or auto", str(caught.exception))
+
+    def test_atMostFourPerUsableCore(self) -> None:
+        cores = len(os.sched_getaffinity(0))
+        self.assertEqual(parseWorkers(str(4 * cores)), 4 * cores)
+        for tooMany in (str(4 * cores + 1), "100000"):
+            with self.assertRaises(ValueError) as caught:
+                parseWorkers(tooMany)
+            self.assertEqual(
+                str(caught.exception),
+                f"--workers {tooMany!r}: at most {4 * cores} here (4 per usable core, "
+                f"{cores} usable); give a number from 1 to {4 * cores}, or auto",
+            )
 
     def test_theRoleIsTakenOutOfTheEnvironment(self) -> None:
         environ = {"TXFLIP_WORKER": WorkerRole(1, 2, 9).encode(), "OTHER": "x"}

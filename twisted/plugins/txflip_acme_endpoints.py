@@ -4,7 +4,8 @@ txacme's endpoint strings, served by txflip's ACMEv2 client.
     le:CERTDIR:SUBENDPOINT      Let's Encrypt
     lets:CERTDIR:SUBENDPOINT    Let's Encrypt staging
 
-Kept light: txflip.acme.endpoint is imported only when an endpoint is parsed.
+Kept light: txflip.acme.endpoint is imported only when an endpoint is parsed,
+and only with txflip's acme extra installed (else a one-line error names it).
 """
 
 from twisted.internet.interfaces import IStreamServerEndpointStringParser
@@ -19,6 +20,9 @@ class _AcmeEndpointParser:
         self._directory = directory
 
     def parseStreamServer(self, reactor, *args, **kwargs):
+        from txflip.acme.extra import requireAcmeExtra
+
+        requireAcmeExtra(f"{self.prefix}:")
         from txflip.acme.endpoint import parseAcmeEndpoint
 
         return parseAcmeEndpoint(reactor, self.prefix, self._directory, args, kwargs)

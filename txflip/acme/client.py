@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.web.http_headers import Headers
 
 from txflip.core.log import log
+from txflip.core.twistedprivate import quietConnectionPool
 
 JOSE = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
@@ -108,21 +109,7 @@ def httpClient(reactor, caBundle: str | None = None) -> treq.client.HTTPClient:
     return treq.client.HTTPClient(agent)
 
 
-def _quietPool():
-    from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
-
-    class QuietFactory(_HTTP11ClientFactory):
-        noisy = False
-
-    class QuietPool(HTTPConnectionPool):
-        """A pool whose connections do not log "Starting factory" lines."""
-
-        _factory = QuietFactory
-
-    return QuietPool
-
-
-_QuietPool = _quietPool()
+_QuietPool = quietConnectionPool()
 
 
 def retryAfter(headers: Headers, default: float, now: datetime | None = None) -> float:

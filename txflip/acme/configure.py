@@ -4,6 +4,7 @@ The C{--acme-*} options of C{twistd flip}: checked, and turned into ACME listene
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -82,7 +83,7 @@ def _number(options, name: str) -> float:
         value = float(options[name])
     except ValueError:
         value = -1
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise usage.UsageError(f"--{name} {options[name]!r}: give a number above 0")
     return value
 

@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from txflip.acme.challenges import TLSALPN01
 from txflip.acme.service import AcmeManager, managerFor, settings
+from txflip.core.twistedprivate import tcpServerAddress
 
 
 @implementer(IStreamServerEndpoint)
@@ -42,12 +43,9 @@ class AcmeServerEndpoint:
         try:
             self.manager.prepare()
             if isinstance(self._sub, TCP4ServerEndpoint | TCP6ServerEndpoint):
+                port, backlog, interface = tcpServerAddress(self._sub)
                 port = self._reactor.listenSSL(
-                    self._sub._port,
-                    factory,
-                    self.manager.contexts,
-                    self._sub._backlog,
-                    self._sub._interface,
+                    port, factory, self.manager.contexts, backlog, interface
                 )
                 result = succeed(port)
             else:

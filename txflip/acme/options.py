@@ -67,6 +67,11 @@ def acmeRequested(options) -> bool:
     imported only then: it would add about a tenth of a second to every
     generation's start, and so to every handoff.
     """
+    return acmeRequestedBy(options) is not None
+
+
+def acmeRequestedBy(options) -> str | None:
+    """The first option that asks for ACME (C{--acme-domain}, C{--listen le:...}), if any."""
     for name in (
         "acme-domain",
         "acme-listen",
@@ -78,5 +83,8 @@ def acmeRequested(options) -> bool:
         "acme-staging",
     ):
         if options.get(name):
-            return True
-    return any(d.split(":", 1)[0] in ("le", "lets") for d in options.get("listen", []))
+            return f"--{name}"
+    for description in options.get("listen", []):
+        if description.split(":", 1)[0] in ("le", "lets"):
+            return f"--listen {description}"
+    return None

@@ -250,17 +250,19 @@ def formatStatus(status: dict) -> str:
         lastText = f"refused at {last['at']}: {last['reason']}"
     else:
         ms = f" in {last['ms']} ms" if last.get("ms") is not None else ""
-        lastText = (
-            f"{last['outcome']} at {last['at']}: generation {last.get('generation')} "
-            f"(PID {last.get('pid')}) {last.get('reason')}{ms}"
-        )
+        # This process's own start: the lines above name its PID and generation.
+        ours = last.get("pid") == status["pid"] and last.get("generation") == status["generation"]
+        who = "" if ours else f"generation {last.get('generation')} (PID {last.get('pid')}) "
+        lastText = f"{last['outcome']} at {last['at']}: {who}{last.get('reason')}{ms}"
+    idle = status.get("idleConnections")
     lines = [
         f"pid:         {status['pid']}",
         f"generation:  {status['generation']}",
         f"state:       {status['state']}",
         f"uptime:      {status['uptimeSeconds']:g}s (since {status['startedAt']})",
         f"listeners:   {', '.join(status['listeners']) or 'none'}",
-        f"connections: {status['connections']} in flight",
+        f"connections: {status['connections']} in flight"
+        + (f", {idle} idle (kept alive between requests)" if idle else ""),
         f"last restart: {lastText}",
     ]
     if status.get("waitingFor"):

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from txflip.core.drain import isIdleKeepAlive
 from txflip.core.generation import Generation
 from txflip.core.log import log
 
@@ -193,17 +194,31 @@ class ControlServer(Factory):
             "uptimeSeconds": round(time.monotonic() - self._started, 1),
             "startedAt": _iso(self._startedAt),
             "connections": self.connectionsInFlight(),
+            "idleConnections": self.idleConnections(),
             "pidFile": self.pidFile,
             "lastRestart": self.lastRestart,
         }
 
     def connectionsInFlight(self) -> int:
-        """Open connections of the app; control connections are tracked (the drain
-        waits for their last answer to be written) but not counted."""
-        own = sum(1 for p in self.tracker.open() if not isinstance(p, ControlProtocol))
+        """
+        Open connections of the app, except idle keep-alive ones (L{idleConnections});
+        control connections are tracked (the drain waits for their last answer
+        to be written) but not counted.
+        """
+        own = sum(
+            1
+            for p in self.tracker.open()
+            if not isinstance(p, ControlProtocol) and not isIdleKeepAlive(p)
+        )
         # --workers: a leader's connections are its workers' (txflip.workers).
         pool = getattr(self.generation.role, "pool", None)
-        return own + (pool.connections() if pool is not None else 0)
+        return own + (pool.connections() - pool.idleConnections() if pool is not None else 0)
+
+    def idleConnections(self) -> int:
+        """HTTP/1.x connections kept alive between two requests."""
+        own = sum(1 for p in self.tracker.open() if isIdleKeepAlive(p))
+        pool = getattr(self.generation.role, "pool", None)
+        return own + (pool.idleConnections() if pool is not None else 0)
 
     # Reload.
 

@@ -22,6 +22,7 @@ from txflip.core.channel import (
     writeLine,
 )
 from txflip.core.handoff import HandoffState
+from txflip.core.twistedprivate import hasQueuedOutput
 
 
 class PredecessorLink:
@@ -125,8 +126,7 @@ class PredecessorLink:
         transport = self._channel.transport
         # Twisted writes from the reactor loop; with nothing queued before it,
         # the line can go out now, ahead of an exit.
-        queued = getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataBuffer", [])
-        if transport.fileno() >= 0 and not queued:
+        if transport.fileno() >= 0 and not hasQueuedOutput(transport):
             writeLine(transport.fileno(), line)
         else:
             queue()

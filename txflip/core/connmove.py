@@ -41,6 +41,7 @@ from txflip.core.events import Events
 from txflip.core.log import generation, log
 from txflip.core.movable import listenerKeyOf, verdict
 from txflip.core.transfer import PacketChannel, closeDescriptors
+from txflip.core.twistedprivate import skipShutdown
 
 MAX_IN_FLIGHT = 8
 """Connections offered and not yet settled at once (below the kernel's queue of 10 packets)."""
@@ -94,7 +95,7 @@ def closeWithoutShutdown(transport, why: str) -> None:
     process holds the socket) or with C{SO_LINGER} 0 when aborting (a RST); a
     plain C{close()} of one descriptor among several sends neither.
     """
-    transport._shouldShutdown = False
+    skipShutdown(transport)
     transport.connectionLost(Failure(ConnectionDone(why)))
 
 

@@ -47,6 +47,12 @@ from twisted.web.http import HTTPChannel
 from txflip.core.farewell import Farewell
 from txflip.core.h2drain import FINAL_GOAWAY_FALLBACK, HTTP2Goodbyes
 from txflip.core.log import log
+from txflip.core.twistedprivate import (
+    channelBehind,
+    handlingRequest,
+    requestsBuffered,
+    unparsedInput,
+)
 
 _TRACKED_MARK = "_txflipTracked"
 
@@ -56,7 +62,7 @@ def lowestTransport(protocol):
     transport = getattr(protocol, "transport", None)
     if transport is None:
         # twisted.web's Site builds a proxy whose channel holds the transport.
-        transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+        transport = getattr(channelBehind(protocol), "transport", None)
     while transport is not None and getattr(transport, "transport", None) is not None:
         transport = transport.transport
     return transport
@@ -64,7 +70,7 @@ def lowestTransport(protocol):
 
 def _transportOf(protocol):
     """The transport C{protocol} writes to (TLS included, if any)."""
-    return getattr(protocol, "transport", None) or protocol._channel.transport
+    return getattr(protocol, "transport", None) or channelBehind(protocol).transport
 
 
 def isOpen(protocol) -> bool:
@@ -78,10 +84,23 @@ def httpChannelOf(protocol) -> HTTPChannel | None:
     """The HTTP/1.x channel behind C{protocol}, if it is one."""
     if isinstance(protocol, HTTPChannel):
         return protocol
-    inner = getattr(protocol, "_channel", None)
+    inner = channelBehind(protocol)
     if isinstance(inner, HTTPChannel):
         return inner
     return None
+
+
+def betweenRequests(channel: HTTPChannel) -> bool:
+    """Whether an HTTP/1.x channel has no request in progress and none buffered."""
+    if channel.requests or handlingRequest(channel):
+        return False
+    return not (unparsedInput(channel) or requestsBuffered(channel))
+
+
+def isIdleKeepAlive(protocol) -> bool:
+    """Whether C{protocol} is an HTTP/1.x connection waiting for its client's next request."""
+    channel = httpChannelOf(protocol)
+    return channel is not None and betweenRequests(channel)
 
 
 def isTLS(protocol) -> bool:
@@ -117,7 +136,7 @@ def _refuseKeepAlive(request, version) -> bool:
     behind it keeps the connection, so that every buffered request is answered.
     """
     channel = request.channel
-    if channel._dataBuffer or getattr(channel, "_buffer", b""):
+    if requestsBuffered(channel) or unparsedInput(channel):
         return True
     request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
     return False
@@ -129,6 +148,8 @@ class _HTTPDrainState:
     def __init__(self, channel: HTTPChannel, seconds: Callable[[], float]) -> None:
         self.channel = channel
         self.lastActivity = seconds()
+        self.timedOut = False
+        """Whether the app's own idle timeout (C{Site(timeout=...)}) closed it."""
         originalDataReceived = channel.dataReceived
 
         def dataReceived(data: bytes) -> None:
@@ -143,10 +164,17 @@ class _HTTPDrainState:
             self.lastActivity = seconds()
             originalRequestDone(request)
 
+        originalTimeoutConnection = channel.timeoutConnection
+
+        def timeoutConnection() -> None:
+            self.timedOut = True
+            originalTimeoutConnection()
+
         channel.dataReceived = dataReceived
         channel.requestDone = requestDone
+        channel.timeoutConnection = timeoutConnection
         channel.checkPersistence = _refuseKeepAlive
-        if channel._dataBuffer:
+        if requestsBuffered(channel):
             # Pipelined requests are already buffered: each gets its answer, and
             # the last one's carries Connection: close (checkPersistence above).
             return
@@ -157,10 +185,7 @@ class _HTTPDrainState:
 
     def idleFor(self, now: float) -> float:
         """Seconds with nothing in progress, or 0 if a request is under way."""
-        channel = self.channel
-        if channel.requests or channel._handlingRequest:
-            return 0.0
-        if getattr(channel, "_buffer", b"") or channel._dataBuffer:
+        if not betweenRequests(self.channel):
             return 0.0
         return now - self.lastActivity
 
@@ -377,18 +402,22 @@ class Drain:
             self._deadlineCall.cancel()
         if not self.done.called:
             http2 = len(self._http2Ids - self._aborted)
+            timedOut = sum(1 for state in self._http.values() if state.timedOut)
             log.info(
                 "drained in {seconds:.1f}s: {moved} connection(s) moved to the next "
                 "generation; {closed} closed here ({idle} idle, {http2} HTTP/2 after "
-                "GOAWAY, {aborted} aborted at the deadline, {rest} after their last "
-                "response or by their client)",
+                "GOAWAY, {timedOut} by the app's idle timeout, {aborted} aborted at the "
+                "deadline, {rest} after their last response or by their client)",
                 seconds=time.monotonic() - self._started,
                 moved=self._claims.moved if self._claims is not None else 0,
                 closed=len(self._drained),
                 idle=len(self._closedIdle),
                 http2=http2,
+                timedOut=timedOut,
                 aborted=aborted,
-                rest=max(0, len(self._drained) - len(self._closedIdle) - http2 - aborted),
+                rest=max(
+                    0, len(self._drained) - len(self._closedIdle) - http2 - timedOut - aborted
+                ),
             )
             if self._http2.count:
                 log.info(

@@ -1,19 +1,8 @@
 """
 Lifecycle events of one generation, for whoever reports them (logs, systemd, the control socket).
 
-Events and their fields:
-
-  serving           first (bool), listeners (list of keys)
-  upgrade-started   source, childPid, nextGeneration
-  child-ready       childPid, ms
-  upgrade-succeeded childPid, ms
-  upgrade-failed    childPid, reason, ms
-  upgrade-refused   source, reason
-  draining          handedOver (bool), connections, moving (bool: connections-moved follows)
-  connections-moved moved, stayed (reason -> count), failure (why moving was given up, or None),
-                    ms, final (bool: False once every idle connection has moved while
-                    waiting ones, busy or still arriving, may follow), waiting (int)
-  exiting           handedOver (bool)
+The events and their fields are L{EVENTS}; a test holds every C{emit} in txflip
+to it.
 """
 
 from __future__ import annotations
@@ -25,6 +14,32 @@ from twisted.logger import Logger
 Observer = Callable[[str, dict], None]
 
 _log = Logger()
+
+EVENTS: dict[str, tuple[str, ...]] = {
+    "serving": ("first", "listeners"),  # first (bool), listeners (list of keys)
+    "upgrade-started": ("source", "childPid", "nextGeneration"),
+    # A sequential handover (txflip.core.pause): the successor built its app ...
+    "child-prepared": ("childPid", "ms"),
+    # ... and this generation's app stopped, so the successor starts its own.
+    "app-stopped": ("childPid", "ms"),
+    "child-ready": ("childPid", "ms"),
+    "upgrade-succeeded": ("childPid", "ms"),
+    "upgrade-failed": ("childPid", "reason", "ms"),
+    "upgrade-refused": ("source", "reason"),
+    # After a handover, while this generation still holds the sockets: the
+    # successor went silent (this one accepts beside it again) ...
+    "successor-silent": ("childPid",),
+    # ... or died (this one serves again, alone).
+    "successor-died": ("childPid", "reason"),
+    # moving (bool): connections-moved follows.
+    "draining": ("handedOver", "connections", "moving"),
+    # stayed: reason -> count; failure: why moving was given up, or None; final:
+    # False once every idle connection has moved while waiting ones (busy, or
+    # still arriving from this generation's predecessor) may follow.
+    "connections-moved": ("moved", "stayed", "failure", "ms", "final", "waiting"),
+    "exiting": ("handedOver",),
+}
+"""Every event a generation emits, and the fields it comes with."""
 
 
 class Events:

@@ -21,7 +21,7 @@ is closed, so the client's next request opens a connection to whichever
 generation accepts now.
 
 Twisted's HTTP/2 server is private: every private name used is in
-L{txflip.core._h2private}.
+L{txflip.core.twistedprivate}.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 
-from txflip.core import _h2private
+from txflip.core import twistedprivate
 from txflip.core.log import log
 
 try:
@@ -56,10 +56,10 @@ def h2ConnectionOf(protocol):
     """Twisted's HTTP/2 connection behind C{protocol}, if it speaks HTTP/2 now."""
     seen = 0
     while protocol is not None and seen < 8:
-        if _h2private.isH2Connection(protocol):
+        if twistedprivate.isH2Connection(protocol):
             return protocol
-        inner = getattr(protocol, "_channel", None)
-        if _h2private.isH2Connection(inner):
+        inner = twistedprivate.channelBehind(protocol)
+        if twistedprivate.isH2Connection(inner):
             return inner
         protocol = getattr(protocol, "wrappedProtocol", None)
         seen += 1
@@ -99,8 +99,8 @@ class GracefulGoAway:
     def start(self) -> None:
         """Send the first GOAWAY and the PING; the rest follows by itself."""
         self._filterReceivedEvents()
-        _h2private.whenStreamDone(self._connection, lambda streamID: self._closeIfIdle())
-        _h2private.writeFrames(self._connection, _goAwayFrame(MAX_STREAM_ID) + _pingFrame())
+        twistedprivate.whenStreamDone(self._connection, lambda streamID: self._closeIfIdle())
+        twistedprivate.writeFrames(self._connection, _goAwayFrame(MAX_STREAM_ID) + _pingFrame())
         self._fallbackCall = self._reactor.callLater(self._fallback, self._final)
 
     def _filterReceivedEvents(self) -> None:
@@ -108,7 +108,7 @@ class GracefulGoAway:
         Watch what the client sends: the PING's answer triggers the final
         GOAWAY; after it, new streams are refused before Twisted sees them.
         """
-        machine = _h2private.stateMachine(self._connection)
+        machine = twistedprivate.stateMachine(self._connection)
         receive = machine.receive_data
 
         def receiveData(data: bytes) -> list:
@@ -153,9 +153,9 @@ class GracefulGoAway:
         self._fallbackCall = None
         if self.lastStreamId is not None or not self._connected():
             return
-        machine = _h2private.stateMachine(self._connection)
+        machine = twistedprivate.stateMachine(self._connection)
         self.lastStreamId = machine.highest_inbound_stream_id
-        _h2private.writeFrames(self._connection, _goAwayFrame(self.lastStreamId))
+        twistedprivate.writeFrames(self._connection, _goAwayFrame(self.lastStreamId))
         if closeIfIdle:
             self._closeIfIdle()
 
@@ -166,13 +166,13 @@ class GracefulGoAway:
     def _closeIfIdle(self) -> None:
         if self.lastStreamId is None or self.closing or not self._connected():
             return
-        if _h2private.streamsInProgress(self._connection):
+        if twistedprivate.streamsInProgress(self._connection):
             return
-        if _h2private.outputBlocked(self._connection):
-            _h2private.whenWritable(self._connection, self._closeIfIdle)
+        if twistedprivate.outputBlocked(self._connection):
+            twistedprivate.whenWritable(self._connection, self._closeIfIdle)
             return
         self.closing = True
-        _h2private.flushControlFrames(self._connection)
+        twistedprivate.flushControlFrames(self._connection)
         self._connection.transport.loseConnection()
 
 

@@ -27,6 +27,7 @@ from twisted.internet import udp
 from txflip.core.handoff import InheritedListener, handDown
 from txflip.core.listening import FactoryHook, HandoffUNIXPort, ListeningReactor
 from txflip.core.log import log
+from txflip.core.twistedprivate import silenceCloseLog
 
 
 class Listener:
@@ -169,7 +170,7 @@ class Listener:
             # Stop reading, but keep writing answers until this process exits.
             self.port.stopReading()
             return None
-        self.port._logConnectionLostMsg = _logNothing
+        silenceCloseLog(self.port)
         return self.port.stopListening()
 
     def stop(self):
@@ -204,10 +205,6 @@ class Listener:
                 os.unlink(path)
         except OSError:
             pass
-
-
-def _logNothing() -> None:
-    pass
 
 
 class ListenerRegistry:

@@ -44,6 +44,13 @@ from twisted.internet.interfaces import (
 from zope.interface import implementer
 
 from txflip.core.log import log
+from txflip.core.twistedprivate import (
+    adoptUNIXPort,
+    boundPath,
+    nameTLS,
+    silenceCloseLog,
+    skipShutdown,
+)
 
 if TYPE_CHECKING:
     from txflip.core.listeners import ListenerRegistry
@@ -65,12 +72,9 @@ class HandoffUNIXPort(unix.Port):
     def release(self):
         """Stop accepting here; leave the path and the shared socket alone."""
         self.keepPath = True
-        self._shouldShutdown = False
+        skipShutdown(self)
+        silenceCloseLog(self)
         return self.stopListening()
-
-    def _logConnectionLostMsg(self) -> None:
-        if not self.keepPath:
-            unix.Port._logConnectionLostMsg(self)
 
     def connectionLost(self, reason):
         # unix.Port.connectionLost, except that a path that cannot be removed
@@ -83,7 +87,7 @@ class HandoffUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
     def _removePath(self) -> None:
-        path = self._bindPath
+        path = boundPath(self)
         if path[:1] in (b"\0", "\0"):
             return
         try:
@@ -256,7 +260,7 @@ class ListeningReactor:
 
         tlsFactory = TLSMemoryBIOFactory(contextFactory, False, self._factoryHook(factory))
         adopted = self._adoptTCP(port, tlsFactory, backlog, interface)
-        adopted._type = "TLS"
+        nameTLS(adopted)
         return adopted
 
     def _adoptTCP(self, port: int, factory, backlog: int, interface: str):
@@ -302,9 +306,7 @@ class ListeningReactor:
             skt.close()
             os.set_inheritable(fd, False)
         try:
-            adopted = HandoffUNIXPort._fromListeningDescriptor(
-                self._reactor, fd, self._factoryHook(factory)
-            )
+            adopted = adoptUNIXPort(HandoffUNIXPort, self._reactor, fd, self._factoryHook(factory))
             adopted.mode = mode
             adopted.backlog = backlog
             adopted.startListening()

@@ -22,6 +22,14 @@ from twisted.internet.interfaces import ISSLTransport
 
 from txflip.core.drain import httpChannelOf, lowestTransport
 from txflip.core.h2drain import h2ConnectionOf
+from txflip.core.twistedprivate import (
+    handlingRequest,
+    pendingOutput,
+    readingHeaders,
+    requestsBuffered,
+    unparsedInput,
+    waitingForTransport,
+)
 
 BUFFERED_LIMIT = 64 * 1024
 """Unparsed bytes a connection may carry with it; a channel holding more is busy."""
@@ -51,12 +59,6 @@ class Verdict:
     buffered: bytes = b""
 
 
-def _pendingOutput(transport) -> int:
-    """Bytes the transport has yet to write to its socket."""
-    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return buffered + getattr(transport, "_tempDataLen", 0)
-
-
 def verdict(protocol) -> Verdict:
     """Whether C{protocol}'s connection can move now, later, or never."""
     channel = httpChannelOf(protocol)
@@ -77,13 +79,13 @@ def verdict(protocol) -> Verdict:
         return Verdict("stays", STAYS_CLOSING)
     if not channel.persistent:
         return Verdict("stays", STAYS_CLOSING)
-    if channel.requests or channel._handlingRequest or channel._dataBuffer:
+    if channel.requests or handlingRequest(channel) or requestsBuffered(channel):
         return Verdict("busy", "a request is in progress")
-    if not channel.line_mode or channel._HTTPChannel__header:
+    if not channel.line_mode or readingHeaders(channel):
         return Verdict("busy", "a request is being read")
-    if channel._waitingForTransport or _pendingOutput(transport):
+    if waitingForTransport(channel) or pendingOutput(transport):
         return Verdict("busy", "a response is still being written")
-    buffered = bytes(getattr(channel, "_buffer", b""))
+    buffered = unparsedInput(channel)
     if len(buffered) > BUFFERED_LIMIT:
         return Verdict("busy", "too much unparsed input")
     return Verdict("movable", buffered=buffered)

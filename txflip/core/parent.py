@@ -105,6 +105,7 @@ class UpgradeAttempt:
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
+        self._parentStopping = False
         self._exitedHow: str | None = None
         self._channelGone = False
         self._channel: SuccessorChannel | None = None
@@ -353,6 +354,7 @@ class UpgradeAttempt:
     def abort(self, why: str) -> None:
         """Give up on this attempt (this generation is shutting down)."""
         if self._undecided:
+            self._parentStopping = True
             self._fail(why)
 
     # Endings.
@@ -380,11 +382,12 @@ class UpgradeAttempt:
                 KILL_GRACE_SECONDS, self._signal, signal.SIGKILL
             )
         log.error(
-            "generation {next} (PID {child}) failed: {reason}; generation {gen} keeps serving",
+            "generation {next} (PID {child}) failed: {reason}; generation {gen} {then}",
             next=generation() + 1,
             child=self.childPid,
             reason=reason,
             gen=generation(),
+            then="is shutting down" if self._parentStopping else "keeps serving",
         )
         self._events.emit(
             "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()

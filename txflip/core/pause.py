@@ -36,6 +36,7 @@ from txflip.core.drain import httpChannelOf, isTLS, lowestTransport
 from txflip.core.farewell import Farewell
 from txflip.core.log import log
 from txflip.core.movable import verdict
+from txflip.core.twistedprivate import handlingRequest
 
 CHECK_INTERVAL = 0.02
 
@@ -130,7 +131,7 @@ class Pause:
                 self._park(protocol, channel)
             elif seen.kind == "busy" or channel is None:
                 waiting += 1
-            elif isTLS(protocol) and not (channel.requests or channel._handlingRequest):
+            elif isTLS(protocol) and not (channel.requests or handlingRequest(channel)):
                 # An idle TLS connection cannot move: it closes now, before the app stops.
                 lowestTransport(protocol).loseConnection()
                 waiting += 1

@@ -9,46 +9,31 @@ drain runs before the app's C{stopService}.
 
 from __future__ import annotations
 
-import sys
-
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
-from txflip.core.channel import reportFailureSynchronously
 from txflip.core.generation import Generation
 from txflip.core.log import log
 from txflip.core.pause import AppLifecycle
+from txflip.core.startfailure import reportStartFailure
+from txflip.core.twistedprivate import forgetExitSignal, internetServerClass
 
 
 def fatal(message: str, generation: Generation | None = None, controlFd: int | None = None):
     """
-    The error for a generation that cannot start: one line on stderr, exit 1.
-
-    A child also tells its parent why, word for word, before it exits.
+    The error for a generation that cannot start, to raise: reported the one
+    way (L{reportStartFailure}: to the parent, the log and standard error), exit 1.
     """
-    if generation is not None:
-        generation.tellPredecessorFailed(message)
-    elif controlFd is not None:
-        reportFailureSynchronously(controlFd, message)
-    if generation is not None:
-        # It never served: the socket files it made are nobody's.
-        generation.registry.removeCreatedPaths()
-    line = "twistd flip: error: " + " ".join(message.split())
-    shown = generation is not None and generation.logShownOnStderr
-    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None and not shown:
-        # Once twistd's logging has begun, sys.stderr goes to the log: the
-        # operator at the terminal gets the line too, unless the log is there.
-        sys.__stderr__.write(line + "\n")
-        sys.__stderr__.flush()
-    return SystemExit(line)
+    reportStartFailure(message, generation, controlFd)
+    return SystemExit(1)
 
 
 def _onlyListens(service: IService) -> bool:
     """Whether C{service} does nothing but listen (strports, endpoint and internet servers)."""
-    from twisted.application.internet import StreamServerEndpointService, _AbstractServer
+    from twisted.application.internet import StreamServerEndpointService
 
-    return isinstance(service, StreamServerEndpointService | _AbstractServer)
+    return isinstance(service, StreamServerEndpointService | internetServerClass())
 
 
 def stopKeepingListeners(service: IService) -> Deferred:
@@ -185,5 +170,4 @@ class GenerationService(Service):
     def _cleanExit(self) -> None:
         # twistd re-raises a SIGTERM/SIGINT that stopped the reactor, so the
         # process would die by that signal; a completed drain is a clean exit.
-        if hasattr(self._reactor, "_exitSignal"):
-            self._reactor._exitSignal = None
+        forgetExitSignal(self._reactor)

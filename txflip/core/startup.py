@@ -5,12 +5,10 @@ L{Startup} owns what a starting generation waits for (L{Readiness}), the ready
 timer of a first generation, and the link to the predecessor (ready, go,
 serving). It tells its generation two things only: that it serves now, or
 that it stops before serving. A start failure is reported in one place,
-L{Startup.failStart}, with the launcher's name.
+L{Startup.failStart} (L{txflip.core.startfailure}).
 """
 
 from __future__ import annotations
-
-import sys
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -25,16 +23,8 @@ from txflip.core.readiness import (
     REACTOR_RUNNING,
     Readiness,
 )
+from txflip.core.startfailure import reportStartFailure
 from txflip.core.state import State
-
-PROGRAM_NAME = "twistd flip"
-"""How a start failure names the program on standard error; a launcher sets its own."""
-
-
-def setProgramName(name: str) -> None:
-    """Start failures name C{name} (C{twistd flip}, C{txflip run}) on standard error."""
-    global PROGRAM_NAME
-    PROGRAM_NAME = name
 
 
 def listeningAgain(key: str) -> str:
@@ -248,12 +238,5 @@ class Startup:
             log.error("{reason}", reason=reason)
             return
         generation.role.failingStart()
-        log.error("{reason}", reason=reason)
-        self.tellPredecessorFailed(reason)
-        stream = sys.__stderr__
-        if stream is not None and not generation.logShownOnStderr:
-            stream.write(f"{PROGRAM_NAME}: error: {' '.join(reason.split())}\n")
-            stream.flush()
-        # It never served: the socket files it made are nobody's.
-        generation.registry.removeCreatedPaths()
+        reportStartFailure(reason, generation)
         generation.exitProcess(1)

@@ -37,7 +37,7 @@ class AppNotifyListener(DatagramProtocol):
         """Open the socket, show it to the app as C{NOTIFY_SOCKET}, and wait for C{READY=1}."""
         self.directory = tempfile.mkdtemp(prefix="txflip-notify-")
         self.path = os.path.join(self.directory, "notify")
-        self._port = reactor.listenUNIXDatagram(self.path, self, mode=0o600)
+        self._datagramPort = reactor.listenUNIXDatagram(self.path, self, mode=0o600)
         os.environ["NOTIFY_SOCKET"] = self.path
         self._generation.waitFor(self._ready, APP_READY)
         # The next generation must not take this socket for systemd's: carry

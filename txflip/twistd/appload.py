@@ -343,19 +343,3 @@ def _twistdDefault(parent, option: str):
             if name == option:
                 return default
     return None
-
-
-def loadServed(app: str | None, plugin, reactor=None, default: str | None = None) -> LoadedApp:
-    """
-    What this generation serves: the twistd C{plugin} (a
-    L{txflip.twistd.plugins.PluginCommand}), else C{--app app}, else C{default}.
-    """
-    if plugin is not None and app is not None:
-        raise AppError(
-            f"--app {app} and the {plugin.name} plugin both name what to serve: give one of them"
-        )
-    if plugin is not None:
-        from txflip.twistd.plugins import makePluginService
-
-        return makePluginService(plugin)
-    return loadApp(app or default, reactor)

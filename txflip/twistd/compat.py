@@ -16,9 +16,10 @@ What flip changes in twistd's own behaviour so that restarts work under it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from dataclasses import dataclass, field
+
+from txflip.core import twistedprivate
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,4 @@ def openLogFilesForAppending() -> None:
     so that even the first lines a new generation writes land at the end of
     the file rather than over its predecessor's latest lines.
     """
-    from twisted.python.logfile import LogFile
-
-    if getattr(LogFile._openFile, "txflipAppends", False):
-        return
-    original = LogFile._openFile
-
-    def _openFile(self) -> None:
-        original(self)
-        fd = self._file.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
-
-    _openFile.txflipAppends = True
-    LogFile._openFile = _openFile
+    twistedprivate.openLogFilesForAppending()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from twisted.python import usage
 
 from txflip.acme.options import OPT_FLAGS as ACME_FLAGS
 from txflip.acme.options import OPT_PARAMETERS as ACME_PARAMETERS
-from txflip.acme.options import AcmeOptionsMixin, acmeRequested
+from txflip.acme.options import AcmeOptionsMixin, acmeRequested, acmeRequestedBy
 from txflip.core import pidfile
 from txflip.core.signals import restartSignal
 from txflip.host import ConfigError, Host, HostSettings
@@ -16,7 +17,6 @@ from txflip.systemd import activation
 from txflip.twistd.appload import (
     AppError,
     importFromWorkingDirectory,
-    loadServed,
     rejectTwistdAppOptions,
 )
 
@@ -26,8 +26,8 @@ DEFAULT_LISTEN = "tcp:8080"
 
 def _positiveSeconds(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise ValueError("must be more than 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a finite number above 0")
     return value
 
 
@@ -273,6 +273,12 @@ def _makeService(options: FlipOptions, reactor, host: Host):
 
     acme = None
     if acmeRequested(options):
+        from txflip.acme.extra import AcmeExtraMissing, requireAcmeExtra
+
+        try:
+            requireAcmeExtra(acmeRequestedBy(options))
+        except AcmeExtraMissing as e:
+            raise ConfigError(str(e)) from None
         from txflip.acme.configure import configure as configureAcme
 
         try:
@@ -281,6 +287,8 @@ def _makeService(options: FlipOptions, reactor, host: Host):
             raise ConfigError(str(e)) from None
 
     importFromWorkingDirectory()
+    from txflip.twistd.plugins import loadServed
+
     loaded = loadServed(options["app"], options.get("plugin"), reactor, default=DEMO_APP)
     appService = loaded.app if loaded.kind == "service" else None
     if appService is not None and settings.workers > 1 and host.workerRole is None:

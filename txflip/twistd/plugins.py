@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from twisted.python import usage
 
-from txflip.twistd.appload import AppError, LoadedApp, errorText
+from txflip.twistd.appload import AppError, LoadedApp, errorText, loadApp
 
 FLIP = "flip"
 
@@ -78,3 +78,17 @@ def makePluginService(command: PluginCommand) -> LoadedApp:
     except Exception as e:
         raise AppError(f"{where} raised {errorText(e)} making its service") from None
     return LoadedApp("service", service, where)
+
+
+def loadServed(app: str | None, plugin, reactor=None, default: str | None = None) -> LoadedApp:
+    """
+    What this generation serves: the twistd C{plugin} (a L{PluginCommand}),
+    else C{--app app}, else C{default}.
+    """
+    if plugin is not None and app is not None:
+        raise AppError(
+            f"--app {app} and the {plugin.name} plugin both name what to serve: give one of them"
+        )
+    if plugin is not None:
+        return makePluginService(plugin)
+    return loadApp(app or default, reactor)

@@ -14,7 +14,7 @@ leader steers it here, one word a line:
     leader -> worker   hold      stop accepting for a while: others hold fewer
                                  long-lived connections (L{txflip.workers.balance})
     leader -> worker   unhold    accept again after a hold
-    worker -> leader   stats {"connections": N, "settled": N, "requests": N,
+    worker -> leader   stats {"connections": N, "idle": N, "settled": N, "requests": N,
                               "accepting": B, "held": B}   every STATS_SECONDS
     worker -> leader   drained N the drain has ended; N connections were aborted
 

@@ -453,6 +453,10 @@ class WorkerPool:
     def connections(self) -> int:
         return sum(int(w.stats.get("connections", 0)) for w in self.live())
 
+    def idleConnections(self) -> int:
+        """The workers' HTTP/1.x connections kept alive between two requests."""
+        return sum(int(w.stats.get("idle", 0)) for w in self.live())
+
     def status(self) -> list[dict]:
         """One entry per slot, for C{txflip status}."""
         now = self._reactor.seconds()
@@ -465,6 +469,7 @@ class WorkerPool:
                 "state": worker.state if worker else "backing off",
                 "uptimeSeconds": round(now - worker.startedAt, 1) if worker else None,
                 "connections": worker.stats.get("connections") if worker else None,
+                "idle": worker.stats.get("idle") if worker else None,
                 "requests": worker.stats.get("requests") if worker else None,
                 "held": bool(worker.stats.get("held")) if worker else False,
                 "restarts": slot.restarts,

@@ -53,15 +53,34 @@ def usableCores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+WORKERS_PER_CORE = 4
+"""
+C{--workers} allows at most this many processes per usable core: beyond that,
+they add memory and context switches, not throughput.
+"""
+
+
+def maxWorkers() -> int:
+    """The most processes C{--workers} may ask for on this machine."""
+    return WORKERS_PER_CORE * usableCores()
+
+
 def parseWorkers(text: str) -> int:
     """
-    C{--workers}: a number from 1 up, or C{auto} for one per usable core.
+    C{--workers}: a number from 1 up to L{maxWorkers}, or C{auto} for one per
+    usable core.
 
     @raise ValueError: with a message saying what to give instead.
     """
     word = text.strip().lower()
     if word == "auto":
         return usableCores()
-    if word.isdigit() and int(word) >= 1:
-        return int(word)
-    raise ValueError(f"--workers {text!r}: give a number of processes from 1 up, or auto")
+    if not (word.isdigit() and int(word) >= 1):
+        raise ValueError(f"--workers {text!r}: give a number of processes from 1 up, or auto")
+    count, most = int(word), maxWorkers()
+    if count > most:
+        raise ValueError(
+            f"--workers {text!r}: at most {most} here ({WORKERS_PER_CORE} per usable core, "
+            f"{usableCores()} usable); give a number from 1 to {most}, or auto"
+        )
+    return count

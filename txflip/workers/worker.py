@@ -26,7 +26,7 @@ from twisted.web.http import HTTPFactory
 from zope.interface import implementer
 
 from txflip.core.channel import adoptChannel
-from txflip.core.drain import Drain, lowestTransport
+from txflip.core.drain import Drain, isIdleKeepAlive, lowestTransport
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import log
@@ -287,6 +287,7 @@ class Worker:
             sockets = [lowestTransport(c) or c for c in connections]
             stats = {
                 "connections": len(connections),
+                "idle": sum(1 for c in connections if isIdleKeepAlive(c)),
                 "settled": self._settled.count(sockets, self._reactor.seconds()),
                 "requests": self.requests,
                 "accepting": self._accepting(),
