@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import os
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +20,16 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.apps import appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
-from tests.support.procs import Flip, freePort, httpGet, shortTempDir, waitFor
+from tests.support.procs import (
+    BackgroundGet,
+    Flip,
+    freePort,
+    httpGet,
+    shortTempDir,
+    txflip,
+    txflipCommand,
+    waitFor,
+)
 from tests.support.singlewriter import SINGLE_WRITER_APP, SINGLE_WRITER_PROGRAM
 
 
@@ -169,6 +179,39 @@ class SequentialHandoverTests(SingleWriterTests, TestCase):
         acknowledged = {body: rowId for p in posters for body, rowId in p.stored.items()}
         self.assertEqual(self.storedRows(), acknowledged)
         self.assertEqual(proxy.connections, 4, "no client opened a second connection")
+
+    def test_reloadAndStatusReportThePause(self) -> None:
+        """
+        txflip status shows the pause while a request holds it; txflip reload
+        reports its phases and how long new connections waited, and exits 0.
+        """
+        flip = self.flip("sequential")
+        slow = BackgroundGet("127.0.0.1", self.port, "/slow?seconds=2")
+        waitFor(
+            lambda: "1 in flight" in txflip("status", "--pid-file", flip.pidFile).stdout,
+            "the slow request to be in flight",
+        )
+        reload = subprocess.Popen(
+            txflipCommand("reload", "--pid-file", flip.pidFile),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.addCleanup(reload.kill)
+        status = waitFor(
+            lambda: (
+                "paused:" in (out := txflip("status", "--pid-file", flip.pidFile).stdout) and out
+            ),
+            "txflip status to show the pause",
+        )
+        self.assertIn("finishing what is in flight", status)
+        output, _ = reload.communicate(timeout=60)
+        self.assertEqual(reload.returncode, 0, output)
+        self.assertIn("built its app", output)
+        self.assertIn("app stopped: generation 1", output)
+        self.assertRegex(output, r"new connections waited at most \d+ ms \(sequential\)")
+        slow.join()
+        self.assertEqual(slow.response[2], b"slow done", "the request in flight was answered")
 
     def test_roleHeldByTheServingGeneration(self) -> None:
         """A role claimed at startService is the serving generation's after each restart."""

@@ -48,19 +48,19 @@ def shortTempDir(testCase) -> str:
     return path
 
 
+def txflipCommand(*args: str) -> list[str]:
+    """The C{txflip} command line (as the console script would run it), for C{Popen}."""
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from txflip.control.client import main; sys.exit(main())",
+        *args,
+    ]
+
+
 def txflip(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the C{txflip} command (as the console script would) and capture its output."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from txflip.control.client import main; sys.exit(main())",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return subprocess.run(txflipCommand(*args), capture_output=True, text=True, timeout=timeout)
 
 
 def freePort(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:

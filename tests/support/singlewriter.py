@@ -72,6 +72,16 @@ class Rows(Resource):
         if request.path == b"/role":
             row = self.store.db.execute("select pid from roles where name = 'scheduler'").fetchone()
             return str(row[0] if row else None).encode()
+        if request.path == b"/slow":
+            from twisted.internet import reactor
+            from twisted.web.server import NOT_DONE_YET
+
+            def answer():
+                request.write(b"slow done")
+                request.finish()
+
+            reactor.callLater(float(request.args[b"seconds"][0]), answer)
+            return NOT_DONE_YET
         return str(os.getpid()).encode()
 
 

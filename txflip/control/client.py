@@ -142,10 +142,23 @@ def describe(message: dict) -> str:
         )
     if phase == "ready":
         return f"ready after {message['ms']} ms: PID {message['childPid']}"
+    if phase == "prepared":
+        return (
+            f"prepared after {message['ms']} ms: PID {message['childPid']} built its app; "
+            "the old generation accepts nothing (connections wait), finishes what is in "
+            "flight and stops its app"
+        )
+    if phase == "app-stopped":
+        return (
+            f"app stopped: generation {message['generation']} (PID {message['pid']}) "
+            f"stopped its app after {message['ms']} ms; the new one starts its own"
+        )
     if phase == "serving":
+        paused = message.get("pauseMs")
         return (
             f"serving: generation {message['childGeneration']} (PID {message['childPid']}) "
             f"took over after {message['ms']} ms"
+            + (f"; new connections waited at most {paused} ms (sequential)" if paused else "")
         )
     if phase == "draining":
         return (
@@ -269,6 +282,13 @@ def formatStatus(status: dict) -> str:
         lines.append(f"waiting for: {', '.join(status['waitingFor'])}")
     if status.get("successorWaitingFor"):
         lines.append(f"the next generation waits for: {status['successorWaitingFor']}")
+    if status.get("pause"):
+        pause = status["pause"]
+        lines.append(
+            f"paused:      for the next generation, {pause['ms']} ms so far (at most "
+            f"{pause['timeoutSeconds']:g}s); {pause['parked']} idle connection(s) parked; "
+            + ("app stopped" if pause["appStopped"] else "finishing what is in flight")
+        )
     if status.get("simpleMode"):
         lines.append(f"simple mode: {status['simpleMode']}")
     if status.get("workers"):

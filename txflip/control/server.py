@@ -297,6 +297,19 @@ class ControlServer(Factory):
             self._broadcast(
                 {"phase": "ready", "childPid": fields.get("childPid"), "ms": fields.get("ms")}
             )
+        elif name == "child-prepared":
+            self._broadcast(
+                {"phase": "prepared", "childPid": fields.get("childPid"), "ms": fields.get("ms")}
+            )
+        elif name == "app-stopped":
+            self._broadcast(
+                {
+                    "phase": "app-stopped",
+                    "pid": os.getpid(),
+                    "generation": self.generation.number,
+                    "ms": fields.get("ms"),
+                }
+            )
         elif name == "upgrade-succeeded":
             self._record("succeeded", fields.get("childPid"), "serving", fields.get("ms"))
             self._broadcast(
@@ -305,6 +318,7 @@ class ControlServer(Factory):
                     "childPid": fields.get("childPid"),
                     "childGeneration": self._nextGeneration,
                     "ms": fields.get("ms"),
+                    "pauseMs": fields.get("pauseMs"),
                 }
             )
         elif name == "upgrade-failed":

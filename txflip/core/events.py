@@ -23,7 +23,9 @@ EVENTS: dict[str, tuple[str, ...]] = {
     # ... and this generation's app stopped, so the successor starts its own.
     "app-stopped": ("childPid", "ms"),
     "child-ready": ("childPid", "ms"),
-    "upgrade-succeeded": ("childPid", "ms"),
+    # pauseMs: a sequential handover's pause, from accepting nothing to the
+    # successor serving (None in an overlapping handover).
+    "upgrade-succeeded": ("childPid", "ms", "pauseMs"),
     "upgrade-failed": ("childPid", "reason", "ms"),
     "upgrade-refused": ("source", "reason"),
     # After a handover, while this generation still holds the sockets: the

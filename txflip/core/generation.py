@@ -403,5 +403,8 @@ class Generation:
             "listeners": [listener.key for listener in self.registry.serving()],
             "simpleMode": self.simpleModeReason,
         }
+        pause = self.restarts.pause
+        if pause is not None and not pause.resumed and self._state is State.UPGRADING:
+            status["pause"] = pause.status()
         self.role.status(status)
         return status

@@ -396,6 +396,12 @@ class ListenerRegistry:
         for listener in self.active():
             listener.pause()
 
+    def pauseApp(self) -> None:
+        """Pause the app's listeners; txflip's own (the control socket) go on accepting."""
+        self._paused = True
+        for listener in self.serving():
+            listener.pause()
+
     def resumeAll(self) -> None:
         self._paused = False
         for listener in self.active():

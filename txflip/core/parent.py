@@ -102,6 +102,7 @@ class UpgradeAttempt:
         self._pidFile = pidFile
         self._started = reactor.seconds()
         self.phase = AttemptPhase.BUILDING if pause is not None else AttemptPhase.STARTING
+        self._pausedAt: float | None = None
         self._childEnded = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
@@ -224,6 +225,7 @@ class UpgradeAttempt:
         if self.phase is not AttemptPhase.BUILDING:
             return
         self._moveTo(AttemptPhase.PAUSING)
+        self._pausedAt = self._reactor.seconds()
         log.info(
             "generation {next} (PID {child}) built its app after {ms} ms; pausing for it",
             next=generation() + 1,
@@ -429,7 +431,12 @@ class UpgradeAttempt:
                 child=self.childPid,
                 ms=self._elapsedMs(),
             )
-            self._events.emit("upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs())
+            pauseMs = None
+            if self._pausedAt is not None:
+                pauseMs = int((self._reactor.seconds() - self._pausedAt) * 1000)
+            self._events.emit(
+                "upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs(), pauseMs=pauseMs
+            )
         else:
             log.error(
                 "generation {next} {reason}; generation {gen} keeps serving",

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from txflip.core.drain import httpChannelOf, isTLS, lowestTransport
 from txflip.core.farewell import Farewell
 from txflip.core.log import log
-from txflip.core.movable import verdict
+from txflip.core.movable import listenerKeyOf, verdict
 from txflip.core.twistedprivate import handlingRequest
 
 CHECK_INTERVAL = 0.02
@@ -96,7 +96,8 @@ class Pause:
         """
         generation = self._generation
         self._started = self._reactor.seconds()
-        generation.registry.pauseAll()
+        # The control socket goes on answering: txflip status shows the pause.
+        generation.registry.pauseApp()
         generation.registry.keepWhenStopped = True
         deadline = self._started + self._timeout
         self._farewell = Farewell(self._reactor, 0.0, deadline, True)
@@ -118,13 +119,25 @@ class Pause:
     def elapsed(self) -> float:
         return self._reactor.seconds() - self._started
 
+    def status(self) -> dict:
+        """How far the pause is, for C{txflip status}."""
+        return {
+            "ms": int(self.elapsed() * 1000),
+            "parked": len(self._parked),
+            "appStopped": self.appStopped,
+            "timeoutSeconds": self._timeout,
+        }
+
     def _check(self) -> None:
         waiting = 0
         remaining = self._generation.tracker.open()
         self._farewell.tellDue(r for r in remaining if httpChannelOf(r) is None)
+        registry = self._generation.registry
         for protocol in remaining:
             if protocol in self._parked:
                 continue
+            if registry.isInternal(listenerKeyOf(lowestTransport(protocol), registry)):
+                continue  # txflip's own control connections (a txflip reload waiting)
             seen = verdict(protocol)
             channel = httpChannelOf(protocol)
             if seen.kind == "movable":
