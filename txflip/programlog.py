@@ -56,6 +56,8 @@ class FlipLinesOnStderr:
             return
         if not isFlips(event) or event.get("log_level") == LogLevel.critical:
             return
+        if event.get("txflip_onStderrAlready"):
+            return  # a start failure: its one line on standard error is written apart
         if self._first is None:
             self._first = event
         self._write(event)

@@ -61,7 +61,15 @@ def run(testCase, command: list[str], workdir: str, env=None) -> list[str]:
         stdin=subprocess.DEVNULL,
     )
     testCase.assertEqual(result.returncode, 1, result.stdout + result.stderr)
-    return [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # A program that never began logging shows flip's log lines on standard
+    # error (txflip.programlog); the error is said once, in its own line, last.
+    testCase.assertEqual(
+        [line for line in lines[:-1] if "[txflip gen" not in line], [], result.stderr
+    )
+    reason = lines[-1].partition(": error: ")[2][:40] if lines else ""
+    testCase.assertEqual([line for line in lines[:-1] if reason in line], [], "said twice")
+    return lines[-1:]
 
 
 class LauncherErrorTests(TestCase):

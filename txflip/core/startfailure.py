@@ -61,7 +61,9 @@ def reportStartFailure(reason: str, generation=None, controlFd: int | None = Non
         generation.registry.removeCreatedPaths()
     elif controlFd is not None:
         reportFailureSynchronously(controlFd, reason)
-    log.error("{reason}", reason=reason)
+    # The line below says it on standard error; whatever shows log lines there
+    # (txflip.programlog) leaves this one out.
+    log.error("{reason}", reason=reason, txflip_onStderrAlready=True)
     line = errorLine(reason)
     # The log shows on standard error only once logging has taken sys.stderr over.
     logOnStderr = (
