@@ -98,9 +98,9 @@ def waitForTurn(generation, timeout: float) -> None:
         if line is None or line == "abort":
             if line is None and os.getppid() != inherited.parentPid:
                 break  # the predecessor is gone: its program has stopped for good
-            generation.abandon("it gave up before its program stopped")
+            generation.startup.abandoned("it gave up before its program stopped")
             os._exit(0)
-    generation.tookTurnBeforeRunning()
+    generation.startup.takeTurnNow()
 
 
 class ProgramStop:
@@ -140,12 +140,11 @@ class ProgramStop:
             self._detach(transport)
             family = socket.AddressFamily(transport.socket.family).name
             self._parked.append((os.dup(transport.fileno()), key, family, seen.buffered))
-        channel = attempt.channelTransport()
+        channel, self._transfer = attempt.takeChannels()
         self._detach(channel)
         self._channelFd = os.dup(channel.fileno())
-        self._transfer = attempt.takeTransfer()
         log.info(
-            "stopping the program for generation {next} (PID {child}); "
+            "generation {next} (PID {child}) built its app; stopping the program for it; "
             "{count} idle connection(s) parked",
             next=generation.number + 1,
             child=self._childPid,

@@ -138,7 +138,7 @@ class ReadinessTests(TestCase):
         """A predecessor's abort that crosses this generation's own SIGTERM changes nothing."""
         generation = makeGeneration(self)
         generation.stop()
-        generation.abandon("it said abort")
+        generation.startup.abandoned("it said abort")
         self.assertIs(generation.state, State.STOPPING)
 
     def test_firstGenerationNotReadyInTimeExits(self) -> None:

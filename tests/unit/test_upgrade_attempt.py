@@ -151,7 +151,7 @@ class UpgradeAttemptTests(TestCase):
     def test_successorEndedAfterTakingOver(self) -> None:
         """After success the child is still watched: its end is reported once."""
         ended = []
-        self.attempt.successorEnded.addCallback(ended.append)
+        self.attempt.watch.ended.addCallback(ended.append)
         self.attempt.childSays(f"ready {CHILD_PID}")
         self.attempt.childSays("serving")
         self.attempt.childExits("was killed by signal 9")

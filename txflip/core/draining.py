@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from txflip.core.connmove import ConnectionMover
 from txflip.core.drain import Drain
@@ -57,3 +57,22 @@ def startDraining(
     if mover is not None:
         mover.start()
     return drain, mover, drain.start()
+
+
+def shutDown(generation) -> Deferred:
+    """
+    A final shutdown (SIGTERM, SIGINT): close every listener, drain, and remove
+    the PID file if it still names this process.
+    """
+    from txflip.core import pidfile
+    from txflip.core.log import log
+
+    log.info("shutting down: closing listeners and draining")
+    stopped = maybeDeferred(generation.registry.stopAll)
+    stopped.addCallback(lambda _: startDraining(generation, handedOver=False)[2])
+
+    def drained(_) -> None:
+        if generation.pidFile:
+            pidfile.removePIDIfOurs(generation.pidFile)
+
+    return stopped.addCallback(drained)

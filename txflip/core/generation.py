@@ -19,12 +19,11 @@ import os
 import signal
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
-from txflip.core import pidfile
 from txflip.core.connadopt import receiveConnections
 from txflip.core.drain import ConnectionTracker
-from txflip.core.draining import startDraining
+from txflip.core.draining import shutDown
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
 from txflip.core.log import log, setGeneration
@@ -149,20 +148,22 @@ class Generation:
         self.events = Events()
         self.tracker = ConnectionTracker()
         self._state = State.STARTING
-        self._startup = Startup(self)
+        self.startup = Startup(self)
+        """The start: readiness, the link to the predecessor, the turn to start the app."""
         self.registry = self.role.registryFactory(
             reactor,
             inherited.listeners if inherited is not None else list(listeners),
             factoryHook=self.tracker.track,
             paused=inherited is not None,
-            onClaimed=self._startup.claimed,
-            onListening=lambda key: self._startup.listening(key, self.registry.isInternal(key)),
+            onClaimed=self.startup.claimed,
+            onListening=lambda key: self.startup.listening(key, self.registry.isInternal(key)),
         )
         self.childEnvironment: dict[str, str] = {}
         """Variables the next generation gets on top of this one's environment."""
         self.exiting: Deferred = Deferred()
         self.restarts = Restarts(self, attemptFactory, cwd or workingDirectory())
-        self._receiver = None  # txflip.core.connadopt: set once this generation takes over
+        self.receiver = None
+        """What receives the connections the predecessor moves here (txflip.core.connadopt)."""
         self._stopped: Deferred | None = None
         global _current
         if _current is None:
@@ -209,7 +210,7 @@ class Generation:
     def expectReady(self) -> None:
         """Promise to call L{ready}: until then this generation is not ready."""
         if self.role.acceptsReadyCalls:
-            self._startup.expectReady()
+            self.startup.expectReady()
 
     def ready(self) -> None:
         """
@@ -217,7 +218,7 @@ class Generation:
         (then it also means the app has finished setting up: see L{start}).
         """
         if self.role.acceptsReadyCalls:
-            self._startup.ready()
+            self.startup.ready()
 
     def waitFor(self, d: Deferred, what: str) -> Deferred:
         """
@@ -225,22 +226,11 @@ class Generation:
 
         @return: C{d}, with its result passed on.
         """
-        return self._startup.waitFor(d, what)
-
-    def whenItsTurn(self) -> Deferred:
-        """
-        Fires once this generation may start its app: at once, but in a
-        sequential handover, where it fires once the predecessor's app stopped.
-        """
-        return self._startup.whenItsTurn()
-
-    def tookTurnBeforeRunning(self) -> None:
-        """A sequential handover's turn came before the reactor ran (txflip.ownprogram)."""
-        self._startup.takeTurnNow()
+        return self.startup.waitFor(d, what)
 
     def waitingFor(self) -> list[str]:
         """What this generation still waits for before it is ready (empty once ready)."""
-        return self._startup.waitingFor()
+        return self.startup.waitingFor()
 
     def start(self) -> None:
         """
@@ -248,11 +238,7 @@ class Generation:
         the last pending condition clearing (the host calls this once).
         """
         if self.role.starting():
-            self._startup.start()
-
-    def tellPredecessorFailed(self, reason: str) -> None:
-        """Tell the generation that started this one why it cannot start, at once."""
-        self._startup.tellPredecessorFailed(reason)
+            self.startup.start()
 
     def failStart(self, reason: str) -> None:
         """
@@ -260,11 +246,7 @@ class Generation:
         word for word) and exit with status 1. A serving generation is never
         taken down by this: it only logs.
         """
-        self._startup.failStart(reason)
-
-    def abandon(self, why: str) -> None:
-        """The generation that started this one gave up on it: exit without serving."""
-        self._startup.abandoned(why)
+        self.startup.failStart(reason)
 
     def _serving(self, why: str) -> None:
         """Serve: called by L{Startup} (first generation, or go) and never again."""
@@ -272,7 +254,7 @@ class Generation:
         if self.inherited is not None:
             self.registry.resumeAll()
             # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
-            self._receiver = receiveConnections(self.reactor, self.registry, self.inherited)
+            self.receiver = receiveConnections(self.reactor, self.registry, self.inherited)
         keys = [listener.key for listener in self.registry.active()]
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
@@ -298,20 +280,6 @@ class Generation:
         @return: a L{Deferred} firing with an L{Outcome}; it never fails.
         """
         return self.restarts.upgrade(source)
-
-    def connectionsArriving(self) -> bool:
-        """Whether this generation's predecessor may still move connections here."""
-        return self._receiver is not None and self._receiver.receiving
-
-    def _handedOver(self, outcome: Outcome) -> None:
-        self._moveTo(State.HANDED_OVER)
-        if self._startup.link is not None:
-            self._startup.link.retired("handed over")
-        log.info(
-            "generation {next} (PID {child}) serves; draining",
-            next=self.number + 1,
-            child=outcome.childPid,
-        )
 
     def _handedOverForGood(self) -> None:
         self._moveTo(State.STOPPING)
@@ -355,8 +323,7 @@ class Generation:
         if self.restarts.programStopping:
             # A sequential handover stops the program's reactor: the handover
             # goes on without it (txflip.ownprogram).
-            self._stopped = Deferred()
-            self._stopped.callback(None)
+            self._stopped = succeed(None)
             return self._stopped
         self.role.stopping()
         if self._state is State.HANDED_OVER:
@@ -366,27 +333,18 @@ class Generation:
             return self._stopped
         neverServed = self._state is State.STARTING
         self.restarts.dropQueued("this generation is shutting down")
-        if self._startup.link is not None and not neverServed:
-            self._startup.link.retired("stopping")
+        if self.startup.link is not None and not neverServed:
+            self.startup.link.retired("stopping")
         if self._state is not State.STOPPING:
             self._moveTo(State.STOPPING)
-        stopped = self.restarts.abandonAttempt()
+        stopped = self._stopped = self.restarts.abandonAttempt()
         if neverServed and self.inherited is not None:
             # The sockets still belong to the generation that started this one.
             log.info("stopping before serving: letting go of inherited listeners")
             stopped.addCallback(lambda _: self.registry.releaseAll())
         elif not self.exiting.called:
-            log.info("shutting down: closing listeners and draining")
-            stopped.addCallback(lambda _: self.registry.stopAll())
-            stopped.addCallback(lambda _: startDraining(self, handedOver=False)[2])
-
-            def finished(_):
-                if self.pidFile:
-                    pidfile.removePIDIfOurs(self.pidFile)
-                self._exit("shut down")
-
-            stopped.addCallback(finished)
-        self._stopped = stopped
+            stopped.addCallback(lambda _: shutDown(self))
+            stopped.addCallback(lambda _: self._exit("shut down"))
         return stopped
 
     # Status.
@@ -403,8 +361,6 @@ class Generation:
             "listeners": [listener.key for listener in self.registry.serving()],
             "simpleMode": self.simpleModeReason,
         }
-        pause = self.restarts.pause
-        if pause is not None and not pause.resumed and self._state is State.UPGRADING:
-            status["pause"] = pause.status()
+        self.restarts.status(status)
         self.role.status(status)
         return status

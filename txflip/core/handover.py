@@ -71,8 +71,8 @@ class Handover:
 
     def start(self) -> None:
         """Drain (moving what can move), and watch the successor."""
-        self._attempt.successorEnded.addCallback(self._successorEnded)
-        self._attempt.watchSuccessor(self._successorSilence)
+        self._attempt.watch.ended.addCallback(self._successorEnded)
+        self._attempt.watch.start(self._successorSilence)
         drain, self._mover, done = startDraining(
             self._generation,
             handedOver=True,
@@ -93,7 +93,7 @@ class Handover:
     def _exitIfDone(self) -> None:
         if self._over or not (self._drained and self._watched):
             return
-        if self._attempt.successorSilent:
+        if self._attempt.watch.silent:
             return
         if self._mover is not None and not self._mover.done.called:
             if not self._waitingForMover:
@@ -128,7 +128,7 @@ class Handover:
             )
             generation.events.emit("successor-silent", childPid=child)
             self._silenceTimer = self._reactor.callLater(
-                generation.readyTimeout, self._attempt.kill
+                generation.readyTimeout, self._attempt.watch.kill
             )
         else:
             if self._silenceTimer is not None and self._silenceTimer.active():

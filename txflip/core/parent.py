@@ -7,7 +7,7 @@ serves. This generation keeps accepting until then, so a successor that hangs
 or dies at any step before serving costs no connection: it is killed and this
 generation goes on as if nothing had happened. Once the successor serves,
 this generation stops accepting but keeps its sockets, and goes on watching
-the successor (L{UpgradeAttempt.successorEnded}) while it drains.
+the successor (L{UpgradeAttempt.watch}) while it drains.
 """
 
 from __future__ import annotations
@@ -21,20 +21,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 
 from txflip.core import pidfile
-from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel
+from txflip.core.channel import SuccessorChannel
 from txflip.core.events import Events
 from txflip.core.handoff import spawnWithListeners
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import generation, log
 from txflip.core.transfer import transferPair
+from txflip.core.watch import SuccessorWatch
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
-SILENCE_SECONDS = 0.5
-"""A successor that serves and says nothing for this long is taken for hung."""
 
 
 class AttemptPhase(StrEnum):
@@ -95,38 +93,26 @@ class UpgradeAttempt:
         self._pause = pause
         self._registry = registry
         self._events = events or Events()
+        self._argv, self._cwd, self._pidFile = argv, cwd, pidFile
         self._extraEnv = extraEnv or {}
-        self._argv = argv
-        self._cwd = cwd
         self._readyTimeout = readyTimeout
-        self._pidFile = pidFile
         self._started = reactor.seconds()
         self.phase = AttemptPhase.BUILDING if pause is not None else AttemptPhase.STARTING
         self._pausedAt: float | None = None
-        self._childEnded = False
+        # What has happened to the child so far, whatever the phase.
+        self._childEnded = self._channelGone = self._parentStopping = False
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
-        self._parentStopping = False
         self._exitedHow: str | None = None
-        self._channelGone = False
         self._channel: SuccessorChannel | None = None
         self._transfer: socket.socket | None = None  # connection transfer (txflip.core.connmove)
-        self._process = None
-        self._killTimer = None
-        self._timer = None
+        self._process = self._killTimer = self._timer = None
         self.childPid: int | None = None
         self.result: Deferred = Deferred()
         self.childWaitingFor: str | None = None
         """What the child last said it waits for before it is ready."""
-        self._childRetired: str | None = None
-        self._lastHeard = self._started
-        self._silenceCheck: LoopingCall | None = None
-        self._onSilence: Callable[[bool], None] = lambda silent: None
-        self.successorSilent = False
-        """Whether the successor, which took over, has not been heard for a while."""
-        self.successorEnded: Deferred = Deferred()
-        """Fires with how the child ended, if it dies after it took over
-        (not after it said it handed over in turn or is stopping)."""
+        self.watch = SuccessorWatch(reactor, lambda: self._signal(signal.SIGKILL))
+        """What is heard of the child, and how it ends once it took over."""
 
     def start(self, source: str = "SIGHUP") -> Deferred:
         """Spawn the child; the L{Deferred} fires with the L{Outcome}."""
@@ -136,7 +122,8 @@ class UpgradeAttempt:
             self._events.emit(
                 "upgrade-started", source=source, childPid=None, nextGeneration=generation() + 1
             )
-            self._finish(False, f"could not be started: {type(e).__name__}: {e}")
+            self._childEnded = True  # there is none: the outcome is at once
+            self._fail(f"could not be started: {type(e).__name__}: {e}")
             return self.result
         self._events.emit(
             "upgrade-started",
@@ -201,16 +188,13 @@ class UpgradeAttempt:
         return self.phase not in (AttemptPhase.SUCCEEDED, AttemptPhase.FAILED)
 
     def _heard(self) -> None:
-        self._lastHeard = self._reactor.seconds()
-        if self.successorSilent:
-            self.successorSilent = False
-            self._onSilence(False)
+        self.watch.heard()
 
     def _waiting(self, what: str) -> None:
         self.childWaitingFor = what
 
     def _retired(self, why: str) -> None:
-        self._childRetired = why
+        self.watch.retiredBecause(why)
 
     def _elapsed(self) -> float:
         return self._reactor.seconds() - self._started
@@ -226,12 +210,6 @@ class UpgradeAttempt:
             return
         self._moveTo(AttemptPhase.PAUSING)
         self._pausedAt = self._reactor.seconds()
-        log.info(
-            "generation {next} (PID {child}) built its app after {ms} ms; pausing for it",
-            next=generation() + 1,
-            child=self.childPid,
-            ms=self._elapsedMs(),
-        )
         self._events.emit("child-prepared", childPid=self.childPid, ms=self._elapsedMs())
         self._pause().addCallbacks(self._paused, self._pauseFailed)
 
@@ -265,41 +243,12 @@ class UpgradeAttempt:
         if self.phase is not AttemptPhase.GOING:
             return
         self._registry.pauseAll()
-        self._finish(True, "serving")
+        self._succeed()
 
-    def channelTransport(self):
-        """The transport of this end of the control channel (to finish without a reactor)."""
-        return self._channel.transport
-
-    def takeTransfer(self) -> socket.socket | None:
-        """Take this end of the transfer channel (to finish without a reactor)."""
+    def takeChannels(self) -> tuple[object, socket.socket | None]:
+        """This end's control channel transport and transfer socket (to go on without a reactor)."""
         transfer, self._transfer = self._transfer, None
-        return transfer
-
-    def watchSuccessor(self, onSilence: Callable[[bool], None]) -> None:
-        """
-        After a success: call C{onSilence(True)} once the successor has not been
-        heard for L{SILENCE_SECONDS} (hung, or stopped), C{onSilence(False)} when
-        it is heard again.
-        """
-        self._onSilence = onSilence
-        self._lastHeard = self._reactor.seconds()
-        self._silenceCheck = LoopingCall(self._checkSilence)
-        self._silenceCheck.clock = self._reactor
-        self._silenceCheck.start(HEARTBEAT_SECONDS, now=False)
-
-    def kill(self) -> None:
-        """Kill the child for good (a successor hung past every deadline)."""
-        self._signal(signal.SIGKILL)
-
-    def _checkSilence(self) -> None:
-        if self._childEnded or self._childRetired is not None:
-            self._silenceCheck.stop()
-            return
-        silent = self._reactor.seconds() - self._lastHeard >= SILENCE_SECONDS
-        if silent and not self.successorSilent:
-            self.successorSilent = True
-            self._onSilence(True)
+        return self._channel.transport, transfer
 
     def _failed(self, reason: str) -> None:
         self._failureReason = reason
@@ -314,11 +263,15 @@ class UpgradeAttempt:
         elif self._undecided:
             # The channel usually closes because the child exited: give its exit
             # status a moment to arrive, since it is the better reason to log.
-            self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._channelLostForGood)
+            self._reactor.callLater(
+                CHANNEL_LOST_GRACE_SECONDS,
+                self._failIfUndecided,
+                "closed its control channel before serving",
+            )
 
-    def _channelLostForGood(self) -> None:
+    def _failIfUndecided(self, why: str) -> None:
         if self._undecided:
-            self._fail("closed its control channel before serving")
+            self._fail(why)
 
     def _ended(self, why: str) -> None:
         self._childEnded = True
@@ -328,21 +281,17 @@ class UpgradeAttempt:
             # A child that cannot start says why, then exits at once: the line
             # may still be unread although the exit status is here. What it
             # said beats how it exited, so read on until the channel ends.
+            # Something the child started may hold the channel open: not for ever.
             self._exitedHow = why
-            self._reactor.callLater(CHANNEL_LOST_GRACE_SECONDS, self._exitedForGood)
+            self._reactor.callLater(
+                CHANNEL_LOST_GRACE_SECONDS, self._failIfUndecided, why + " before serving"
+            )
         elif self._undecided:
             self._fail(why + " before serving")
         elif self.phase is AttemptPhase.FAILED and not self.result.called:
             self.result.callback(self._outcome)
-        elif self.phase is AttemptPhase.SUCCEEDED and self._childRetired is None:
-            if self._silenceCheck is not None and self._silenceCheck.running:
-                self._silenceCheck.stop()
-            self.successorEnded.callback(why)
-
-    def _exitedForGood(self) -> None:
-        # Something the child started may hold the channel open.
-        if self._undecided:
-            self._fail(self._exitedHow + " before serving")
+        elif self.phase is AttemptPhase.SUCCEEDED:
+            self.watch.childEnded(why, tookOver=True)
 
     def _timedOut(self) -> None:
         if self._undecided:
@@ -362,9 +311,9 @@ class UpgradeAttempt:
     # Endings.
 
     def _closeTransfer(self) -> None:
-        if self._transfer is not None:
-            self._transfer.close()
-            self._transfer = None
+        transfer, self._transfer = self._transfer, None
+        if transfer is not None:
+            transfer.close()
 
     def _fail(self, why: str) -> None:
         self._closeTransfer()
@@ -394,18 +343,9 @@ class UpgradeAttempt:
         self._events.emit(
             "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
         )
-        self._restorePIDFile()
+        restorePIDFile(self._pidFile, self.childPid)
         if self._childEnded:
             self.result.callback(self._outcome)
-
-    def _restorePIDFile(self) -> None:
-        """If the child wrote the PID file before failing, it names this process again."""
-        if not self._pidFile or pidfile.readPID(self._pidFile) != self.childPid:
-            return
-        try:
-            pidfile.writePID(self._pidFile)
-        except OSError as e:
-            log.error("cannot restore PID file {path}: {error}", path=self._pidFile, error=e)
 
     def _signal(self, signum: int) -> None:
         if self._childEnded or self._process is None:
@@ -415,39 +355,35 @@ class UpgradeAttempt:
         except Exception:
             pass
 
-    def _finish(self, succeeded: bool, reason: str) -> None:
+    def _succeed(self) -> None:
+        """The child serves: hand over (this end of the transfer channel goes with it)."""
         transfer, self._transfer = self._transfer, None
-        if not succeeded and transfer is not None:
-            transfer.close()
-            transfer = None
-        self._moveTo(AttemptPhase.SUCCEEDED if succeeded else AttemptPhase.FAILED)
-        self._outcome = Outcome(succeeded, self.childPid, reason, self._elapsed(), transfer)
+        self._moveTo(AttemptPhase.SUCCEEDED)
+        self._outcome = Outcome(True, self.childPid, "serving", self._elapsed(), transfer)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        if succeeded:
-            log.info(
-                "handed over to generation {next} (PID {child}) in {ms} ms",
-                next=generation() + 1,
-                child=self.childPid,
-                ms=self._elapsedMs(),
-            )
-            pauseMs = None
-            if self._pausedAt is not None:
-                pauseMs = int((self._reactor.seconds() - self._pausedAt) * 1000)
-            self._events.emit(
-                "upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs(), pauseMs=pauseMs
-            )
-        else:
-            log.error(
-                "generation {next} {reason}; generation {gen} keeps serving",
-                next=generation() + 1,
-                reason=reason,
-                gen=generation(),
-            )
-            self._events.emit(
-                "upgrade-failed", childPid=self.childPid, reason=reason, ms=self._elapsedMs()
-            )
+        log.info(
+            "handed over to generation {next} (PID {child}) in {ms} ms",
+            next=generation() + 1,
+            child=self.childPid,
+            ms=self._elapsedMs(),
+        )
+        paused = self._pausedAt
+        pauseMs = None if paused is None else int((self._reactor.seconds() - paused) * 1000)
+        self._events.emit(
+            "upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs(), pauseMs=pauseMs
+        )
         self.result.callback(self._outcome)
+
+
+def restorePIDFile(path: str | None, childPid: int | None) -> None:
+    """If a child that failed wrote the PID file, it names this process again."""
+    if not path or childPid is None or pidfile.readPID(path) != childPid:
+        return
+    try:
+        pidfile.writePID(path)
+    except OSError as e:
+        log.error("cannot restore PID file {path}: {error}", path=path, error=e)
 
 
 def workingDirectory() -> str:

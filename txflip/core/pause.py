@@ -104,8 +104,8 @@ class Pause:
         connections = generation.tracker.open()
         self._farewell.plan(c for c in connections if httpChannelOf(c) is None)
         log.info(
-            "pausing for a sequential handover: accepting nothing, finishing {count} "
-            "connection(s), then stopping the app (at most {timeout:g}s)",
+            "the next generation built its app; pausing for it: accepting nothing, "
+            "finishing {count} connection(s), then stopping the app (at most {timeout:g}s)",
             count=len(connections),
             timeout=self._timeout,
         )

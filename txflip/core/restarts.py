@@ -151,18 +151,30 @@ class Restarts:
             # before this generation says it serves.
             resumed = pause.resume(f"generation {generation.number + 1} failed")
             return resumed.addCallback(lambda _: generation._moveTo(State.SERVING) or outcome)
-        generation._handedOver(outcome)
+        generation._moveTo(State.HANDED_OVER)
+        if generation.startup.link is not None:
+            generation.startup.link.retired("handed over")
+        log.info(
+            "generation {next} (PID {child}) serves; draining",
+            next=generation.number + 1,
+            child=outcome.childPid,
+        )
         self.handover = Handover(
             generation,
             attempt,
             outcome,
             watchSeconds=generation.successorWatch,
-            arriving=generation.connectionsArriving,
+            arriving=self._connectionsArriving,
             onTakenBack=self._tookBack,
             onDone=generation._handedOverForGood,
         )
         self.handover.start()
         return outcome
+
+    def _connectionsArriving(self) -> bool:
+        """Whether the generation's predecessor may still move connections to it."""
+        receiver = self._generation.receiver
+        return receiver is not None and receiver.receiving
 
     def _tookBack(self, outcome: Outcome) -> None:
         """The successor died after taking over: the generation serves again."""
@@ -179,3 +191,9 @@ class Restarts:
         attempt.result.addBoth(lambda result: waiting.callback(None) or result)
         attempt.abort("this generation is shutting down")
         return waiting
+
+    def status(self, status: dict) -> None:
+        """Add a sequential handover's pause, while it lasts, to C{status}."""
+        pause = self.pause
+        if pause is not None and not pause.resumed and self._generation.state is State.UPGRADING:
+            status["pause"] = pause.status()

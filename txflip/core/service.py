@@ -102,7 +102,7 @@ class GenerationService(Service):
         Service.startService(self)
         if self.appService is not None:
             self.generation.app = AppLifecycle(self._stopApp, self._startAppAgain)
-            turn = self.generation.whenItsTurn()
+            turn = self.generation.startup.whenItsTurn()
             if turn.called:
                 self._startApp()
             else:

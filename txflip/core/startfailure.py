@@ -57,7 +57,7 @@ def reportStartFailure(reason: str, generation=None, controlFd: int | None = Non
     @return: the line written on standard error.
     """
     if generation is not None:
-        generation.tellPredecessorFailed(reason)
+        generation.startup.tellPredecessorFailed(reason)
         generation.registry.removeCreatedPaths()
     elif controlFd is not None:
         reportFailureSynchronously(controlFd, reason)

@@ -245,7 +245,7 @@ class Worker:
 
     def _leaderLost(self) -> None:
         if self.generation.state is State.STARTING:
-            self.generation.abandon("the leader closed the command channel")
+            self.generation.startup.abandoned("the leader closed the command channel")
         elif self.generation.state is State.SERVING:
             log.error(
                 "the leader (PID {leader}) went away; draining and exiting", leader=self.leaderPid
