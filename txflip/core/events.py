@@ -12,7 +12,8 @@ Events and their fields:
   draining          handedOver (bool), connections, moving (bool: connections-moved follows)
   connections-moved moved, stayed (reason -> count), failure (why moving was given up, or None),
                     ms, final (bool: False once every idle connection has moved while
-                    waiting ones, busy or still arriving, may follow), waiting (int)
+                    waiting ones, busy or still arriving, may follow), waiting (int),
+                    arriving (bool: connections still arrive from the generation before)
   exiting           handedOver (bool)
 """
 
