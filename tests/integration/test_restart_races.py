@@ -76,7 +76,7 @@ class MovingConnectionsTests(TestCase):
         the busy one, once answered). Once both old generations have exited,
         every connection's next request is answered by generation 3.
         """
-        allowOpenFiles(3 * count + 200)
+        allowOpenFiles(3 * count + 200)  # clients, and the proxy's two ends of each
         port = freePort()
         # Moving thousands of connections on a loaded machine may take long: not the point here.
         flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1", "--drain-timeout", "120"])
