@@ -149,6 +149,39 @@ class TransferTests(TestCase):
         self.assertEqual(body, b"new /second")
 
     @inlineCallbacks
+    def test_reportedOnceIdleOnesMovedWhileMoreArrive(self):
+        """
+        While connections may still arrive from the generation before, the
+        mover goes on, but reports at once what has moved and that more
+        arrive; it finishes once they stop arriving.
+        """
+        skt = self.client()
+        yield self.request(skt)
+        self.receive()
+        arriving = [True]
+        events = Events()
+        reports = []
+        events.subscribe(
+            lambda name, fields: name == "connections-moved" and reports.append(fields)
+        )
+        mover = ConnectionMover(
+            reactor, self.tracker, self.old, self.ours, events, 10.0, arriving=lambda: arriving[0]
+        )
+        self.addCleanup(mover.abandon, "the test is over")
+        done = mover.start()
+        while not reports:
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(
+            [(r["moved"], r["final"], r["waiting"], r["arriving"]) for r in reports],
+            [(1, False, 0, True)],
+        )
+        self.assertFalse(done.called)
+        arriving[0] = False
+        report = yield done
+        self.assertEqual(report.moved, 1)
+        self.assertEqual([(r["final"], r["arriving"]) for r in reports[1:]], [(True, False)])
+
+    @inlineCallbacks
     def test_busyConnectionMovesOnceIdle(self):
         """A request in progress ends on the old generation, without Connection: close;
         the connection then moves."""

@@ -27,9 +27,10 @@ def requestOf(protocol):
 
 
 class Claims:
-    def __init__(self, protocol) -> None:
+    def __init__(self, protocol=None) -> None:
         self.protocol = protocol
         self.moved = 0
+        self.active = False
 
     def claimed(self, protocol) -> bool:
         return protocol is self.protocol
@@ -64,3 +65,20 @@ class DrainClaimsTests(TestCase):
         self.assertFalse(httpChannelOf(unclaimed).persistent)
         clock.advance(11)
         self.assertTrue(drain.done.called)
+
+    def test_notOverWhileConnectionsMove(self):
+        """
+        With no connection left, the drain is still not over while the mover
+        moves (connections may yet arrive, or come back unmoved); it ends
+        once the mover stops.
+        """
+        claims = Claims()
+        claims.active = True
+        clock = Clock()
+        drain = Drain(clock, ConnectionTracker(), timeout=10, claims=claims)
+        drain.start()
+        clock.advance(5)
+        self.assertFalse(drain.done.called)
+        claims.active = False
+        clock.advance(0.1)
+        self.assertEqual(self.successResultOf(drain.done), 0)

@@ -50,3 +50,25 @@ class MoveReportTests(TestCase):
         )
         self.assertIn("(moving was given up: the transfer channel closed", line)
         self.assertIn("5 stay with generation 3", line)
+
+    def test_reloadSaysWhatIsStillToMove(self) -> None:
+        """The first report, before busy connections and those still arriving have moved."""
+        line = describe(
+            {
+                "phase": "moved",
+                "generation": 2,
+                "childGeneration": 3,
+                "moved": 160,
+                "stayed": {},
+                "failure": None,
+                "ms": 92,
+                "waiting": 1,
+                "arriving": True,
+            }
+        )
+        self.assertEqual(
+            line,
+            "moved 160 keep-alive connection(s) to generation 3 in 92 ms; 1 busy connection(s) "
+            "move or close once their request is answered; connections still arriving from "
+            "generation 1 move on to generation 3 as they come",
+        )

@@ -197,6 +197,11 @@ def describeMoved(message: dict) -> str:
             f"; {message['waiting']} busy connection(s) move or close once their "
             "request is answered"
         )
+    if message.get("arriving"):
+        text += (
+            f"; connections still arriving from generation {message.get('generation', 1) - 1} "
+            f"move on to generation {message.get('childGeneration')} as they come"
+        )
     if stayed:
         reasons = ", ".join(f"{count} {why}" for why, count in sorted(stayed.items()))
         text += (

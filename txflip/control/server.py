@@ -357,6 +357,7 @@ class ControlServer(Factory):
                     "failure": fields.get("failure"),
                     "ms": fields.get("ms"),
                     "waiting": fields.get("waiting", 0),
+                    "arriving": fields.get("arriving", False),
                 }
             )
             # The first report ends the reload: what waits for a request in

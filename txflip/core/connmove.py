@@ -195,7 +195,8 @@ class ConnectionMover:
                 self._offer(protocol, transport, key, seen.buffered, now)
                 if not self.active:
                     return
-        if not waiting and not self._inFlight() and not self._arriving():
+        arriving = self._arriving()
+        if not waiting and not self._inFlight() and not arriving:
             # Connections still arriving from this generation's own predecessor
             # (a restart right after the last one) are handed on as they come.
             self._finish()
@@ -203,7 +204,7 @@ class ConnectionMover:
             # Every idle connection has moved; the rest wait for a request in
             # flight (or are still arriving): say so now, not at their end.
             self._firstPassReported = True
-            self._emit(final=False, waiting=waiting)
+            self._emit(final=False, waiting=waiting, arriving=arriving)
 
     def _inFlight(self) -> int:
         return len(self._offers) + len(self._settling)
@@ -325,10 +326,10 @@ class ConnectionMover:
             ms=ms,
             stayed=self.report.describeStayed(),
         )
-        self._emit(final=True, waiting=0)
+        self._emit(final=True, waiting=0, arriving=False)
         self.done.callback(self.report)
 
-    def _emit(self, final: bool, waiting: int) -> None:
+    def _emit(self, final: bool, waiting: int, arriving: bool) -> None:
         self._events.emit(
             "connections-moved",
             moved=self.report.moved,
@@ -337,4 +338,5 @@ class ConnectionMover:
             ms=int((self._reactor.seconds() - self._started) * 1000),
             final=final,
             waiting=waiting,
+            arriving=arriving,
         )

@@ -112,6 +112,8 @@ class Claims(Protocol):
     """Connections that something else (moving them) handles for now."""
 
     moved: int
+    active: bool
+    """Whether it still moves connections (more may arrive here to be moved on)."""
 
     def claimed(self, protocol) -> bool: ...
 
@@ -359,7 +361,9 @@ class Drain:
     def _check(self) -> None:
         now = self._seconds()
         remaining = self._tracker.open()
-        if not remaining:
+        if not remaining and not (self._claims is not None and self._claims.active):
+            # While connections move, more may arrive here (from this generation's
+            # own predecessor), and one that cannot move stays to be drained.
             self._finish(0)
             return
         if now >= self._deadline:

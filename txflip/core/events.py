@@ -38,7 +38,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     # stayed: reason -> count; failure: why moving was given up, or None; final:
     # False once every idle connection has moved while waiting ones (busy, or
     # still arriving from this generation's predecessor) may follow.
-    "connections-moved": ("moved", "stayed", "failure", "ms", "final", "waiting"),
+    # arriving: connections still arrive from this generation's predecessor.
+    "connections-moved": ("moved", "stayed", "failure", "ms", "final", "waiting", "arriving"),
     "exiting": ("handedOver",),
 }
 """Every event a generation emits, and the fields it comes with."""
