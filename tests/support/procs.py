@@ -27,8 +27,16 @@ class DeadlineExceeded(AssertionError):
     pass
 
 
-def waitFor(predicate: Callable[[], Any], what: str, deadline: float = DEFAULT_DEADLINE):
-    """Poll C{predicate} until it returns something true; fail after C{deadline} seconds."""
+def waitFor(
+    predicate: Callable[[], Any],
+    what: str,
+    deadline: float = DEFAULT_DEADLINE,
+    seen: Callable[[], object] | None = None,
+):
+    """
+    Poll C{predicate} until it returns something true, and return that; fail
+    after C{deadline} seconds, saying what C{seen()} returns then, if given.
+    """
     end = time.monotonic() + deadline
     delay = 0.01
     while True:
@@ -36,7 +44,10 @@ def waitFor(predicate: Callable[[], Any], what: str, deadline: float = DEFAULT_D
         if result:
             return result
         if time.monotonic() > end:
-            raise DeadlineExceeded(f"gave up after {deadline}s waiting for {what}")
+            raise DeadlineExceeded(
+                f"gave up after {deadline}s waiting for {what}"
+                + (f": {seen()}" if seen is not None else "")
+            )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
 
