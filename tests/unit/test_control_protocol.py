@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import struct
-import tempfile
 
 import twisted.internet
 from twisted.internet import reactor
@@ -27,36 +26,10 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import TestCase
 
-from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
+from tests.support.inprocess import CHILD_PID, ScriptedAttempt, ScriptedGeneration, clockReactor
 from txflip.control.server import COMMAND_TIMEOUT, ControlServer
-from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState
 from txflip.core.log import generation, setGeneration
-
-
-class ExitCalled(Exception):
-    pass
-
-
-def makeGeneration(testCase: TestCase, reactor, **kw) -> Generation:
-    """A first generation on C{reactor} whose successors are played by the test."""
-    pidFile = os.path.join(tempfile.mkdtemp(prefix="txflip-ctl-"), "flip.pid")
-    generation = Generation(
-        reactor,
-        pidFile=pidFile,
-        inherited=kw.pop("inherited", None),
-        simpleModeReason=None,
-        argv=["python"],
-        cwd="/",
-        **kw,
-    )
-    generation._attemptFactory = ScriptedAttempt
-
-    def exitProcess(code: int) -> None:
-        raise ExitCalled(code)
-
-    generation._exitProcess = exitProcess
-    return generation
 
 
 class PeerTransport(StringTransport):
@@ -87,7 +60,7 @@ class ControlTestCase(TestCase):
         # The idle timer is scheduled on the global reactor: the generation's
         # clock stands in for it during each (synchronous) test.
         self.patch(twisted.internet, "reactor", self.clock)
-        self.generation = makeGeneration(self, self.clock)
+        self.generation = ScriptedGeneration(self, self.clock)
         self.generation.ready()
         self.server = ControlServer(self.generation, self.generation.pidFile + ".control")
 
@@ -109,7 +82,7 @@ class ControlTestCase(TestCase):
         """Ask for a reload over a new connection; return it and the attempt it started."""
         protocol, transport = self.connect()
         protocol.dataReceived(b"reload\n")
-        return protocol, transport, self.generation._attempt
+        return protocol, transport, self.generation.attempts[-1]
 
 
 class CommandTests(ControlTestCase):
@@ -295,7 +268,7 @@ class StatusTests(ControlTestCase):
         self.addCleanup(ours.close)
         self.addCleanup(theirs.close)
         state = HandoffState(generation=3, parentPid=99, controlFd=theirs.fileno())
-        inherited = makeGeneration(self, self.clock, inherited=state)
+        inherited = ScriptedGeneration(self, self.clock, inherited=state)
         server = ControlServer(inherited, inherited.pidFile + ".control")
         self.assertEqual(server.lastRestart["outcome"], "succeeded")
         self.assertEqual(server.lastRestart["generation"], 3)
@@ -316,7 +289,7 @@ class RealSocketTests(TestCase):
         gets the status, which lists the app's listener but not the control
         socket (a 0600 socket file).
         """
-        generation = makeGeneration(self, reactor)
+        generation = ScriptedGeneration(self, reactor)
         registry = generation.registry
         self.addCleanup(registry.stopAll)
         registry.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
