@@ -11,20 +11,10 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.support.fullqueue import fullQueue
-from tests.support.procs import Flip, freePort, txflip
+from tests.support.procs import askStatus, demoFlip, txflip
 from txflip.control import client
 
 BURST = 200
-
-
-def askStatus(path: str, timeout: float = 30.0) -> dict:
-    """What C{txflip status} does: connect (retrying a full queue), ask, read the answer."""
-    skt = client.connect(path, timeout)
-    try:
-        skt.sendall(b"status\n")
-        return next(client.messages(skt, time.monotonic() + timeout))
-    finally:
-        skt.close()
 
 
 class BurstTests(TestCase):
@@ -34,8 +24,7 @@ class BurstTests(TestCase):
         connect-and-ask: every one gets the status. (Before: a backlog of 50
         and no retry, and most got EAGAIN.)
         """
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, _ = demoFlip(self)
         pid = flip.start()
         path = flip.pidFile + ".control"
         barrier = threading.Barrier(BURST)

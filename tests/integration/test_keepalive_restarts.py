@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from tests.support.apps import SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.keepalive import acknowledgedSoFar, startPosters, stopPosters
-from tests.support.procs import Flip, UNIXHTTPConnection, freePort, pidAlive, waitFor
+from tests.support.procs import Flip, UNIXHTTPConnection, demoFlip, freePort, pidAlive, waitFor
 
 DELAY = 0.02
 CLIENTS = 12
@@ -72,8 +72,7 @@ class KeepAliveMoveTests(TestCase):
         fails, every acknowledged one is stored, no client opens a second
         connection.
         """
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, port = demoFlip(self)
         flip.start()
         proxy = proxied(self, ("127.0.0.1", port))
         posters = self.restartsUnderPosts(flip, proxy, 10)

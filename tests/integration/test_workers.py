@@ -22,11 +22,11 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.integration.test_dns_handoff import DNSQueries, waitUntil
 from tests.support.acmehelpers import ISSUED, AcmeTestMixin, fetchTLS
 from tests.support.anyapps import ZONE, writeFile
 from tests.support.apps import SERVED_BY_RELEASE, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
+from tests.support.dnsqueries import DNSQueries
 from tests.support.load import Load
 from tests.support.notifycapture import NotifyCapture
 from tests.support.procs import (
@@ -39,6 +39,7 @@ from tests.support.procs import (
     readPidFile,
     shortTempDir,
     waitFor,
+    waitUntil,
 )
 from tests.support.tlshelpers import (
     TestCA,
@@ -47,7 +48,6 @@ from tests.support.tlshelpers import (
     keyPEM,
     writePublic,
 )
-from txflip.control.client import connect, messages
 from txflip.tls.privatefile import writePrivate
 
 RELEASE = (
@@ -62,26 +62,14 @@ if txflip.current().workerIndex == %(brokenWorker)s:
 )
 
 
-def status(flip: Flip) -> dict:
-    """What C{txflip status --json} prints, read from the control socket."""
-    skt = connect(flip.pidFile + ".control", 10.0)
-    try:
-        skt.sendall(b"status\n")
-        for message in messages(skt, time.monotonic() + 10.0):
-            return message
-    finally:
-        skt.close()
-    raise AssertionError("no status")
-
-
 def workerPids(flip: Flip) -> list[int]:
-    return [worker["pid"] for worker in status(flip)["workers"]]
+    return [worker["pid"] for worker in flip.status()["workers"]]
 
 
 def allServing(flip: Flip, count: int = 2) -> list[int] | None:
     """The workers' PIDs once every one of them serves, else None."""
     try:
-        workers = status(flip)["workers"]
+        workers = flip.status()["workers"]
     except Exception:
         return None
     if len(workers) == count and all(w["state"] == "serving" for w in workers):
@@ -172,7 +160,7 @@ class RestartTests(WorkersCase):
         self.assertEqual(response.status, 200)
         self.assertIn(json.loads(response.read())["pid"], generations[-1])
         connection.close()
-        self.assertEqual(status(flip)["generation"], 3)
+        self.assertEqual(flip.status()["generation"], 3)
 
     def test_brokenReleaseIsKilledWhole(self) -> None:
         """
@@ -201,7 +189,7 @@ class RestartTests(WorkersCase):
             lambda: flip.aliveGenerations() == sorted([leader, *workers]),
             "the broken release's processes to be gone",
         )
-        self.assertEqual(status(flip)["lastRestart"]["outcome"], "failed")
+        self.assertEqual(flip.status()["lastRestart"]["outcome"], "failed")
         self.assertEqual(httpGet("127.0.0.1", port, "/")[2], b"release 1")
 
 
@@ -236,11 +224,11 @@ class SelfHealingTests(WorkersCase):
         )
         self.assertNotIn("starting generation 2", flip.log())
         self.assertEqual(readPidFile(flip.pidFile), leader)
-        worker = status(flip)["workers"][0]
+        worker = flip.status()["workers"][0]
         self.assertEqual((worker["restarts"], worker["pid"]), (1, replaced[0]))
-        self.assertEqual(status(flip)["generation"], 1)
+        self.assertEqual(flip.status()["generation"], 1)
         waitFor(
-            lambda: (status(flip)["workers"][0]["requests"] or 0) > 0,
+            lambda: (flip.status()["workers"][0]["requests"] or 0) > 0,
             "the replacement to report the requests it served",
             10,
         )
@@ -312,7 +300,7 @@ class FairnessTests(WorkersCase):
         url = f"http://127.0.0.1:{port}/sleep?seconds=0"
 
         def requests() -> list[int] | None:
-            counts = [w["requests"] for w in status(flip)["workers"]]
+            counts = [w["requests"] for w in flip.status()["workers"]]
             return None if None in counts else counts
 
         for extra in ([], ["-H", "Connection: close"]):
@@ -352,7 +340,7 @@ class FairnessTests(WorkersCase):
             time.sleep(0.02)
 
         def held() -> list[int] | None:
-            counts = [w["connections"] for w in status(flip)["workers"]]
+            counts = [w["connections"] for w in flip.status()["workers"]]
             return counts if None not in counts and sum(counts) == len(clients) else None
 
         counts = waitFor(held, "the workers to report all 60 connections")
@@ -388,7 +376,7 @@ class FairnessTests(WorkersCase):
         )
 
         def drainingHolds() -> int | None:
-            worker = next(w for w in status(flip)["workers"] if w["pid"] == draining)
+            worker = next(w for w in flip.status()["workers"] if w["pid"] == draining)
             return worker["connections"]
 
         # Its idle clients closed, it holds the slow request alone: the fewest.

@@ -6,7 +6,6 @@ deadlines, and stop every process that was started, by PID, even on failure.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from txflip.control import client
 
 DEFAULT_DEADLINE = 60.0
 
@@ -50,6 +51,35 @@ def waitFor(
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
+
+
+def waitUntil(condition: Callable[[], Any], what: str, deadline: float = DEFAULT_DEADLINE):
+    """
+    L{waitFor} for a test that runs in the reactor: a Deferred that fires once
+    C{condition()} holds, polled without blocking the reactor, or fails after
+    C{deadline} seconds.
+    """
+    from twisted.internet import defer, reactor, task
+
+    @defer.inlineCallbacks
+    def poll():
+        end = time.monotonic() + deadline
+        while not condition():
+            if time.monotonic() > end:
+                raise DeadlineExceeded(f"gave up after {deadline}s waiting for {what}")
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+    return poll()
+
+
+def askStatus(controlPath: str, timeout: float = 30.0) -> dict:
+    """What C{txflip status --json} prints, asked as it asks: connect, retrying a full queue."""
+    skt = client.connect(controlPath, timeout)
+    try:
+        skt.sendall(b"status\n")
+        return next(client.messages(skt, time.monotonic() + timeout))
+    finally:
+        skt.close()
 
 
 def shortTempDir(testCase) -> str:
@@ -184,14 +214,14 @@ class UNIXHTTPConnection(http.client.HTTPConnection):
 
 
 def servedBy(port: int, host: str = "127.0.0.1", path: str = "/sleep?seconds=0") -> int | None:
-    """The PID that answered, or None if nobody did."""
+    """The PID that answered (its C{X-Served-By} header), or None if nobody did."""
     try:
         status, headers, body = httpGet(host, port, path, timeout=5)
     except OSError:
         return None
     if status != 200:
         return None
-    return int(json.loads(body)["pid"])
+    return int({name.lower(): value for name, value in headers.items()}["x-served-by"])
 
 
 def twistdCommand() -> list[str]:
@@ -291,6 +321,10 @@ class Flip:
 
         waitFor(serving, f"PID {pid} serving", deadline)
 
+    def status(self) -> dict:
+        """What C{txflip status --json} says about the serving generation."""
+        return askStatus(self.pidFile + ".control")
+
     def restart(self, deadline: float = DEFAULT_DEADLINE) -> int:
         """SIGHUP the serving generation; return the PID that took over."""
         old = self.pid()
@@ -350,6 +384,12 @@ class Flip:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+def demoFlip(testCase, *extra: str) -> tuple[Flip, int]:
+    """A flip, not started, serving the demo on a free port of 127.0.0.1; and that port."""
+    port = freePort()
+    return Flip(testCase, ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra]), port
 
 
 def refusedAtStart(

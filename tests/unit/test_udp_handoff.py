@@ -16,6 +16,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
+from tests.support.procs import waitUntil
 from txflip.core.handoff import InheritedListener
 from txflip.core.listeners import ListenerRegistry, MulticastNotHandedOver, bindUDP, udpKey
 
@@ -26,15 +27,6 @@ class Recorder(DatagramProtocol):
 
     def datagramReceived(self, data, addr) -> None:
         self.received.append(data)
-
-
-@defer.inlineCallbacks
-def waitUntil(condition, deadline: float = 10.0):
-    end = reactor.seconds() + deadline
-    while not condition():
-        if reactor.seconds() > end:
-            raise AssertionError("condition never held")
-        yield task.deferLater(reactor, 0.01, lambda: None)
 
 
 class UDPHandoffTests(TestCase):
@@ -62,7 +54,7 @@ class UDPHandoffTests(TestCase):
 
         client = self._client()
         client.sendto(b"before", address)
-        yield waitUntil(lambda: oldProtocol.received)
+        yield waitUntil(lambda: oldProtocol.received, "the old generation to read a datagram")
         old.pauseAll()
         client.sendto(b"during", address)
         yield task.deferLater(reactor, 0.1, lambda: None)
@@ -70,13 +62,13 @@ class UDPHandoffTests(TestCase):
 
         new.resumeAll()
         old.releaseAll()
-        yield waitUntil(lambda: newProtocol.received)
+        yield waitUntil(lambda: newProtocol.received, "the new generation to read a datagram")
         self.assertEqual(newProtocol.received, [b"during"])
         self.assertEqual(old.active(), [])
         oldPort.write(b"late answer", client.getsockname())
         self.assertEqual(client.recvfrom(100), (b"late answer", address))
         client.sendto(b"after", address)
-        yield waitUntil(lambda: len(newProtocol.received) == 2)
+        yield waitUntil(lambda: len(newProtocol.received) == 2, "a second datagram")
         self.assertEqual(oldProtocol.received, [b"before"])
 
     def test_socketOptions(self):
