@@ -134,8 +134,8 @@ class DrainEdgeTests(TestCase):
     def test_nextRequestAfterLongResponseIsServed(self):
         """
         A response whose headers went out before the drain and that ends long
-        after it: a request the client sends just after it is still answered,
-        by the new generation, which the connection moved to once idle.
+        after it: the connection is not closed but moves to the new generation
+        once idle, and the new generation answers its next request.
         """
         flip, port = demoFlip(self)
         old = flip.start()
@@ -148,7 +148,8 @@ class DrainEdgeTests(TestCase):
         new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
         flip.waitServing(new)
         self.assertIn(f"finished by PID {old}".encode(), response.read())
-        time.sleep(0.2)  # a client that thinks a little before its next request
+        # Idle now, it moves; a request sent before the move would be answered here.
+        flip.waitLog(f"[txflip gen 1 pid {old}] moved 1 connection(s) to generation 2")
         conn.request("GET", "/sleep?seconds=0")
         second = conn.getresponse()
         second.read()

@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections import Counter
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
@@ -381,9 +382,21 @@ class FairnessTests(WorkersCase):
 
         # Its idle clients closed, it holds the slow request alone: the fewest.
         waitFor(lambda: drainingHolds() == 1, "the draining worker to hold only the slow request")
-        time.sleep(0.6)  # three reports: long enough for a hold to have been sent
+        # The leader decides on a hold at each report: before each request,
+        # wait for the report that counts the one before it.
+        answered = Counter({pid: len(held) for pid, held in clients.items()})
         for _ in range(5):
-            self.assertEqual(httpGet("127.0.0.1", port, "/sleep?seconds=0", timeout=3)[0], 200)
+            status, headers, _ = httpGet("127.0.0.1", port, "/sleep?seconds=0", timeout=3)
+            self.assertEqual(status, 200)
+            pid = int(headers["X-Served-By"])
+            answered[pid] += 1
+
+            def reported(pid=pid) -> dict | None:
+                worker = next((w for w in flip.status()["workers"] if w["pid"] == pid), None)
+                return worker if worker and (worker["requests"] or 0) >= answered[pid] else None
+
+            worker = waitFor(reported, f"PID {pid} to report {answered[pid]} requests")
+            self.assertFalse(worker["held"], f"PID {pid} is held while the other drains")
         self.assertEqual(slow.getresponse().status, 200, "the slow request is answered")
         self.assertNotIn("file descriptor cannot be a negative integer", flip.log())
 
