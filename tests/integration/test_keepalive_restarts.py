@@ -169,12 +169,13 @@ class TLSKeepAliveDrainTests(TestCase):
             self.assertIn(f"x-served-by: {old}".encode(), head.lower())
 
         os.kill(old, signal.SIGHUP)
-        new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
-        flip.waitServing(new)
-        flip.waitLog(f"[txflip gen 1 pid {old}] draining")
+        # Seen within a few milliseconds of the drain's start, which the deadline counts from.
+        draining = f"[txflip gen 1 pid {old}] draining"
+        waitFor(lambda: draining in flip.log(), "the old generation to drain", longestPause=0.01)
         drainStarted = time.monotonic()
-        # Longer than the idle grace plus both delays: an absence is only seen by waiting.
-        time.sleep(1.5)
+        flip.waitServing(waitFor(lambda: (p := flip.pid()) != old and p, "a new PID"))
+        # Past the idle grace plus both delays: an absence is only seen by waiting.
+        time.sleep(max(0.0, drainStarted + 1.5 - time.monotonic()))
         self.assertTrue(stillOpen(speaking) and stillOpen(silent), "an idle TLS connection closed")
 
         head, _ = exchange(speaking)

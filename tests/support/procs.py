@@ -33,13 +33,16 @@ def waitFor(
     what: str,
     deadline: float = DEFAULT_DEADLINE,
     seen: Callable[[], object] | None = None,
+    longestPause: float = 0.2,
 ):
     """
     Poll C{predicate} until it returns something true, and return that; fail
     after C{deadline} seconds, saying what C{seen()} returns then, if given.
+    The pauses between polls grow from 10 ms to C{longestPause}: a test that
+    times what it waited for keeps that small.
     """
     end = time.monotonic() + deadline
-    delay = 0.01
+    delay = min(0.01, longestPause)
     while True:
         result = predicate()
         if result:
@@ -50,7 +53,7 @@ def waitFor(
                 + (f": {seen()}" if seen is not None else "")
             )
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        delay = min(delay * 1.5, longestPause)
 
 
 def waitUntil(condition: Callable[[], Any], what: str, deadline: float = DEFAULT_DEADLINE):
