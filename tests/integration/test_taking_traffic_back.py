@@ -76,7 +76,9 @@ class TakingTrafficBackTests(TestCase):
             os.kill(new, signal.SIGKILL)
             killedAt = time.monotonic()
             waitFor(
-                lambda: readPidFile(flip.pidFile) == old, "the PID file to name the old PID again"
+                lambda: readPidFile(flip.pidFile) == old,
+                "the PID file to name the old PID again",
+                longestPause=0.01,  # timed: seen as soon as it is so
             )
             self.assertLess(time.monotonic() - killedAt, 1.5)
             flip.waitLog(f"(PID {new}) was killed by signal 9 after taking over")
