@@ -11,7 +11,7 @@ import fcntl
 import os
 import socket
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
@@ -56,8 +56,13 @@ class UDPHandoffTests(TestCase):
         client.sendto(b"before", address)
         yield waitUntil(lambda: oldProtocol.received, "the old generation to read a datagram")
         old.pauseAll()
+        probe = Recorder()
+        probePort = reactor.listenUDP(0, probe, interface="127.0.0.1")
+        self.addCleanup(probePort.stopListening)
         client.sendto(b"during", address)
-        yield task.deferLater(reactor, 0.1, lambda: None)
+        client.sendto(b"probe", ("127.0.0.1", probePort.getHost().port))
+        # A reactor that has read a datagram sent after this one would have read it too.
+        yield waitUntil(lambda: probe.received, "the reactor to read a later datagram")
         self.assertEqual((oldProtocol.received, newProtocol.received), ([b"before"], []))
 
         new.resumeAll()
