@@ -62,6 +62,7 @@ def waitUntil(condition: Callable[[], Any], what: str, deadline: float = DEFAULT
     C{condition()} holds, polled without blocking the reactor, or fails after
     C{deadline} seconds.
     """
+    # Imported here, so that importing this module (benchmarks/ does) installs no reactor.
     from twisted.internet import defer, reactor, task
 
     @defer.inlineCallbacks
@@ -325,7 +326,7 @@ class Flip:
         waitFor(serving, f"PID {pid} serving", deadline)
 
     def status(self) -> dict:
-        """What C{txflip status --json} says about the serving generation."""
+        """What C{txflip status --json} says, asked over the control socket beside the PID file."""
         return askStatus(self.pidFile + ".control")
 
     def restart(self, deadline: float = DEFAULT_DEADLINE) -> int:
