@@ -15,18 +15,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.support.apps import ECHO_FACTORY, SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.support.load import Load
-from tests.support.procs import Flip, UNIXHTTPConnection, freePort, ipv6LoopbackWorks, waitFor
-
-
-def unixServedBy(path: str) -> int:
-    conn = UNIXHTTPConnection(path)
-    try:
-        conn.request("GET", "/sleep?seconds=0", headers={"Connection": "close"})
-        response = conn.getresponse()
-        response.read()
-        return int(response.getheader("X-Served-By"))
-    finally:
-        conn.close()
+from tests.support.procs import Flip, freePort, ipv6LoopbackWorks, servedBy, waitFor
 
 
 class ListenerKindTests(TestCase):
@@ -64,10 +53,10 @@ class ListenerKindTests(TestCase):
         first = flip.start()
         before = os.stat(path)
         self.assertEqual(stat.S_IMODE(before.st_mode), 0o660)
-        self.assertEqual(unixServedBy(path), first)
+        self.assertEqual(servedBy(path), first)
         for _ in range(3):
             new = flip.restart()
-            self.assertEqual(unixServedBy(path), new)
+            self.assertEqual(servedBy(path), new)
             after = os.stat(path)
             self.assertEqual((after.st_ino, stat.S_IMODE(after.st_mode)), (before.st_ino, 0o660))
         flip.terminate()

@@ -164,7 +164,11 @@ def fdTargets(pid: int) -> list[str]:
 def httpGet(
     host: str, port: int, path: str = "/", timeout: float = 10.0, family=socket.AF_INET
 ) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    return oneGet(http.client.HTTPConnection(host, port, timeout=timeout), path)
+
+
+def oneGet(conn: http.client.HTTPConnection, path: str) -> tuple[int, dict, bytes]:
+    """One GET on C{conn}, which is closed after it: status, headers and body."""
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         response = conn.getresponse()
@@ -217,10 +221,19 @@ class UNIXHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def servedBy(port: int, host: str = "127.0.0.1", path: str = "/sleep?seconds=0") -> int | None:
-    """The PID that answered (its C{X-Served-By} header), or None if nobody did."""
+def servedBy(
+    port: int | str, host: str = "127.0.0.1", path: str = "/sleep?seconds=0"
+) -> int | None:
+    """
+    The PID that answered a GET (its C{X-Served-By} header) on C{port} of
+    C{host}, or on the unix socket C{port} names; None if nobody did.
+    """
+    if isinstance(port, str):
+        conn = UNIXHTTPConnection(port, timeout=5)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        status, headers, body = httpGet(host, port, path, timeout=5)
+        status, headers, _ = oneGet(conn, path)
     except OSError:
         return None
     if status != 200:
