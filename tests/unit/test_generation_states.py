@@ -16,7 +16,9 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.inprocess import CHILD_PID, ExitCalled, ScriptedGeneration, clockReactor
 from txflip.core.generation import Generation
-from txflip.core.handoff import InheritedListener
+from txflip.core.handoff import HandoffState, InheritedListener
+from txflip.core.log import generation as currentGeneration
+from txflip.core.log import setGeneration
 from txflip.core.state import State
 
 
@@ -107,9 +109,24 @@ class ReadinessTests(TestCase):
 
     def test_abortWhileAlreadyStoppingIsHarmless(self) -> None:
         """A predecessor's abort that crosses this generation's own SIGTERM changes nothing."""
-        generation = ScriptedGeneration(self, clockReactor())
+        self.addCleanup(setGeneration, currentGeneration())
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        reactor = clockReactor()
+        generation = ScriptedGeneration(
+            self,
+            reactor,
+            inherited=HandoffState(generation=2, parentPid=99, controlFd=os.dup(theirs.fileno())),
+        )
+        generation.expectReady()
+        generation.start()
+        # The channel to the predecessor, adopted into the (memory) reactor.
+        [(_, _, channelFactory)] = reactor.adoptedStreamConnections
         generation.stop()
-        generation._abandoned("it said abort")
+        channel = channelFactory.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"abort\n")
         self.assertIs(generation.state, State.STOPPING)
 
     def test_firstGenerationNotReadyInTimeExits(self) -> None:
