@@ -45,9 +45,9 @@ class KeepAliveMoveTests(TestCase):
         waitFor(lambda: all(p.result.acknowledged for p in posters), "every client's first POST")
         for _ in range(restarts):
             new = str(flip.restart())
-            # Each generation serves every client, idle gaps included. (Counting
-            # POSTs instead counted those during the restart, and a client
-            # idle for all of a short generation skipped it.)
+            # Each generation serves every client, idle gaps included. (A count
+            # of POSTs would include those made during the restart: a client
+            # idle through a short generation could miss it.)
             waitFor(
                 lambda new=new: all(new in p.result.servedBy for p in posters),
                 f"every client's connection answered by PID {new}",

@@ -359,7 +359,7 @@ class FairnessTests(WorkersCase):
         self.addCleanup(lambda: [client.close() for client in everyone])
         # Twelve or more, until both workers hold some: the kernel alone picks
         # (the balance counts a connection only once settled), and now and
-        # then gives it all twelve.
+        # then gives one worker all twelve.
         for _ in range(60):
             if len(everyone) >= 12 and len(clients) == 2:
                 break
