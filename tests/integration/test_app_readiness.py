@@ -15,8 +15,8 @@ import tempfile
 from twisted.trial.unittest import TestCase
 
 from tests.support.apps import appEnv, writeApp
-from tests.support.load import Load
 from tests.support.procs import Flip, freePort, readPidFile, txflip, waitFor
+from tests.support.together import restartsUnderLightLoad
 
 LISTENS_LATE = """
 import os
@@ -93,13 +93,6 @@ class AppReadinessTests(TestCase):
         args = [arg.replace("{port}", str(port)) for arg in args]
         return Flip(self, args, workdir=workdir, env=appEnv(workdir)), port
 
-    def restartUnderLoad(self, flip: Flip, port: int, count: int) -> None:
-        with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
-            pids = flip.restartsUnderLoad(load, count)
-        self.assertEqual(load.failures(), {}, load.failureReport())
-        self.assertEqual(len(set(pids)), count)
-        waitFor(lambda: flip.aliveGenerations() == [pids[-1]], "only the last generation")
-
     def test_appThatListensLate(self) -> None:
         flip, port = self.flip(LISTENS_LATE, "--app", "myapp.app")
         flip.start(waitReady=False)
@@ -117,7 +110,7 @@ class AppReadinessTests(TestCase):
         )
         second = waitFor(lambda: (p := flip.pid()) != first and p, "the new generation")
         flip.waitServing(second)
-        self.restartUnderLoad(flip, port, 4)
+        restartsUnderLightLoad(self, flip, port, 4)
 
     def test_appThatSaysReadyItself(self) -> None:
         flip, port = self.flip(
@@ -132,5 +125,5 @@ class AppReadinessTests(TestCase):
         self.assertIn(f"[txflip gen 1 pid {first}] the app says READY=1", flip.log())
         log = flip.log()
         self.assertLess(log.index("the app says READY=1"), log.index("serving (first generation)"))
-        self.restartUnderLoad(flip, port, 5)
+        restartsUnderLightLoad(self, flip, port, 5)
         self.assertEqual(flip.log().count("the app says READY=1"), 6)

@@ -13,7 +13,7 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support.procs import Flip, freePort, pidAlive, refusedAtStart, waitFor
+from tests.support.procs import Flip, demoFlip, freePort, pidAlive, refusedAtStart, waitFor
 
 
 class BadInputTests(TestCase):
@@ -103,8 +103,7 @@ class BadInputTests(TestCase):
 
     def test_alreadyRunning(self):
         """A second flip with the same PID file refuses to start; the first keeps serving."""
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, _ = demoFlip(self)
         pid = flip.start()
         line = self._refused("--pid-file", flip.pidFile, "--listen", f"tcp:{freePort()}")
         self.assertIn(f"names PID {pid}, which is running", line)

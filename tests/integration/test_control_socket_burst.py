@@ -5,29 +5,16 @@ answer, and a queue that stays full ends in one line, not a hang.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.procs import Flip, freePort, shortTempDir
+from tests.support.fullqueue import fullQueue
+from tests.support.procs import askStatus, demoFlip, txflip
 from txflip.control import client
 
 BURST = 200
-
-
-def askStatus(path: str, timeout: float = 30.0) -> dict:
-    """What C{txflip status} does: connect (retrying a full queue), ask, read the answer."""
-    skt = client.connect(path, timeout)
-    try:
-        skt.sendall(b"status\n")
-        return next(client.messages(skt, time.monotonic() + timeout))
-    finally:
-        skt.close()
 
 
 class BurstTests(TestCase):
@@ -37,8 +24,7 @@ class BurstTests(TestCase):
         connect-and-ask: every one gets the status. (Before: a backlog of 50
         and no retry, and most got EAGAIN.)
         """
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, _ = demoFlip(self)
         pid = flip.start()
         path = flip.pidFile + ".control"
         barrier = threading.Barrier(BURST)
@@ -63,40 +49,11 @@ class BurstTests(TestCase):
 
 
 class FullQueueTests(TestCase):
-    def fullQueue(self) -> str:
-        """A unix socket that listens with the smallest queue, filled, and never accepts."""
-        path = os.path.join(shortTempDir(self), "full.sock")
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(server.close)
-        server.bind(path)
-        server.listen(0)
-        for _ in range(64):
-            waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.addCleanup(waiting.close)
-            waiting.setblocking(False)
-            try:
-                waiting.connect(path)
-            except BlockingIOError:
-                return path
-        raise AssertionError("the queue never filled")
-
     def test_givesUpWithOneLine(self):
         """The client retries briefly, then says in one line what is wrong; exit status 2."""
-        path = self.fullQueue()
+        path = fullQueue(self)
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from txflip.control.client import main; sys.exit(main())",
-                "status",
-                "--control",
-                path,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = txflip("status", "--control", path, timeout=60)
         elapsed = time.monotonic() - started
         self.assertEqual(result.returncode, 2)
         self.assertEqual(result.stdout, "")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from twisted.trial.unittest import TestCase
 
 from tests.support.delayproxy import DelayProxy
+from tests.support.procs import waitFor
 
 DELAY = 0.02
 DEADLINE = 2.0  # seconds any single wait may take before the test fails
@@ -32,15 +33,6 @@ def abort(sock: socket.socket) -> None:
     """Close C{sock} with a RST."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def waitFor(predicate: Callable[[], object], what: str) -> None:
-    """Poll C{predicate} every millisecond until true; fail after L{DEADLINE}."""
-    end = time.monotonic() + DEADLINE
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up after {DEADLINE}s waiting for {what}")
-        time.sleep(0.001)
 
 
 def waitEvent(event: threading.Event, what: str) -> None:
@@ -374,7 +366,7 @@ class DelayProxyTests(TestCase):
             errors.append(client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
             return errors[-1]
 
-        waitFor(pendingError, "the server's reset")
+        waitFor(pendingError, "the server's reset", DEADLINE)
         # A RST after the FIN, in CLOSE_WAIT: Linux reports EPIPE.
         self.assertIn(errors[-1], (errno.EPIPE, errno.ECONNRESET))
         self.assertGreaterEqual(time.monotonic() - closedAt[0], 2 * DELAY)
@@ -387,7 +379,7 @@ class DelayProxyTests(TestCase):
         server = Server(self, echo)
         with DelayProxy(server.address, DELAY) as proxy:
             clients = [self.connect(proxy.address) for _ in range(3)]
-            waitFor(lambda: proxy.connections == 3, "three connections")
+            waitFor(lambda: proxy.connections == 3, "three connections", DEADLINE)
             start = time.monotonic()
         self.assertLess(time.monotonic() - start, 0.5)
         self.assertNotIn(f"DelayProxy:{proxy.port}", [t.name for t in threading.enumerate()])

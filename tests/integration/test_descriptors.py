@@ -10,13 +10,12 @@ import tempfile
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.procs import Flip, fdTargets, freePort, httpGet, waitFor
+from tests.support.procs import Flip, demoFlip, fdTargets, freePort, httpGet, waitFor
 
 
 class DescriptorTests(TestCase):
     def test_noDescriptorLeakAfterTwentyRestarts(self):
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, port = demoFlip(self)
         first = flip.start()
 
         def settle(pid: int) -> list[str]:

@@ -15,18 +15,13 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.procs import BackgroundGet, Flip, freePort, httpGet, pidAlive, servedBy, waitFor
-
-
-def demo(testCase, *extra) -> tuple[Flip, int]:
-    port = freePort()
-    return Flip(testCase, ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra]), port
+from tests.support.procs import BackgroundGet, demoFlip, httpGet, pidAlive, servedBy, waitFor
 
 
 class ShutdownDrainTests(TestCase):
     def test_sigtermFinishesSlowRequest(self):
         """SIGTERM with a request in flight: it completes, then the process exits 0."""
-        flip, port = demo(self)
+        flip, port = demoFlip(self)
         pid = flip.start()
         slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=2")
         flip.waitLog(f"sleeping 2.0s for a request (PID {pid})")
@@ -41,7 +36,7 @@ class ShutdownDrainTests(TestCase):
             httpGet("127.0.0.1", port, "/", timeout=5)
 
     def test_sigintDrainsToo(self):
-        flip, port = demo(self)
+        flip, _ = demoFlip(self)
         pid = flip.start()
         os.kill(pid, signal.SIGINT)
         flip.process.wait(timeout=60)
@@ -50,7 +45,7 @@ class ShutdownDrainTests(TestCase):
 
     def test_requestLongerThanDrainTimeoutIsAborted(self):
         """A request that outlives the drain timeout is aborted at the deadline."""
-        flip, port = demo(self, "--drain-timeout", "2")
+        flip, port = demoFlip(self, "--drain-timeout", "2")
         pid = flip.start()
         slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=60", timeout=90)
         flip.waitLog(f"sleeping 60.0s for a request (PID {pid})")
@@ -74,7 +69,7 @@ class KeepAliveDrainTests(TestCase):
         A keep-alive connection that keeps sending while its generation drains
         is answered with C{Connection: close}; nobody accepts its next connection.
         """
-        flip, port = demo(self)
+        flip, port = demoFlip(self)
         old = flip.start()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.addCleanup(conn.close)
@@ -100,7 +95,7 @@ class KeepAliveDrainTests(TestCase):
         An idle keep-alive connection is closed by the draining generation after
         a short quiet period, so the drain does not last the whole drain timeout.
         """
-        flip, port = demo(self, "--drain-timeout", "60")
+        flip, port = demoFlip(self, "--drain-timeout", "60")
         old = flip.start()
         skt = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.addCleanup(skt.close)
@@ -118,7 +113,7 @@ class KeepAliveDrainTests(TestCase):
 class InFlightRequestTests(TestCase):
     def test_slowRequestFinishesOnOldPid(self):
         """A request in flight at SIGHUP completes on the old PID; new ones reach the new PID."""
-        flip, port = demo(self)
+        flip, port = demoFlip(self)
         old = flip.start()
         slow = BackgroundGet("127.0.0.1", port, "/sleep?seconds=3")
         flip.waitLog(f"sleeping 3.0s for a request (PID {old})")
@@ -136,17 +131,13 @@ class InFlightRequestTests(TestCase):
 
 
 class DrainEdgeTests(TestCase):
-    def _demo(self) -> tuple[Flip, int]:
-        port = freePort()
-        return Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"]), port
-
     def test_nextRequestAfterLongResponseIsServed(self):
         """
         A response whose headers went out before the drain and that ends long
-        after it: a request the client sends just after it is still answered,
-        by the new generation, which the connection moved to once idle.
+        after it: the connection is not closed but moves to the new generation
+        once idle, and the new generation answers its next request.
         """
-        flip, port = self._demo()
+        flip, port = demoFlip(self)
         old = flip.start()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.addCleanup(conn.close)
@@ -157,7 +148,8 @@ class DrainEdgeTests(TestCase):
         new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
         flip.waitServing(new)
         self.assertIn(f"finished by PID {old}".encode(), response.read())
-        time.sleep(0.2)  # a client that thinks a little before its next request
+        # Idle now, it moves; a request sent before the move would be answered here.
+        flip.waitLog(f"[txflip gen 1 pid {old}] moved 1 connection(s) to generation 2")
         conn.request("GET", "/sleep?seconds=0")
         second = conn.getresponse()
         second.read()
@@ -166,7 +158,7 @@ class DrainEdgeTests(TestCase):
         self.assertIsNone(second.getheader("Connection"))
 
     def test_pipelinedRequestsAllAnswered(self):
-        flip, port = self._demo()
+        flip, port = demoFlip(self)
         old = flip.start()
         skt = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.addCleanup(skt.close)

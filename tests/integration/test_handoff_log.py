@@ -9,13 +9,12 @@ import os
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.procs import Flip, freePort
+from tests.support.procs import demoFlip
 
 
 class HandoffLogTests(TestCase):
     def test_handedOverNotClosed(self):
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, port = demoFlip(self)
         unixPath = os.path.join(flip.workdir, "app.sock")
         flip.args += ["--listen", f"unix:{unixPath}"]
         first = flip.start()

@@ -25,8 +25,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.apps import SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
-from tests.support.keepalive import acknowledgedSoFar, startPosters, stopPosters
-from tests.support.procs import Flip, UNIXHTTPConnection, freePort, pidAlive, waitFor
+from tests.support.keepalive import startPosters, stopPosters
+from tests.support.procs import Flip, UNIXHTTPConnection, demoFlip, freePort, pidAlive, waitFor
 
 DELAY = 0.02
 CLIENTS = 12
@@ -42,14 +42,15 @@ class KeepAliveMoveTests(TestCase):
     def restartsUnderPosts(self, flip: Flip, proxy: DelayProxy, restarts: int) -> list:
         stop, posters = startPosters("127.0.0.1", proxy.port, CLIENTS)
         self.addCleanup(stop.set)
-        waitFor(lambda: acknowledgedSoFar(posters) >= CLIENTS, "every client's first POST")
+        waitFor(lambda: all(p.result.acknowledged for p in posters), "every client's first POST")
         for _ in range(restarts):
-            before = acknowledgedSoFar(posters)
-            flip.restart()
-            # Each generation serves a round of requests, idle gaps included.
+            new = str(flip.restart())
+            # Each generation serves every client, idle gaps included. (A count
+            # of POSTs would include those made during the restart: a client
+            # idle through a short generation could miss it.)
             waitFor(
-                lambda before=before: acknowledgedSoFar(posters) >= before + CLIENTS,
-                "POSTs after a restart",
+                lambda new=new: all(new in p.result.servedBy for p in posters),
+                f"every client's connection answered by PID {new}",
             )
         stopPosters(stop, posters)
         return posters
@@ -72,8 +73,7 @@ class KeepAliveMoveTests(TestCase):
         fails, every acknowledged one is stored, no client opens a second
         connection.
         """
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, port = demoFlip(self)
         flip.start()
         proxy = proxied(self, ("127.0.0.1", port))
         posters = self.restartsUnderPosts(flip, proxy, 10)
@@ -169,12 +169,13 @@ class TLSKeepAliveDrainTests(TestCase):
             self.assertIn(f"x-served-by: {old}".encode(), head.lower())
 
         os.kill(old, signal.SIGHUP)
-        new = waitFor(lambda: (p := flip.pid()) != old and p, "a new PID")
-        flip.waitServing(new)
-        flip.waitLog(f"[txflip gen 1 pid {old}] draining")
+        # Seen within a few milliseconds of the drain's start, which the deadline counts from.
+        draining = f"[txflip gen 1 pid {old}] draining"
+        waitFor(lambda: draining in flip.log(), "the old generation to drain", longestPause=0.01)
         drainStarted = time.monotonic()
-        # Longer than the idle grace plus both delays: an absence is only seen by waiting.
-        time.sleep(1.5)
+        flip.waitServing(waitFor(lambda: (p := flip.pid()) != old and p, "a new PID"))
+        # Past the idle grace plus both delays: an absence is only seen by waiting.
+        time.sleep(max(0.0, drainStarted + 1.5 - time.monotonic()))
         self.assertTrue(stillOpen(speaking) and stillOpen(silent), "an idle TLS connection closed")
 
         head, _ = exchange(speaking)

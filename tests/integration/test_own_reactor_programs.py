@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.load import Load
 from tests.support.procs import Flip, freePort, httpGet, pidAlive, waitFor
+from tests.support.together import restartsUnderLightLoad
 
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 OWN_REACTOR = os.path.join(SUPPORT, "ownreactor.py")
@@ -63,13 +64,8 @@ def served(port: int) -> dict:
 
 class LauncherTests(TestCase):
     def restartUnderLoad(self, program: Program, port: int, count: int) -> list[int]:
-        first = program.start()
-        with Load("127.0.0.1", port, kinds=("newConnection", "keepAliveGet"), path="/") as load:
-            pids = [first, *program.restartsUnderLoad(load, count)]
-        self.assertEqual(load.failures(), {}, load.failureReport())
-        self.assertEqual(len(set(pids)), count + 1)
-        waitFor(lambda: program.aliveGenerations() == [pids[-1]], "only the last generation left")
-        return pids
+        """Start C{program}, restart it C{count} times under load; every PID, first included."""
+        return [program.start(), *restartsUnderLightLoad(self, program, port, count)]
 
     def test_moduleThatRunsTheReactorRestartsUnderLoad(self) -> None:
         """

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.procs import (
     Flip,
+    demoFlip,
     freePort,
     pidAlive,
     readPidFile,
@@ -32,8 +33,7 @@ from tests.support.procs import (
 class PIDFileSamplingTests(TestCase):
     def test_pidFileAlwaysNamesALiveProcess(self):
         """The PID file, read every 10 ms through 10 restarts, always names a live process."""
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, _ = demoFlip(self)
         flip.start()
         samples: list[tuple[int | None, bool]] = []
         stop = threading.Event()

@@ -14,15 +14,9 @@ from twisted.python.log import msg
 from twisted.trial.unittest import TestCase
 
 from tests.support.load import Load
-from tests.support.procs import Flip, freePort, waitFor
+from tests.support.procs import Flip, demoFlip, freePort, waitFor
 from tests.support.tlsflip import TLSFlipCase
 from tests.support.tlsload import TLSLoad, summary
-
-
-def demoFlip(testCase, *extra: str) -> tuple[Flip, int]:
-    port = freePort()
-    flip = Flip(testCase, ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra])
-    return flip, port
 
 
 def guestbookMessages(flip: Flip) -> dict[str, int]:

@@ -13,7 +13,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.support.apps import NEVER_READY, releaseFlip, writeApp
-from tests.support.procs import Flip, freePort, httpGet, pidAlive, servedBy, waitFor
+from tests.support.procs import demoFlip, httpGet, pidAlive, servedBy, waitFor
 
 
 class SignalTests(TestCase):
@@ -49,8 +49,7 @@ class SignalTests(TestCase):
         A SIGHUP to a draining generation is refused; one to the new generation
         starts a third, and only the third is left.
         """
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, port = demoFlip(self)
         first = flip.start()
         slow = threading.Thread(
             target=lambda: httpGet("127.0.0.1", port, "/sleep?seconds=4", timeout=30), daemon=True

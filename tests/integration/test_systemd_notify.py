@@ -65,7 +65,7 @@ class NotifyThroughRestartsTests(TestCase):
         flip.terminate()
         last = serving[-1]
         capture.waitFor(lambda m: m[0] == last and "STOPPING" in m[1], "STOPPING=1 at shutdown")
-        capture.receive(0.5)
+        capture.receive()  # every sender has exited: all it sent is queued already
 
         readies = [(sender, f) for sender, f, _ in capture.messages if f.get("READY") == "1"]
         self.assertEqual([sender for sender, _ in readies], serving)
@@ -109,14 +109,18 @@ class NotifyThroughRestartsTests(TestCase):
         address = os.path.join(shortTempDir(self), "notify")
         capture = NotifyCapture(self, address)
         flip = self.startFlip(address, capture, WATCHDOG_USEC="400000")
-        first = flip.pid()
-        for pid in (first, flip.restart()):
+
+        def threeWatchdogs(pid: int) -> None:
             capture.waitFor(
-                lambda m, pid=pid: (
+                lambda m: (
                     sum(1 for s, f, _ in capture.messages if s == pid and "WATCHDOG" in f) >= 3
                 ),
                 f"three WATCHDOG=1 from {pid}",
             )
+
+        # Generation 1 sends them only while it serves: wait for them before the restart.
+        threeWatchdogs(flip.pid())
+        threeWatchdogs(flip.restart())
         status, _, body = httpGet("127.0.0.1", self.port, "/env")
         self.assertEqual(status, 200)
         seen = json.loads(body)
@@ -156,5 +160,5 @@ class FailedReleaseNotifyTests(TestCase):
         os.kill(old, signal.SIGHUP)
         flip.waitLog("keeps serving")
         waitFor(lambda: flip.aliveGenerations() == [old], "the failed release to be gone")
-        capture.receive(0.5)
+        capture.receive()  # the release has exited: all it sent is queued already
         self.assertEqual([(sender, f) for sender, f, _ in capture.messages if "STOPPING" in f], [])

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.apps import SERVED_BY_RELEASE, appEnv, writeApp
 from tests.support.load import Load
-from tests.support.procs import Flip, freePort, httpGet, pidAlive, readPidFile, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, readPidFile, servedBy, waitFor
 
 RELEASE = (
     SERVED_BY_RELEASE
@@ -39,11 +39,6 @@ if %(stopsAfterReady)s:
     reactor.callWhenRunning(reactor.callLater, 0.2, ready)
 """
 )
-
-
-def servedBy(port: int) -> int:
-    status, headers, body = httpGet("127.0.0.1", port, "/")
-    return int({k.lower(): v for k, v in headers.items()}["x-served-by"])
 
 
 def slowest(load: Load) -> float:
@@ -81,7 +76,9 @@ class TakingTrafficBackTests(TestCase):
             os.kill(new, signal.SIGKILL)
             killedAt = time.monotonic()
             waitFor(
-                lambda: readPidFile(flip.pidFile) == old, "the PID file to name the old PID again"
+                lambda: readPidFile(flip.pidFile) == old,
+                "the PID file to name the old PID again",
+                longestPause=0.01,  # timed: seen as soon as it is so
             )
             self.assertLess(time.monotonic() - killedAt, 1.5)
             flip.waitLog(f"(PID {new}) was killed by signal 9 after taking over")
@@ -93,7 +90,7 @@ class TakingTrafficBackTests(TestCase):
         self.assertLessEqual(sum(failures.values()), 4, load.failureReport())
         self.assertLess(slowest(load), 2.0)
         self.assertIn(f"[txflip gen 1 pid {old}] generation 2 (PID {new}) was killed", flip.log())
-        self.assertEqual(servedBy(port), old)
+        self.assertEqual(servedBy(port, path="/"), old)
         # A later SIGHUP works as usual.
         third = flip.restart()
         self.assertEqual(flip.aliveGenerations(), [third])

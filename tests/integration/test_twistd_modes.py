@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.load import Load
 from tests.support.procs import (
-    Flip,
+    demoFlip,
     freePort,
     pidAlive,
     readPidFile,
@@ -116,8 +116,7 @@ class TwistdModeTests(TestCase):
 
 class CommandLineTests(TestCase):
     def test_commandLineDoesNotGrow(self):
-        port = freePort()
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        flip, _ = demoFlip(self)
         flip.start()
         for _ in range(3):
             pid = flip.restart()

@@ -17,16 +17,17 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections import Counter
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.integration.test_dns_handoff import DNSQueries, waitUntil
 from tests.support.acmehelpers import ISSUED, AcmeTestMixin, fetchTLS
 from tests.support.anyapps import ZONE, writeFile
 from tests.support.apps import SERVED_BY_RELEASE, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
+from tests.support.dnsqueries import DNSQueries
 from tests.support.load import Load
 from tests.support.notifycapture import NotifyCapture
 from tests.support.procs import (
@@ -39,6 +40,7 @@ from tests.support.procs import (
     readPidFile,
     shortTempDir,
     waitFor,
+    waitUntil,
 )
 from tests.support.tlshelpers import (
     TestCA,
@@ -47,7 +49,6 @@ from tests.support.tlshelpers import (
     keyPEM,
     writePublic,
 )
-from txflip.control.client import connect, messages
 from txflip.tls.privatefile import writePrivate
 
 RELEASE = (
@@ -62,26 +63,14 @@ if txflip.current().workerIndex == %(brokenWorker)s:
 )
 
 
-def status(flip: Flip) -> dict:
-    """What C{txflip status --json} prints, read from the control socket."""
-    skt = connect(flip.pidFile + ".control", 10.0)
-    try:
-        skt.sendall(b"status\n")
-        for message in messages(skt, time.monotonic() + 10.0):
-            return message
-    finally:
-        skt.close()
-    raise AssertionError("no status")
-
-
 def workerPids(flip: Flip) -> list[int]:
-    return [worker["pid"] for worker in status(flip)["workers"]]
+    return [worker["pid"] for worker in flip.status()["workers"]]
 
 
 def allServing(flip: Flip, count: int = 2) -> list[int] | None:
     """The workers' PIDs once every one of them serves, else None."""
     try:
-        workers = status(flip)["workers"]
+        workers = flip.status()["workers"]
     except Exception:
         return None
     if len(workers) == count and all(w["state"] == "serving" for w in workers):
@@ -172,7 +161,7 @@ class RestartTests(WorkersCase):
         self.assertEqual(response.status, 200)
         self.assertIn(json.loads(response.read())["pid"], generations[-1])
         connection.close()
-        self.assertEqual(status(flip)["generation"], 3)
+        self.assertEqual(flip.status()["generation"], 3)
 
     def test_brokenReleaseIsKilledWhole(self) -> None:
         """
@@ -201,7 +190,7 @@ class RestartTests(WorkersCase):
             lambda: flip.aliveGenerations() == sorted([leader, *workers]),
             "the broken release's processes to be gone",
         )
-        self.assertEqual(status(flip)["lastRestart"]["outcome"], "failed")
+        self.assertEqual(flip.status()["lastRestart"]["outcome"], "failed")
         self.assertEqual(httpGet("127.0.0.1", port, "/")[2], b"release 1")
 
 
@@ -236,11 +225,11 @@ class SelfHealingTests(WorkersCase):
         )
         self.assertNotIn("starting generation 2", flip.log())
         self.assertEqual(readPidFile(flip.pidFile), leader)
-        worker = status(flip)["workers"][0]
+        worker = flip.status()["workers"][0]
         self.assertEqual((worker["restarts"], worker["pid"]), (1, replaced[0]))
-        self.assertEqual(status(flip)["generation"], 1)
+        self.assertEqual(flip.status()["generation"], 1)
         waitFor(
-            lambda: (status(flip)["workers"][0]["requests"] or 0) > 0,
+            lambda: (flip.status()["workers"][0]["requests"] or 0) > 0,
             "the replacement to report the requests it served",
             10,
         )
@@ -312,7 +301,7 @@ class FairnessTests(WorkersCase):
         url = f"http://127.0.0.1:{port}/sleep?seconds=0"
 
         def requests() -> list[int] | None:
-            counts = [w["requests"] for w in status(flip)["workers"]]
+            counts = [w["requests"] for w in flip.status()["workers"]]
             return None if None in counts else counts
 
         for extra in ([], ["-H", "Connection: close"]):
@@ -352,7 +341,7 @@ class FairnessTests(WorkersCase):
             time.sleep(0.02)
 
         def held() -> list[int] | None:
-            counts = [w["connections"] for w in status(flip)["workers"]]
+            counts = [w["connections"] for w in flip.status()["workers"]]
             return counts if None not in counts and sum(counts) == len(clients) else None
 
         counts = waitFor(held, "the workers to report all 60 connections")
@@ -368,7 +357,12 @@ class FairnessTests(WorkersCase):
         clients: dict[int, list[http.client.HTTPConnection]] = {}
         everyone: list[http.client.HTTPConnection] = []
         self.addCleanup(lambda: [client.close() for client in everyone])
-        for _ in range(12):
+        # Twelve or more, until both workers hold some: the kernel alone picks
+        # (the balance counts a connection only once settled), and now and
+        # then gives one worker all twelve.
+        for _ in range(60):
+            if len(everyone) >= 12 and len(clients) == 2:
+                break
             client = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
             everyone.append(client)
             client.request("GET", "/sleep?seconds=0")
@@ -388,14 +382,26 @@ class FairnessTests(WorkersCase):
         )
 
         def drainingHolds() -> int | None:
-            worker = next(w for w in status(flip)["workers"] if w["pid"] == draining)
+            worker = next(w for w in flip.status()["workers"] if w["pid"] == draining)
             return worker["connections"]
 
         # Its idle clients closed, it holds the slow request alone: the fewest.
         waitFor(lambda: drainingHolds() == 1, "the draining worker to hold only the slow request")
-        time.sleep(0.6)  # three reports: long enough for a hold to have been sent
+        # The leader decides on a hold at each report: before each request,
+        # wait for the report that counts the one before it.
+        answered = Counter({pid: len(held) for pid, held in clients.items()})
         for _ in range(5):
-            self.assertEqual(httpGet("127.0.0.1", port, "/sleep?seconds=0", timeout=3)[0], 200)
+            status, headers, _ = httpGet("127.0.0.1", port, "/sleep?seconds=0", timeout=3)
+            self.assertEqual(status, 200)
+            pid = int(headers["X-Served-By"])
+            answered[pid] += 1
+
+            def reported(pid=pid) -> dict | None:
+                worker = next((w for w in flip.status()["workers"] if w["pid"] == pid), None)
+                return worker if worker and (worker["requests"] or 0) >= answered[pid] else None
+
+            worker = waitFor(reported, f"PID {pid} to report {answered[pid]} requests")
+            self.assertFalse(worker["held"], f"PID {pid} is held while the other drains")
         self.assertEqual(slow.getresponse().status, 200, "the slow request is answered")
         self.assertNotIn("file descriptor cannot be a negative integer", flip.log())
 

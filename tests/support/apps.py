@@ -162,6 +162,7 @@ class App(Resource):
             )
             body["ownEnv"] = sorted(os.environ)
         request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
         return json.dumps(body).encode()
 
 

@@ -17,7 +17,8 @@ import array
 import os
 import socket
 import struct
-import time
+
+from tests.support.procs import DEFAULT_DEADLINE, waitFor
 
 MAX_FDS = 16
 
@@ -79,14 +80,14 @@ class FakeFdStore:
                 os.close(fd)
             self.store = [entry for entry in self.store if entry[0] != name]
 
-    def waitFor(self, predicate, what: str, deadline: float = 60.0):
-        end = time.monotonic() + deadline
-        while not predicate():
-            if time.monotonic() > end:
-                raise AssertionError(
-                    f"gave up after {deadline}s waiting for {what}: {self.messages}"
-                )
-            self.receive(0.2)
+    def waitFor(self, predicate, what: str, deadline: float = DEFAULT_DEADLINE) -> None:
+        """Receive until C{predicate()} holds."""
+
+        def holds():
+            self.receive()
+            return predicate()
+
+        waitFor(holds, what, deadline, seen=lambda: self.messages)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.store]

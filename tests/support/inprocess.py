@@ -7,10 +7,13 @@ StringTransport. Real children are started by the tests in tests/integration.
 
 from __future__ import annotations
 
+import os
 import signal
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from tests.support.procs import shortTempDir
+from txflip.core.generation import Generation
 from txflip.core.parent import UpgradeAttempt
 
 CHILD_PID = 4242
@@ -69,3 +72,43 @@ def clockReactor() -> MemoryReactorClock:
     reactor = MemoryReactorClock()
     reactor.running = True
     return reactor
+
+
+class ExitCalled(Exception):
+    """A L{ScriptedGeneration} ended its process; the argument is the exit status."""
+
+
+class ScriptedGeneration(Generation):
+    """
+    A first generation (unless given C{inherited}) on C{reactor}, usually a
+    L{clockReactor}, with its PID file in a directory C{testCase} removes:
+    its successors are L{ScriptedAttempt}s, played by the test, and ending
+    its process raises L{ExitCalled} instead.
+
+    @ivar clock: the reactor it runs on, for the test to advance.
+    @ivar attempts: every upgrade attempt it started, in order.
+    @ivar seen: the name of every event it emitted, in order.
+    """
+
+    def __init__(self, testCase, reactor, **kw) -> None:
+        kw.setdefault("pidFile", os.path.join(shortTempDir(testCase), "flip.pid"))
+        kw.setdefault("inherited", None)
+        kw.setdefault("simpleModeReason", None)
+        kw.setdefault("argv", ["python"])
+        kw.setdefault("cwd", "/")
+        self.clock = reactor
+        self.attempts: list[ScriptedAttempt] = []
+        kw.setdefault("attemptFactory", self._scriptedAttempt)
+        kw.setdefault("exitProcess", self._exitProcess)
+        super().__init__(reactor, **kw)
+        self.seen: list[str] = []
+        self.events.subscribe(lambda name, fields: self.seen.append(name))
+
+    def _scriptedAttempt(self, *args, **kw) -> ScriptedAttempt:
+        attempt = ScriptedAttempt(*args, **kw)
+        self.attempts.append(attempt)
+        return attempt
+
+    @staticmethod
+    def _exitProcess(code: int) -> None:
+        raise ExitCalled(code)

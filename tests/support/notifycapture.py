@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
+
+from tests.support.procs import DEFAULT_DEADLINE, waitFor
 
 
 class NotifyCapture:
@@ -41,14 +42,11 @@ class NotifyCapture:
             self.messages.append((pid, fields, lines))
             self.socket.settimeout(0.001)
 
-    def waitFor(self, predicate, what: str, deadline: float = 60.0):
-        end = time.monotonic() + deadline
-        while True:
-            found = [m for m in self.messages if predicate(m)]
-            if found:
-                return found
-            if time.monotonic() > end:
-                raise AssertionError(
-                    f"gave up after {deadline}s waiting for {what}: {self.messages}"
-                )
-            self.receive(0.2)
+    def waitFor(self, predicate, what: str, deadline: float = DEFAULT_DEADLINE):
+        """Receive until some message satisfies C{predicate}; return those that do."""
+
+        def found():
+            self.receive()
+            return [m for m in self.messages if predicate(m)]
+
+        return waitFor(found, what, deadline, seen=lambda: self.messages)

@@ -6,7 +6,6 @@ deadlines, and stop every process that was started, by PID, even on failure.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import shutil
@@ -20,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from txflip.control import client
+
 DEFAULT_DEADLINE = 60.0
 
 
@@ -27,18 +28,62 @@ class DeadlineExceeded(AssertionError):
     pass
 
 
-def waitFor(predicate: Callable[[], Any], what: str, deadline: float = DEFAULT_DEADLINE):
-    """Poll C{predicate} until it returns something true; fail after C{deadline} seconds."""
+def waitFor(
+    predicate: Callable[[], Any],
+    what: str,
+    deadline: float = DEFAULT_DEADLINE,
+    seen: Callable[[], object] | None = None,
+    longestPause: float = 0.2,
+):
+    """
+    Poll C{predicate} until it returns something true, and return that; fail
+    after C{deadline} seconds, saying what C{seen()} returns then, if given.
+    The pauses between polls grow from 10 ms to C{longestPause}: a test that
+    times what it waited for keeps that small.
+    """
     end = time.monotonic() + deadline
-    delay = 0.01
+    delay = min(0.01, longestPause)
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > end:
-            raise DeadlineExceeded(f"gave up after {deadline}s waiting for {what}")
+            raise DeadlineExceeded(
+                f"gave up after {deadline}s waiting for {what}"
+                + (f": {seen()}" if seen is not None else "")
+            )
         time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        delay = min(delay * 1.5, longestPause)
+
+
+def waitUntil(condition: Callable[[], Any], what: str, deadline: float = DEFAULT_DEADLINE):
+    """
+    L{waitFor} for a test that runs in the reactor: a Deferred that fires once
+    C{condition()} holds, polled without blocking the reactor, or fails after
+    C{deadline} seconds.
+    """
+    # Imported here, so that importing this module (benchmarks/ does) installs no reactor.
+    from twisted.internet import defer, reactor, task
+
+    @defer.inlineCallbacks
+    def poll():
+        end = time.monotonic() + deadline
+        while not condition():
+            if time.monotonic() > end:
+                raise DeadlineExceeded(f"gave up after {deadline}s waiting for {what}")
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+    return poll()
+
+
+def askStatus(controlPath: str, timeout: float = 30.0) -> dict:
+    """What C{txflip status --json} prints, asked as it asks: connect, retrying a full queue."""
+    skt = client.connect(controlPath, timeout)
+    try:
+        skt.sendall(b"status\n")
+        return next(client.messages(skt, time.monotonic() + timeout))
+    finally:
+        skt.close()
 
 
 def shortTempDir(testCase) -> str:
@@ -119,7 +164,11 @@ def fdTargets(pid: int) -> list[str]:
 def httpGet(
     host: str, port: int, path: str = "/", timeout: float = 10.0, family=socket.AF_INET
 ) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    return oneGet(http.client.HTTPConnection(host, port, timeout=timeout), path)
+
+
+def oneGet(conn: http.client.HTTPConnection, path: str) -> tuple[int, dict, bytes]:
+    """One GET on C{conn}, which is closed after it: status, headers and body."""
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         response = conn.getresponse()
@@ -172,15 +221,24 @@ class UNIXHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def servedBy(port: int, host: str = "127.0.0.1", path: str = "/sleep?seconds=0") -> int | None:
-    """The PID that answered, or None if nobody did."""
+def servedBy(
+    port: int | str, host: str = "127.0.0.1", path: str = "/sleep?seconds=0"
+) -> int | None:
+    """
+    The PID that answered a GET (its C{X-Served-By} header) on C{port} of
+    C{host}, or on the unix socket C{port} names; None if nobody did.
+    """
+    if isinstance(port, str):
+        conn = UNIXHTTPConnection(port, timeout=5)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        status, headers, body = httpGet(host, port, path, timeout=5)
+        status, headers, _ = oneGet(conn, path)
     except OSError:
         return None
     if status != 200:
         return None
-    return int(json.loads(body)["pid"])
+    return int({name.lower(): value for name, value in headers.items()}["x-served-by"])
 
 
 def twistdCommand() -> list[str]:
@@ -280,6 +338,10 @@ class Flip:
 
         waitFor(serving, f"PID {pid} serving", deadline)
 
+    def status(self) -> dict:
+        """What C{txflip status --json} says, asked over the control socket beside the PID file."""
+        return askStatus(self.pidFile + ".control")
+
     def restart(self, deadline: float = DEFAULT_DEADLINE) -> int:
         """SIGHUP the serving generation; return the PID that took over."""
         old = self.pid()
@@ -339,6 +401,12 @@ class Flip:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+
+
+def demoFlip(testCase, *extra: str) -> tuple[Flip, int]:
+    """A flip, not started, serving the demo on a free port of 127.0.0.1; and that port."""
+    port = freePort()
+    return Flip(testCase, ["--listen", f"tcp:{port}:interface=127.0.0.1", *extra]), port
 
 
 def refusedAtStart(

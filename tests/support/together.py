@@ -1,6 +1,7 @@
 """
-Several flips restarted side by side under load, so that a test of many kinds
-of app pays for one restart's wait per round rather than one per app.
+Flips restarted under a light load of GETs: one (L{restartsUnderLightLoad}),
+or several side by side, so that a test of many kinds of app pays for one
+restart's wait per round rather than one per app.
 """
 
 from __future__ import annotations
@@ -12,6 +13,22 @@ from tests.support.load import Load
 from tests.support.procs import Flip, pidAlive, waitFor
 
 KINDS = ("newConnection", "keepAliveGet")
+
+
+def restartsUnderLightLoad(
+    testCase, flip: Flip, port: int, count: int, host: str = "127.0.0.1", path: str = "/"
+) -> list[int]:
+    """
+    C{count} restarts of C{flip} (any L{Flip}) under a light load of GETs to
+    C{path}: no request fails, each brings a new PID, and only the last is
+    left running. Return the new PIDs.
+    """
+    with Load(host, port, kinds=KINDS, path=path) as load:
+        pids = flip.restartsUnderLoad(load, count)
+    testCase.assertEqual(load.failures(), {}, load.failureReport())
+    testCase.assertEqual(len(set(pids)), count, pids)
+    waitFor(lambda: flip.aliveGenerations() == [pids[-1]], "only the last generation left")
+    return pids
 
 
 def startTogether(flips: list[Flip]) -> list[int]:

@@ -99,7 +99,7 @@ class StalledReplyTests(TestCase):
         client = AcmeClient(
             reactor, f"http://127.0.0.1:{port}/dir", store.accountKey(), requestTimeout=1
         )
-        d = ensureDeferred(client._request("GET", f"http://127.0.0.1:{port}/dir"))
+        d = ensureDeferred(client.directory())
 
         def failed(failure):
             failure.trap(AcmeError)

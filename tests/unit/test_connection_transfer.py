@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tests.support.procs import waitUntil
 from txflip.core import connmove
 from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.connmove import STAYS_LATE, STAYS_TRANSFER_FAILED, ConnectionMover
@@ -187,8 +188,7 @@ class TransferTests(TestCase):
         the connection then moves."""
         skt = self.client()
         skt.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        while not self.oldApp.waiting:
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield waitUntil(lambda: self.oldApp.waiting, "the slow request to reach the old app")
         self.receive()
         moved = self.mover().start()
         yield deferLater(reactor, 0.1, lambda: None)
@@ -254,8 +254,7 @@ class TransferTests(TestCase):
         """Moving stops before the drain deadline; a connection still busy then stays."""
         skt = self.client()
         skt.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        while not self.oldApp.waiting:
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield waitUntil(lambda: self.oldApp.waiting, "the slow request to reach the old app")
         self.receive()
         report = yield self.mover(drainTimeout=0.4).start()
         self.assertEqual((report.moved, dict(report.stayed)), (0, {STAYS_LATE: 1}))

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import struct
-import tempfile
 
 import twisted.internet
 from twisted.internet import reactor
@@ -26,41 +25,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
-from twisted.web.static import Data
 
-from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
-from txflip.control.client import formatStatus
+from tests.support.inprocess import CHILD_PID, ScriptedAttempt, ScriptedGeneration, clockReactor
 from txflip.control.server import COMMAND_TIMEOUT, ControlServer
-from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState
 from txflip.core.log import generation, setGeneration
-
-
-class ExitCalled(Exception):
-    pass
-
-
-def exitProcess(code: int) -> None:
-    raise ExitCalled(code)
-
-
-def makeGeneration(testCase: TestCase, reactor, **kw) -> Generation:
-    """A first generation on C{reactor} whose successors are played by the test."""
-    pidFile = os.path.join(tempfile.mkdtemp(prefix="txflip-ctl-"), "flip.pid")
-    generation = Generation(
-        reactor,
-        pidFile=pidFile,
-        inherited=kw.pop("inherited", None),
-        simpleModeReason=None,
-        argv=["python"],
-        cwd="/",
-        attemptFactory=ScriptedAttempt,
-        exitProcess=exitProcess,
-        **kw,
-    )
-    return generation
 
 
 class PeerTransport(StringTransport):
@@ -85,22 +54,13 @@ class GivenCredentials:
         return self.raw
 
 
-class Slow(Resource):
-    """Answers nothing until the test ends: a request stays in progress."""
-
-    isLeaf = True
-
-    def render_GET(self, request):
-        return NOT_DONE_YET
-
-
 class ControlTestCase(TestCase):
     def setUp(self) -> None:
         self.clock = clockReactor()
         # The idle timer is scheduled on the global reactor: the generation's
         # clock stands in for it during each (synchronous) test.
         self.patch(twisted.internet, "reactor", self.clock)
-        self.generation = makeGeneration(self, self.clock)
+        self.generation = ScriptedGeneration(self, self.clock)
         self.generation.ready()
         self.server = ControlServer(self.generation, self.generation.pidFile + ".control")
 
@@ -122,7 +82,7 @@ class ControlTestCase(TestCase):
         """Ask for a reload over a new connection; return it and the attempt it started."""
         protocol, transport = self.connect()
         protocol.dataReceived(b"reload\n")
-        return protocol, transport, self.generation.restarts.attempt
+        return protocol, transport, self.generation.attempts[-1]
 
 
 class CommandTests(ControlTestCase):
@@ -308,58 +268,11 @@ class StatusTests(ControlTestCase):
         self.addCleanup(ours.close)
         self.addCleanup(theirs.close)
         state = HandoffState(generation=3, parentPid=99, controlFd=theirs.fileno())
-        inherited = makeGeneration(self, self.clock, inherited=state)
+        inherited = ScriptedGeneration(self, self.clock, inherited=state)
         server = ControlServer(inherited, inherited.pidFile + ".control")
         self.assertEqual(server.lastRestart["outcome"], "succeeded")
         self.assertEqual(server.lastRestart["generation"], 3)
         self.assertEqual(server.lastRestart["reason"], "took over from PID 99")
-
-    def test_idleKeepAliveIsNotInFlight(self) -> None:
-        """
-        An HTTP/1.1 connection kept alive between two requests is idle, not in
-        flight; it is in flight while a request is being answered.
-        """
-        resource = Resource()
-        resource.putChild(b"quick", Data(b"quick", "text/plain"))
-        resource.putChild(b"slow", Slow())
-        site = self.generation.tracker.track(Site(resource, reactor=self.clock))
-        channel = site.buildProtocol(None)
-        channel.makeConnection(StringTransport())
-        channel.dataReceived(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(self.server.connectionsInFlight(), 0)
-        self.assertEqual(self.server.idleConnections(), 1)
-        channel.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual((self.server.connectionsInFlight(), self.server.idleConnections()), (1, 0))
-        status = self.server.status()
-        self.assertEqual((status["connections"], status["idleConnections"]), (1, 0))
-
-    def test_statusNamesThisGenerationOnce(self) -> None:
-        """A generation that took over names its own PID and generation once, not twice."""
-        status = {
-            "pid": 30495,
-            "generation": 2,
-            "state": "serving",
-            "uptimeSeconds": 3.0,
-            "startedAt": "2026-01-01T00:00:00+00:00",
-            "listeners": ["tcp:127.0.0.1:8080"],
-            "connections": 1,
-            "idleConnections": 2,
-            "lastRestart": {
-                "outcome": "succeeded",
-                "generation": 2,
-                "pid": 30495,
-                "reason": "took over from PID 30428",
-                "at": "2026-01-01T00:00:00+00:00",
-            },
-        }
-        text = formatStatus(status)
-        self.assertEqual(text.count("30495"), 1, text)
-        self.assertIn(
-            "last restart: succeeded at 2026-01-01T00:00:00+00:00: took over from PID 30428", text
-        )
-        self.assertIn("connections: 1 in flight, 2 idle (kept alive between requests)\n", text)
-        status["lastRestart"].update(outcome="failed", generation=3, pid=31000, reason="exited 1")
-        self.assertIn(": generation 3 (PID 31000) exited 1", formatStatus(status))
 
     def test_controlConnectionsAreNotCounted(self) -> None:
         app = self.generation.tracker.track(Factory.forProtocol(Protocol)).buildProtocol(None)
@@ -376,7 +289,7 @@ class RealSocketTests(TestCase):
         gets the status, which lists the app's listener but not the control
         socket (a 0600 socket file).
         """
-        generation = makeGeneration(self, reactor)
+        generation = ScriptedGeneration(self, reactor)
         registry = generation.registry
         self.addCleanup(registry.stopAll)
         registry.standIn.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
@@ -385,7 +298,7 @@ class RealSocketTests(TestCase):
         self.assertEqual(os.stat(server.path).st_mode & 0o777, 0o600)
         [app, control] = registry.listeners
         self.assertEqual(registry.serving(), [app])
-        self.assertTrue(control.internal)
+        self.assertTrue(registry.isInternal(control.key))
 
         answered: Deferred = Deferred()
 

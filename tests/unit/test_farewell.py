@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from txaio._common import _BatchedTimer
 
+from tests.support.procs import waitUntil
 from txflip.core.drain import ConnectionTracker
 from txflip.core.farewell import Farewell
 
@@ -148,10 +149,11 @@ class UpgradedConnectionTests(TestCase):
         clientFactory.closed = defer.Deferred()
         reactor.connectTCP("127.0.0.1", port.getHost().port, clientFactory)
 
-        end = reactor.seconds() + 10
-        while not any(isinstance(p, WebSocketServerProtocol) for p in tracker.open()):
-            self.assertLess(reactor.seconds(), end, "the upgrade never showed in the tracker")
-            yield task.deferLater(reactor, 0.01, lambda: None)
+        yield waitUntil(
+            lambda: any(isinstance(p, WebSocketServerProtocol) for p in tracker.open()),
+            "the upgrade to show in the tracker",
+            10,
+        )
         [upgraded] = tracker.open()
         self.assertEqual(upgraded.state, upgraded.STATE_OPEN)
 
@@ -160,6 +162,4 @@ class UpgradedConnectionTests(TestCase):
         farewell.tellDue(tracker.open())
         wasClean, code = yield clientFactory.closed
         self.assertEqual((wasClean, code), (True, 1012))
-        while tracker.open():
-            self.assertLess(reactor.seconds(), end, "the connection never closed")
-            yield task.deferLater(reactor, 0.01, lambda: None)
+        yield waitUntil(lambda: not tracker.open(), "the connection to close", 10)

@@ -14,37 +14,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from tests.support.inprocess import CHILD_PID, ScriptedAttempt, clockReactor
+from tests.support.inprocess import CHILD_PID, ExitCalled, ScriptedGeneration, clockReactor
 from txflip.core.generation import Generation
-from txflip.core.handoff import InheritedListener
+from txflip.core.handoff import HandoffState, InheritedListener
+from txflip.core.log import generation as currentGeneration
+from txflip.core.log import setGeneration
 from txflip.core.state import State
-
-
-class ExitCalled(Exception):
-    pass
-
-
-def exitProcess(code: int) -> None:
-    raise ExitCalled(code)
-
-
-def makeGeneration(testCase: TestCase, **kw) -> Generation:
-    reactor = clockReactor()
-    kw.setdefault("pidFile", os.path.join(testCase.mktemp() + "-dir", "flip.pid"))
-    os.makedirs(os.path.dirname(kw["pidFile"]), exist_ok=True)
-    generation = Generation(
-        reactor,
-        inherited=None,
-        simpleModeReason=None,
-        argv=["python"],
-        cwd="/",
-        attemptFactory=ScriptedAttempt,
-        exitProcess=exitProcess,
-        **kw,
-    )
-    generation.seen = []
-    generation.events.subscribe(lambda name, fields: generation.seen.append(name))
-    return generation
 
 
 def openConnection(generation: Generation) -> Protocol:
@@ -58,7 +33,7 @@ def openConnection(generation: Generation) -> Protocol:
 class ReadinessTests(TestCase):
     def test_firstGenerationServesOnceItListens(self) -> None:
         """A first generation that listens late (after set-up of its own) is ready then."""
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         generation.start()
         self.assertIs(generation.state, State.STARTING)
         self.assertEqual(generation.waitingFor(), ["the app to listen"])
@@ -72,13 +47,13 @@ class ReadinessTests(TestCase):
         self.assertEqual(generation.seen, ["serving"])
 
     def test_appThatNeverListensIsTakenAsReadyAtTheTimeout(self) -> None:
-        generation = makeGeneration(self, readyTimeout=5)
+        generation = ScriptedGeneration(self, clockReactor(), readyTimeout=5)
         generation.start()
-        generation.reactor.advance(5)
+        generation.clock.advance(5)
         self.assertIs(generation.state, State.SERVING)
 
     def test_expectReadyWaitsForTheCall(self) -> None:
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         generation.expectReady()
         generation.start()
         self.assertIs(generation.state, State.STARTING)
@@ -87,7 +62,7 @@ class ReadinessTests(TestCase):
         self.assertIs(generation.state, State.SERVING)
 
     def test_startServiceDeferredIsReadiness(self) -> None:
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         started = Deferred()
         generation.waitFor(started, "the app's startService Deferred")
         generation.start()
@@ -96,7 +71,7 @@ class ReadinessTests(TestCase):
         self.assertIs(generation.state, State.SERVING)
 
     def test_failedStartServiceDeferredFailsTheStart(self) -> None:
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         started = Deferred()
         generation.waitFor(started, "the app's startService Deferred")
         generation.start()
@@ -111,7 +86,9 @@ class ReadinessTests(TestCase):
         fd = os.dup(skt.fileno())
         skt.close()
         key = f"tcp:127.0.0.1:{port}"
-        generation = makeGeneration(self, listeners=[InheritedListener(fd, key, "AF_INET")])
+        generation = ScriptedGeneration(
+            self, clockReactor(), listeners=[InheritedListener(fd, key, "AF_INET")]
+        )
         generation.start()
         self.assertEqual(generation.waitingFor(), [f"listening again on {key}"])
         self.assertIs(generation.state, State.STARTING)
@@ -125,8 +102,8 @@ class ReadinessTests(TestCase):
         skt.bind(("127.0.0.1", 0))
         fd = os.dup(skt.fileno())
         skt.close()
-        generation = makeGeneration(
-            self, listeners=[InheritedListener(fd, "tcp:127.0.0.1:1", "AF_INET")]
+        generation = ScriptedGeneration(
+            self, clockReactor(), listeners=[InheritedListener(fd, "tcp:127.0.0.1:1", "AF_INET")]
         )
         generation.expectReady()
         generation.start()
@@ -136,35 +113,50 @@ class ReadinessTests(TestCase):
 
     def test_abortWhileAlreadyStoppingIsHarmless(self) -> None:
         """A predecessor's abort that crosses this generation's own SIGTERM changes nothing."""
-        generation = makeGeneration(self)
+        self.addCleanup(setGeneration, currentGeneration())
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        reactor = clockReactor()
+        generation = ScriptedGeneration(
+            self,
+            reactor,
+            inherited=HandoffState(generation=2, parentPid=99, controlFd=os.dup(theirs.fileno())),
+        )
+        generation.expectReady()
+        generation.start()
+        # The channel to the predecessor, adopted into the (memory) reactor.
+        [(_, _, channelFactory)] = reactor.adoptedStreamConnections
         generation.stop()
-        generation.startup.abandoned("it said abort")
+        channel = channelFactory.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"abort\n")
         self.assertIs(generation.state, State.STOPPING)
 
     def test_firstGenerationNotReadyInTimeExits(self) -> None:
-        generation = makeGeneration(self, readyTimeout=5)
+        generation = ScriptedGeneration(self, clockReactor(), readyTimeout=5)
         generation.expectReady()
         generation.start()
-        generation.reactor.advance(4.9)
-        self.assertRaises(ExitCalled, generation.reactor.advance, 0.1)
+        generation.clock.advance(4.9)
+        self.assertRaises(ExitCalled, generation.clock.advance, 0.1)
 
 
 class UpgradeTests(TestCase):
     def setUp(self) -> None:
-        self.generation = makeGeneration(self)
+        self.generation = ScriptedGeneration(self, clockReactor())
         self.generation.ready()
 
     def upgrade(self):
         outcomes = []
         self.generation.upgrade("test").addCallback(outcomes.append)
-        return self.generation.restarts.attempt, outcomes
+        return self.generation.attempts[-1], outcomes
 
     def test_askedWhileStartingStartsOnceServing(self) -> None:
         """
         A SIGHUP that reaches a generation before it serves (sent to the PID
         the PID file names the moment it names it) is queued, never dropped.
         """
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         generation.expectReady()
         generation.start()
         outcomes = []
@@ -174,16 +166,16 @@ class UpgradeTests(TestCase):
         self.assertEqual((outcomes, generation.state), ([], State.STARTING))
         generation.ready()
         self.assertIs(generation.state, State.SERVING)
-        generation.reactor.advance(0)
+        generation.clock.advance(0)
         self.assertIs(generation.state, State.UPGRADING, "one attempt for both requests")
-        attempt = generation.restarts.attempt
+        [attempt] = generation.attempts
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
         self.assertEqual([o.succeeded for o in outcomes], [True, True])
         self.assertIs(generation.state, State.HANDED_OVER)
 
     def test_queuedUpgradeEndsWithAStopBeforeServing(self) -> None:
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         generation.expectReady()
         generation.start()
         outcomes = []
@@ -193,7 +185,7 @@ class UpgradeTests(TestCase):
         self.assertIs(generation.state, State.STOPPING)
 
     def test_refusedInSimpleMode(self) -> None:
-        generation = makeGeneration(self)
+        generation = ScriptedGeneration(self, clockReactor())
         generation.simpleModeReason = "running as PID 1"
         generation.ready()
         self.assertIn("simple mode (running as PID 1)", generation.refusal())
@@ -214,7 +206,7 @@ class UpgradeTests(TestCase):
     def liveFor(self, attempt, seconds: float) -> None:
         """Let C{seconds} pass with the successor saying it is alive, as a real one does."""
         for _ in range(round(seconds / 0.1)):
-            self.generation.reactor.advance(0.1)
+            self.generation.clock.advance(0.1)
             attempt.childSays("alive")
 
     def test_handoverDrainsThenExits(self) -> None:
@@ -240,12 +232,12 @@ class UpgradeTests(TestCase):
         attempt, outcomes = self.upgrade()
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
-        self.assertTrue(self.generation.registry._paused)
+        self.assertTrue(self.generation.registry.paused)
         with open(self.generation.pidFile, "w") as f:
             f.write(str(CHILD_PID))
         attempt.childExits("was killed by signal 9")
         self.assertIs(self.generation.state, State.SERVING)
-        self.assertFalse(self.generation.registry._paused, "accepting again")
+        self.assertFalse(self.generation.registry.paused, "accepting again")
         self.assertIn("successor-died", self.generation.seen)
         self.assertIn(
             f"PID {CHILD_PID}) was killed by signal 9", self.generation.lastOutcome.reason
@@ -253,7 +245,7 @@ class UpgradeTests(TestCase):
         with open(self.generation.pidFile) as f:
             self.assertEqual(int(f.read()), os.getpid())
         self.assertFalse(self.generation.exiting.called)
-        self.generation.reactor.advance(60)
+        self.generation.clock.advance(60)
         self.assertFalse(self.generation.exiting.called, "the cancelled drain never ends it")
         self.assertIsNone(self.generation.refusal(), "a later upgrade works as usual")
         self.assertFalse(connection.transport.disconnecting)
@@ -275,30 +267,30 @@ class UpgradeTests(TestCase):
         self.liveFor(attempt, 0.25)
         attempt.childExits("was killed by signal 9")
         self.assertIs(self.generation.state, State.SERVING)
-        self.assertFalse(self.generation.registry._paused)
+        self.assertFalse(self.generation.registry.paused)
 
     def test_hungSuccessorGetsCompany(self) -> None:
         """A successor silent for a second: accept beside it, stay, and leave once it answers."""
         attempt, outcomes = self.upgrade()
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
-        self.assertTrue(self.generation.registry._paused)
-        self.generation.reactor.advance(0.6)
-        self.assertFalse(self.generation.registry._paused, "accepting beside a silent successor")
+        self.assertTrue(self.generation.registry.paused)
+        self.generation.clock.advance(0.6)
+        self.assertFalse(self.generation.registry.paused, "accepting beside a silent successor")
         self.assertIn("successor-silent", self.generation.seen)
-        self.generation.reactor.advance(30)
+        self.generation.clock.advance(30)
         self.assertFalse(self.generation.exiting.called, "never leaves a hung successor alone")
         self.assertEqual(attempt.signalsSent, [], "not killed before the ready timeout")
         attempt.childSays("alive")
-        self.assertTrue(self.generation.registry._paused)
+        self.assertTrue(self.generation.registry.paused)
         self.assertEqual(self.successResultOf(self.generation.exiting), "handed over")
 
     def test_successorHungPastTheReadyTimeoutIsKilledAndTakenBack(self) -> None:
         attempt, outcomes = self.upgrade()
         attempt.childSays(f"ready {CHILD_PID}")
         attempt.childSays("serving")
-        self.generation.reactor.advance(0.6)
-        self.generation.reactor.advance(self.generation.readyTimeout)
+        self.generation.clock.advance(0.6)
+        self.generation.clock.advance(self.generation.readyTimeout)
         self.assertEqual(attempt.signalsSent, [signal.SIGKILL])
         attempt.childExits("was killed by signal 9")
         self.assertIs(self.generation.state, State.SERVING)

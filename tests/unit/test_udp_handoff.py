@@ -11,11 +11,12 @@ import fcntl
 import os
 import socket
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
+from tests.support.procs import waitUntil
 from txflip.core.handoff import InheritedListener
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.listening import MulticastNotHandedOver, bindUDP, udpKey
@@ -27,15 +28,6 @@ class Recorder(DatagramProtocol):
 
     def datagramReceived(self, data, addr) -> None:
         self.received.append(data)
-
-
-@defer.inlineCallbacks
-def waitUntil(condition, deadline: float = 10.0):
-    end = reactor.seconds() + deadline
-    while not condition():
-        if reactor.seconds() > end:
-            raise AssertionError("condition never held")
-        yield task.deferLater(reactor, 0.01, lambda: None)
 
 
 class UDPHandoffTests(TestCase):
@@ -63,21 +55,26 @@ class UDPHandoffTests(TestCase):
 
         client = self._client()
         client.sendto(b"before", address)
-        yield waitUntil(lambda: oldProtocol.received)
+        yield waitUntil(lambda: oldProtocol.received, "the old generation to read a datagram")
         old.pauseAll()
+        probe = Recorder()
+        probePort = reactor.listenUDP(0, probe, interface="127.0.0.1")
+        self.addCleanup(probePort.stopListening)
         client.sendto(b"during", address)
-        yield task.deferLater(reactor, 0.1, lambda: None)
+        client.sendto(b"probe", ("127.0.0.1", probePort.getHost().port))
+        # A reactor that has read a datagram sent after this one would have read it too.
+        yield waitUntil(lambda: probe.received, "the reactor to read a later datagram")
         self.assertEqual((oldProtocol.received, newProtocol.received), ([b"before"], []))
 
         new.resumeAll()
         old.releaseAll()
-        yield waitUntil(lambda: newProtocol.received)
+        yield waitUntil(lambda: newProtocol.received, "the new generation to read a datagram")
         self.assertEqual(newProtocol.received, [b"during"])
         self.assertEqual(old.active(), [])
         oldPort.write(b"late answer", client.getsockname())
         self.assertEqual(client.recvfrom(100), (b"late answer", address))
         client.sendto(b"after", address)
-        yield waitUntil(lambda: len(newProtocol.received) == 2)
+        yield waitUntil(lambda: len(newProtocol.received) == 2, "a second datagram")
         self.assertEqual(oldProtocol.received, [b"before"])
 
     def test_socketOptions(self):

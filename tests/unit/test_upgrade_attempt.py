@@ -38,11 +38,11 @@ class UpgradeAttemptTests(TestCase):
         """ready, go, serving: the outcome is a success and this side stops accepting."""
         self.attempt.childSays(f"ready {CHILD_PID}")
         self.assertEqual(self.attempt.parentSaid(), ["go"])
-        self.assertFalse(self.registry._paused, "must accept until the child serves")
+        self.assertFalse(self.registry.paused, "must accept until the child serves")
         self.attempt.childSays("serving")
         self.assertEqual(len(self.outcomes), 1)
         self.assertTrue(self.outcomes[0].succeeded)
-        self.assertTrue(self.registry._paused)
+        self.assertTrue(self.registry.paused)
         self.assertEqual(self.attempt.signalsSent, [])
         self.assertEqual(self.eventNames(), ["upgrade-started", "child-ready", "upgrade-succeeded"])
 
@@ -73,7 +73,7 @@ class UpgradeAttemptTests(TestCase):
         """A child cannot skip the handshake: serving before go counts for nothing."""
         self.attempt.childSays("serving")
         self.assertEqual(self.outcomes, [])
-        self.assertFalse(self.registry._paused)
+        self.assertFalse(self.registry.paused)
 
     def test_readyTimeoutKillsTheChild(self) -> None:
         """Not ready in time: SIGTERM, SIGKILL after the grace; the outcome waits for the exit."""
@@ -96,7 +96,7 @@ class UpgradeAttemptTests(TestCase):
         self.reactor.advance(READY_TIMEOUT - 3)
         self.attempt.childExits("was killed by signal 15")
         self.assertIn("was not serving within the ready timeout", self.outcomes[0].reason)
-        self.assertFalse(self.registry._paused, "this side never stopped accepting")
+        self.assertFalse(self.registry.paused, "this side never stopped accepting")
 
     def test_childsReasonIsKeptWordForWord(self) -> None:
         """A child that says why it failed: that reason is the outcome's."""

@@ -49,8 +49,8 @@ def connect(path: str, timeout: float, retryFor: float = FULL_QUEUE_RETRY_SECOND
     Connect to the control socket at C{path}.
 
     A unix socket whose queue is full refuses at once (C{EAGAIN}) rather than
-    waiting: that is retried with a growing pause for up to C{retryFor}
-    seconds, since a burst of clients drains in milliseconds.
+    waiting: that is retried with a growing pause for C{retryFor} seconds (the
+    last try at the end of them), since a burst of clients drains in milliseconds.
     """
     giveUpAt = time.monotonic() + min(retryFor, timeout)
     pause = 0.005
@@ -58,13 +58,14 @@ def connect(path: str, timeout: float, retryFor: float = FULL_QUEUE_RETRY_SECOND
         try:
             return _connectOnce(path, timeout)
         except BlockingIOError:
-            if time.monotonic() + pause > giveUpAt:
+            remaining = giveUpAt - time.monotonic()
+            if remaining <= 0:
                 raise Unreachable(
                     f"the control socket {path} is not accepting: its queue stayed full "
                     f"for {min(retryFor, timeout):g}s; try again, or check that the server "
                     "is not stuck"
                 ) from None
-            time.sleep(pause)
+            time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.1)
 
 
