@@ -16,20 +16,18 @@ Loopback only; every loop is bounded; every process started is stopped by PID.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.support.apps import appEnv, writeApp  # noqa: E402
 from tests.support.procs import Flip, freePort, txflip  # noqa: E402
-from tests.support.singlewriter import SINGLE_WRITER_APP  # noqa: E402
+from tests.support.singlewriter import SINGLE_WRITER_APP, Poster  # noqa: E402
 
 
 class _NoTestCase:
@@ -42,36 +40,6 @@ class _NoTestCase:
     def cleanUp(self) -> None:
         for f, args in reversed(self.cleanups):
             f(*args)
-
-
-class Poster(threading.Thread):
-    def __init__(self, port: int, name: str, seconds: float) -> None:
-        super().__init__(daemon=True)
-        self.port, self.name = port, name
-        self.latencies: list[tuple[float, float]] = []  # (start, seconds)
-        self.failed = 0
-        self.halt = threading.Event()
-        self.deadline = time.monotonic() + seconds
-
-    def run(self) -> None:
-        connection = None
-        for sequence in range(1_000_000):
-            if self.halt.is_set() or time.monotonic() > self.deadline:
-                break
-            start = time.monotonic()
-            try:
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                connection.request("POST", "/rows", body=f"{self.name}-{sequence}")
-                response = connection.getresponse()
-                response.read()
-                if response.status != 200:
-                    self.failed += 1
-            except (OSError, http.client.HTTPException):
-                self.failed += 1
-                connection = None
-            self.latencies.append((start, time.monotonic() - start))
-            time.sleep(0.01)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,6 +59,7 @@ def run(mode: str, restarts: int, clients: int) -> dict:
         db=os.path.join(workdir, "rows.sqlite3"),
         port=port,
         broken="",
+        spared=0,
         release=1,
     )
     case = _NoTestCase()
@@ -114,9 +83,7 @@ def run(mode: str, restarts: int, clients: int) -> dict:
             time.sleep(1.0)
     finally:
         for poster in posters:
-            poster.halt.set()
-        for poster in posters:
-            poster.join(30)
+            poster.stop()
         case.cleanUp()
     latencies = [seconds for p in posters for _, seconds in p.latencies]
     waited = [
@@ -128,7 +95,7 @@ def run(mode: str, restarts: int, clients: int) -> dict:
     return {
         "mode": mode,
         "requests": len(latencies),
-        "failed": sum(p.failed for p in posters),
+        "failed": sum(len(p.failures) + p.refused for p in posters),
         "pause": f"{statistics.median(pauses):.0f} ms (max {max(pauses)})" if pauses else "-",
         "all": latencies,
         "waited": waited,

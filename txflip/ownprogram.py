@@ -140,6 +140,11 @@ class ProgramStop:
             self._detach(transport)
             family = socket.AddressFamily(transport.socket.family).name
             self._parked.append((os.dup(transport.fileno()), key, family, seen.buffered))
+        for listener in generation.registry.active():
+            # The control socket still accepts: the reactor's shutdown would close
+            # it and remove its path, which the successor (or this program run
+            # again) serves on.
+            self._detach(listener.port)
         channel, self._transfer = attempt.takeChannels()
         self._detach(channel)
         self._channelFd = os.dup(channel.fileno())

@@ -8,13 +8,10 @@ what the test is for.
 
 from __future__ import annotations
 
-import http.client
 import os
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 
 from twisted.trial.unittest import TestCase
 
@@ -30,58 +27,36 @@ from tests.support.procs import (
     txflipCommand,
     waitFor,
 )
-from tests.support.singlewriter import SINGLE_WRITER_APP, SINGLE_WRITER_PROGRAM
-
-
-class Poster(threading.Thread):
-    """POSTs numbered bodies on one keep-alive connection (reconnecting when closed)."""
-
-    def __init__(self, port: int, name: str, seconds: float = 120.0) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.name = name
-        self.stored: dict[str, int] = {}  # body -> acknowledged row id
-        self.failures: list[str] = []
-        self.refused = 0
-        self._halt = threading.Event()
-        self._deadline = time.monotonic() + seconds
-
-    def run(self) -> None:
-        connection = None
-        for sequence in range(100_000):
-            if self._halt.is_set() or time.monotonic() > self._deadline:
-                break
-            body = f"{self.name}-{sequence}"
-            try:
-                if connection is None:
-                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                connection.request("POST", "/rows", body=body)
-                response = connection.getresponse()
-                answer = response.read().decode()
-                if response.status != 200:
-                    self.failures.append(f"{response.status}: {answer}")
-                else:
-                    self.stored[body] = int(answer.split()[1])
-            except ConnectionRefusedError:
-                self.refused += 1
-                connection = None
-            except (OSError, http.client.HTTPException) as e:
-                self.failures.append(f"{body}: {type(e).__name__}: {e}")
-                connection = None
-            time.sleep(0.01)
-        if connection is not None:
-            connection.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(30)
+from tests.support.singlewriter import SINGLE_WRITER_APP, SINGLE_WRITER_PROGRAM, Poster
 
 
 class SingleWriterTests:
     """What holds for the single-writer app however it is run; see the two classes below."""
 
     restarts = 5
-    brokenAtBuild = "cannot be built"
+    template: str
+
+    def flip(self, handover: str, **release):
+        """Deploy release 1 (or C{release}) of the app and start it under C{handover}."""
+        self.workdir = shortTempDir(self)
+        self.db = os.path.join(self.workdir, "rows.sqlite3")
+        self.port = freePort()
+        self.deploy(**release)
+        flip = self.launch(handover)
+        flip.start()
+        return flip
+
+    def deploy(self, release: int = 1, broken: str = "", spared: int = 0) -> None:
+        writeApp(
+            self.workdir,
+            "writer",
+            self.template,
+            db=self.db,
+            port=self.port,
+            broken=broken,
+            spared=spared,
+            release=release,
+        )
 
     def underLoad(self, flip: Flip, restarts: int, port: int | None = None) -> list[Poster]:
         posters = [Poster(port or self.port, f"c{i}") for i in range(4)]
@@ -134,7 +109,7 @@ class SingleWriterTests:
         pid = flip.pid()
         self.deploy(release=2, broken="build")
         os.kill(pid, 1)
-        flip.waitLog(self.brokenAtBuild)
+        flip.waitLog("cannot be built")
         flip.waitLog("keeps serving")
         self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
         self.assertNotIn("stopping the", flip.log())
@@ -143,30 +118,14 @@ class SingleWriterTests:
 class SequentialHandoverTests(SingleWriterTests, TestCase):
     """The single-writer app as a service under C{twistd flip --handover sequential}."""
 
-    def flip(self, handover: str, **release):
-        workdir = shortTempDir(self)
-        self.db = os.path.join(workdir, "rows.sqlite3")
-        self.port = freePort()
-        self.workdir = workdir
-        self.deploy(**release)
-        flip = Flip(
+    template = SINGLE_WRITER_APP
+
+    def launch(self, handover: str) -> Flip:
+        return Flip(
             self,
             ["--app", "writer.makeService", "--handover", handover],
-            workdir=workdir,
-            env=appEnv(workdir),
-        )
-        flip.start()
-        return flip
-
-    def deploy(self, release: int = 1, broken: str = "") -> None:
-        writeApp(
-            self.workdir,
-            "writer",
-            SINGLE_WRITER_APP,
-            db=self.db,
-            port=self.port,
-            broken=broken,
-            release=release,
+            workdir=self.workdir,
+            env=appEnv(self.workdir),
         )
 
     def test_throughADelayProxyNothingIsLost(self) -> None:
@@ -240,46 +199,38 @@ class ProgramSequentialHandoverTests(SingleWriterTests, TestCase):
     """
 
     restarts = 3
-    brokenAtBuild = "cannot be imported"
+    template = SINGLE_WRITER_PROGRAM
 
-    def flip(self, handover: str, **release):
+    def launch(self, handover: str) -> Flip:
         from tests.integration.test_own_reactor_programs import Program
 
-        workdir = shortTempDir(self)
-        self.db = os.path.join(workdir, "rows.sqlite3")
-        self.port = freePort()
-        self.workdir = workdir
-        self.deploy(**release)
-        program = Program(
+        return Program(
             self,
             [sys.executable, "-m", "txflip", "run", "--pid-file", "{pidFile}"]
             + ["--handover", handover, "-m", "writer"],
-            workdir=workdir,
-            env=appEnv(workdir),
+            workdir=self.workdir,
+            env=appEnv(self.workdir),
         )
-        program.start()
-        return program
 
-    def deploy(self, release: int = 1, broken: str = "") -> None:
-        writeApp(
-            self.workdir,
-            "writer",
-            SINGLE_WRITER_PROGRAM,
-            db=self.db,
-            port=self.port,
-            broken=broken,
-            release=release,
-        )
+    def test_reloadReportsTheNewGeneration(self) -> None:
+        """The old program stops, and its control connection with it: reload still knows."""
+        flip = self.flip("sequential")
+        result = txflip("reload", "--pid-file", flip.pidFile)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        waitFor(lambda: flip.pid() != flip.process.pid, "the new PID in the PID file")
+        self.assertIn(f"serving: generation 2 (PID {flip.pid()}) took over", result.stdout)
 
     def test_releaseBrokenAtStartGetsTheOldAppBack(self) -> None:
         """The new program fails after the old one stopped: the old one runs its program again."""
         flip = self.flip("sequential")
         pid = flip.pid()
-        self.deploy(release=2, broken="start")
-        os.kill(pid, 1)
+        # Release 2 fails to open its database in every process but the old one,
+        # whose program runs again (execv keeps the PID) from the same files.
+        self.deploy(release=2, broken="start", spared=pid)
+        result = txflip("reload", "--pid-file", flip.pidFile)
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn(f"generation 1 (PID {pid}) runs its program again", result.stdout)
         flip.waitLog("running generation 1's program again")
-        # Same PID (execv): the PID file still names it; its program was run again.
-        self.deploy(release=3)
         waitFor(lambda: flip.log().count(f"pid {pid}] serving") >= 2, "the program again")
         self.assertEqual(httpGet("127.0.0.1", self.port, "/pid")[2].decode(), str(pid))
         self.assertEqual(self.roleHolder(), str(pid))

@@ -218,10 +218,13 @@ def reload(args: argparse.Namespace) -> int:
     skt = connect(path, args.timeout)
     lastPhase = None
     succeeded = False
+    started: dict = {}
     try:
         skt.sendall(b"reload\n")
         for message in messages(skt, deadline):
             lastPhase = message.get("phase")
+            if lastPhase == "started":
+                started = message
             print(json.dumps(message) if args.json else describe(message), flush=True)
             if lastPhase == "serving":
                 succeeded = True
@@ -253,12 +256,52 @@ def reload(args: argparse.Namespace) -> int:
         # The old generation went away before saying "done"; the new one serves.
         print("done: the new generation serves", flush=True)
         return EXIT_OK
+    if started:
+        # A program with its own reactor stops it for a sequential handover, and
+        # this connection with it: the control socket says who serves now.
+        return _outcomeAfterProgramStopped(path, started, deadline)
     print(
         f"txflip reload: the server closed the control connection without an outcome "
         f"(last phase: {lastPhase or 'none'}); check with txflip status",
         file=sys.stderr,
     )
     return EXIT_FAILED
+
+
+def _outcomeAfterProgramStopped(path: str, started: dict, deadline: float) -> int:
+    """Ask the control socket until it answers for the new generation, or the old one again."""
+    childPid, oldPid = started.get("childPid"), started.get("pid")
+    while time.monotonic() < deadline:
+        try:
+            skt = connect(path, max(0.1, deadline - time.monotonic()))
+            try:
+                skt.sendall(b"status\n")
+                status = next(messages(skt, deadline), {})
+            finally:
+                skt.close()
+        except (OSError, Unreachable, TimeoutError, StopIteration):
+            status = {}
+        if status.get("state") == "serving" and status.get("pid") == childPid:
+            print(
+                f"serving: generation {status.get('generation')} (PID {childPid}) took over",
+                flush=True,
+            )
+            return EXIT_OK
+        if status.get("state") == "serving" and status.get("pid") == oldPid:
+            print(
+                f"failed: generation {started.get('childGeneration')} (PID {childPid}) did "
+                f"not take over; generation {started.get('generation')} (PID {oldPid}) runs "
+                "its program again and serves (its log says why)",
+                flush=True,
+            )
+            return EXIT_FAILED
+        time.sleep(0.1)
+    print(
+        "txflip reload: timed out waiting for the new generation to serve; check with "
+        "txflip status",
+        file=sys.stderr,
+    )
+    return EXIT_TIMEOUT
 
 
 def formatStatus(status: dict) -> str:
