@@ -16,37 +16,11 @@ from collections import Counter
 
 from twisted.trial.unittest import TestCase
 
-from tests.support.apps import releaseFlip
+from tests.support.apps import HOLDS_UNTIL_RELEASED, appEnv, releaseFlip, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.idleconnections import IdleConnections, allowOpenFiles
-from tests.support.procs import (
-    DeadlineExceeded,
-    Flip,
-    freePort,
-    pidAlive,
-    readPidFile,
-    servedBy,
-    txflip,
-    waitFor,
-)
-
-
-def namedNext(flip: Flip, old: int | None, deadline: float = 30.0) -> int:
-    """
-    The PID the PID file names instead of C{old}, read the instant it does:
-    the file is polled without pause (polling every 2 ms mostly misses the race).
-    """
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        pid = readPidFile(flip.pidFile)
-        if pid is not None and pid != old:
-            flip.seen.add(pid)
-            return pid
-    said = [line for line in flip.log().splitlines() if "SIGHUP" in line]
-    raise DeadlineExceeded(
-        f"the PID file still names {old} after {deadline}s; the last SIGHUPs:\n"
-        + "\n".join(said[-3:])
-    )
+from tests.support.pidwatch import PidFileWatch
+from tests.support.procs import Flip, freePort, pidAlive, servedBy, txflip, waitFor
 
 
 def answeredBy(connection: http.client.HTTPConnection, path: str | None = None) -> str:
@@ -69,35 +43,40 @@ def answeredBy(connection: http.client.HTTPConnection, path: str | None = None) 
 class MovingConnectionsTests(TestCase):
     def restartTwiceWhileMoving(self, count: int, proxied: bool) -> None:
         """
-        C{count} idle keep-alive connections and one busy with a 5 s request;
-        SIGHUP, then restart the new generation 0.3 s after the PID file names
-        it (SIGHUP, or txflip reload behind the proxy): generation 3 serves
-        while generation 1 still moves connections to generation 2 (at least
-        the busy one, once answered). Once both old generations have exited,
-        every connection's next request is answered by generation 3.
+        C{count} idle keep-alive connections and one busy with a request held
+        until the test releases it; SIGHUP, then restart the new generation
+        0.3 s after the PID file names it (SIGHUP, or txflip reload behind the
+        proxy): generation 3 serves while generation 1 still moves connections
+        to generation 2 (the busy one, at least, once answered). Once both old
+        generations have exited, every connection's next request is answered
+        by generation 3.
         """
         allowOpenFiles(3 * count + 200)  # clients, and the proxy's two ends of each
         port = freePort()
+        listen = ["--listen", f"tcp:{port}:interface=127.0.0.1"]
         # Moving thousands of connections on a loaded machine may take long: not the point here.
-        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1", "--drain-timeout", "120"])
+        flip = Flip(self, ["--app", "holding.app", *listen, "--drain-timeout", "120"])
+        writeApp(flip.workdir, "holding", HOLDS_UNTIL_RELEASED)
+        flip.env.update(appEnv(flip.workdir))
         first = flip.start()
+        watch = PidFileWatch(self, flip)
         address = ("127.0.0.1", port)
         if proxied:
             proxy = DelayProxy(address, delay=0.02).start()
             self.addCleanup(proxy.stop)
             address = proxy.address
-        idle = IdleConnections(address, count, path="/sleep?seconds=0")
+        idle = IdleConnections(address, count)
         self.addCleanup(idle.close)
         self.assertEqual(idle.open(), Counter({str(first): count}))
         busy = http.client.HTTPConnection(*address, timeout=60)
         busy.connect()
         busy.auto_open = False  # never a second connection
         self.addCleanup(busy.close)
-        busy.request("GET", "/sleep?seconds=5")
-        flip.waitLog(f"sleeping 5.0s for a request (PID {first})")
+        busy.request("GET", "/hold")
+        flip.waitLog(f"holding a request (PID {first})")
 
         os.kill(first, signal.SIGHUP)
-        second = namedNext(flip, first)
+        second = watch.nextPid(first)
         time.sleep(0.3)  # the scenario: a second restart right after the first
         if proxied:  # the second restart by txflip reload, which must not claim it is over
             result = txflip("reload", "--pid-file", flip.pidFile)
@@ -105,14 +84,15 @@ class MovingConnectionsTests(TestCase):
             self.assertIn("connections still arriving from generation 1 move on", result.stdout)
         else:
             os.kill(second, signal.SIGHUP)
-        third = namedNext(flip, second)
+        third = watch.nextPid(second)
         flip.waitServing(third)
-        self.assertNotIn("to generation 2 in", flip.log(), "generation 1 was done moving")
+        # Generation 1 answers the busy connection only now: it cannot have finished moving.
+        open(os.path.join(flip.workdir, "released"), "w").close()
         busyAnswer = answeredBy(busy)
         waitFor(lambda: not (pidAlive(first) or pidAlive(second)), "both old generations to exit")
 
         answers = idle.askAll()
-        answers[answeredBy(busy, "/sleep?seconds=0")] += 1
+        answers[answeredBy(busy, "/")] += 1
         self.assertEqual(answers, Counter({str(third): count + 1}))
         self.assertEqual(busyAnswer, str(first))
         log = flip.log()
@@ -137,12 +117,13 @@ class SighupAtOnceTests(TestCase):
         (before that generation may say it serves): twenty restarts, none refused.
         """
         flip = releaseFlip(self)[0]
+        watch = PidFileWatch(self, flip)
         flip.start(waitReady=False)
         pid = None
         for _ in range(20):
-            pid = namedNext(flip, pid)
+            pid = watch.nextPid(pid)
             os.kill(pid, signal.SIGHUP)
-        last = namedNext(flip, pid)
+        last = watch.nextPid(pid)
         flip.waitServing(last)
         self.assertEqual(re.findall(r"SIGHUP refused.*", flip.log()), [])
         self.assertEqual(re.findall(rf"gen (\d+) pid {last}\] serving", flip.log()), ["21"])

@@ -266,3 +266,42 @@ class Held(Resource):
 resource = Held()
 """
 """Requests held until the test releases them, by a file: streams in flight on demand."""
+HOLDS_UNTIL_RELEASED = """
+import os
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+log = Logger()
+
+
+class App(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"x-served-by", str(os.getpid()).encode())
+        request.setHeader(b"content-length", b"2")
+        if request.path != b"/hold":
+            return b"ok"
+        log.info("holding a request (PID {pid})", pid=os.getpid())
+
+        def answerOnceReleased():
+            if os.path.exists("released"):
+                poll.stop()
+                request.write(b"ok")
+                request.finish()
+
+        poll = LoopingCall(answerOnceReleased)
+        poll.start(0.02)
+        return NOT_DONE_YET
+
+
+app = App()
+"""
+"""
+An app (C{app}) that answers at once, except C{/hold}: that request waits
+until a file named C{released} appears in the working directory, so a test
+decides when a request in flight ends, whatever the machine's load.
+"""

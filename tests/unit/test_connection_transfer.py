@@ -170,7 +170,9 @@ class TransferTests(TestCase):
         )
         self.addCleanup(mover.abandon, "the test is over")
         done = mover.start()
-        while not reports:
+        for _ in range(500):  # 5 s at most
+            if reports:
+                break
             yield deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(
             [(r["moved"], r["final"], r["waiting"], r["arriving"]) for r in reports],
