@@ -177,6 +177,12 @@ class ConnectionMover:
         for protocol in self._tracker.open():
             if protocol in self._offered or protocol in self._stays:
                 continue
+            if self._inFlight() >= MAX_IN_FLIGHT:
+                # No room for another offer: the rest are looked at once some
+                # are answered (looking at every one for each few offers made
+                # moving thousands quadratic).
+                waiting += 1
+                break
             transport = lowestTransport(protocol)
             key = listenerKeyOf(transport, self._registry)
             if self._registry.isInternal(key):
@@ -189,7 +195,7 @@ class ConnectionMover:
                 self._stay(protocol, STAYS_NO_LISTENER)
             elif late:
                 self._stay(protocol, STAYS_LATE)
-            elif seen.kind == "busy" or self._inFlight() >= MAX_IN_FLIGHT:
+            elif seen.kind == "busy":
                 waiting += 1
             else:
                 self._offer(protocol, transport, key, seen.buffered, now)
