@@ -365,7 +365,9 @@ class Drain:
         if now >= self._deadline:
             self._abortAll()
             return
-        self._farewell.tellDue(remaining)
+        # A connection the mover still claims (it may move) is told nothing yet.
+        claims = self._claims
+        self._farewell.tellDue([p for p in remaining if claims is None or not claims.claimed(p)])
         for protocol in remaining:
             if self._claims is not None and self._claims.claimed(protocol):
                 continue

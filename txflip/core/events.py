@@ -33,10 +33,11 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "successor-died": ("childPid", "reason"),
     # moving (bool): connections-moved follows.
     "draining": ("handedOver", "connections", "moving"),
+    # movedKinds: kind (HTTP/1.x, plain, WebSocket) -> count;
     # stayed: reason -> count; failure: why moving was given up, or None; final:
     # False once every idle connection has moved while waiting ones (busy, or
     # still arriving from this generation's predecessor) may follow.
-    "connections-moved": ("moved", "stayed", "failure", "ms", "final", "waiting"),
+    "connections-moved": ("moved", "movedKinds", "stayed", "failure", "ms", "final", "waiting"),
     "exiting": ("handedOver",),
 }
 """Every event a generation emits, and the fields it comes with."""
