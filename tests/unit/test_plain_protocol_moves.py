@@ -18,18 +18,14 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.protocols.basic import LineReceiver
-from twisted.trial.unittest import TestCase
 
+from tests.support.twogenerations import TwoGenerations
 from tests.unit.test_connection_transfer import nothingArrived
 from txflip.core import connmove
 from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.connmove import STAYS_LATE, STAYS_WROTE_TOO_MUCH, ConnectionMover
-from txflip.core.drain import ConnectionTracker
 from txflip.core.events import Events
-from txflip.core.handoff import InheritedListener
 from txflip.core.imovable import ConnectionMoved
-from txflip.core.listeners import ListenerRegistry
-from txflip.core.transfer import transferPair
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -113,32 +109,9 @@ class LineClient:
         return deferToThread(self._readLine)
 
 
-class PlainMoveTests(TestCase):
-    def setUp(self) -> None:
-        self.tracker = ConnectionTracker()
-        self.old = ListenerRegistry(reactor, factoryHook=self.tracker.track)
-        self.oldApp = RecordedFactory("old")
-        port = self.old.standIn.listenTCP(0, self.oldApp, interface="127.0.0.1")
-        self.address = port.getHost()
-        self.addCleanup(self.old.stopAll)
-        self.key = self.old.listeners[0].key
-        self.newTracker = ConnectionTracker()
-        self.newApp = RecordedFactory("new")
-        self.ours, self.theirs = transferPair()
-        self.addCleanup(self.ours.close)
-        self.addCleanup(self.theirs.close)
-
-    def nextGeneration(self, factory) -> ListenerRegistry:
-        """A second registry on the same socket, not accepting (the old one accepts)."""
-        inherited = InheritedListener(
-            os.dup(self.old.listeners[0].port.fileno()), self.key, "AF_INET"
-        )
-        registry = ListenerRegistry(
-            reactor, [inherited], factoryHook=self.newTracker.track, paused=True
-        )
-        registry.standIn.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(registry.releaseAll)
-        return registry
+class PlainMoveTests(TwoGenerations):
+    def makeFactory(self, name: str):
+        return RecordedFactory(name)
 
     @inlineCallbacks
     def client(self, nick: bytes = b"ann"):
@@ -157,7 +130,7 @@ class PlainMoveTests(TestCase):
         return mover
 
     def receive(self, factory=None) -> ConnectionReceiver:
-        registry = self.nextGeneration(factory or self.newApp)
+        registry = self.nextGeneration(factory or self.newFactory)
         receiver = ConnectionReceiver(reactor, registry, self.theirs, 1)
         self.addCleanup(receiver.close)
         return receiver
@@ -177,12 +150,12 @@ class PlainMoveTests(TestCase):
         client.send(b"hi\n")
         line = yield client.readLine()
         self.assertEqual(line.split(b" (PID")[0], b"ann: hi [new]")
-        self.assertEqual((self.newApp.made, receiver.adopted), (0, 1))
-        [member] = self.newApp.members
+        self.assertEqual((self.newFactory.made, receiver.adopted), (0, 1))
+        [member] = self.newFactory.members
         self.assertEqual(member.nick, "ann")
-        [reason] = self.oldApp.lost
+        [reason] = self.oldFactory.lost
         self.assertTrue(reason.check(ConnectionMoved))
-        self.assertEqual(self.oldApp.members, set())
+        self.assertEqual(self.oldFactory.members, set())
         self.assertEqual(len(self.newTracker.open()), 1)
 
     @inlineCallbacks
@@ -208,7 +181,7 @@ class PlainMoveTests(TestCase):
         client = yield self.client()
         self.receive()
         moving = self.mover().start()
-        [protocol] = self.oldApp.members
+        [protocol] = self.oldFactory.members
         protocol.sendLine(b"said while moving")
         report = yield moving
         self.assertEqual(report.moved, 1)
@@ -220,7 +193,7 @@ class PlainMoveTests(TestCase):
     @inlineCallbacks
     def test_noConsentUntilTheEndStays(self):
         """saveMoved answering None until moving stops: the connection stays, served here."""
-        self.oldApp.consent = False
+        self.oldFactory.consent = False
         client = yield self.client()
         self.receive()
         report = yield self.mover(drainTimeout=0.4).start()
@@ -232,13 +205,13 @@ class PlainMoveTests(TestCase):
     @inlineCallbacks
     def test_consentLaterMoves(self):
         """saveMoved answering None at first: asked again, and moves once it consents."""
-        self.oldApp.consent = False
+        self.oldFactory.consent = False
         client = yield self.client()
         self.receive()
         moving = self.mover().start()
         yield deferLater(reactor, 0.1, lambda: None)
         self.assertFalse(moving.called)
-        self.oldApp.consent = True
+        self.oldFactory.consent = True
         report = yield moving
         self.assertEqual(report.moved, 1)
         client.send(b"hi\n")
@@ -247,7 +220,7 @@ class PlainMoveTests(TestCase):
 
     @inlineCallbacks
     def test_failingSaveStays(self):
-        self.oldApp.failSave = True
+        self.oldFactory.failSave = True
         client = yield self.client()
         self.receive()
         report = yield self.mover().start()
@@ -293,7 +266,7 @@ class PlainMoveTests(TestCase):
         client = yield self.client()
         self.receive()
         moving = self.mover().start()
-        [protocol] = self.oldApp.members
+        [protocol] = self.oldFactory.members
         big = b"x" * (connmove.HELD_LIMIT + 1)
         protocol.sendLine(big)
         report = yield moving

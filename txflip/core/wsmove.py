@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import sys
 import urllib.parse
+from types import SimpleNamespace
 
-from twisted.web.http import HTTPChannel
-from twisted.web.server import Request, Site
+from twisted.web.http_headers import Headers
+from twisted.web.server import Site
 
 from txflip.core.twistedprivate import startAutoPing, webSocketFactoryOf
 
@@ -82,14 +83,20 @@ def saveWebSocket(protocol) -> dict:
     }
 
 
-def _requestFor(path: bytes) -> Request:
-    """A request for C{path}, enough for a C{Site} to find the resource that serves it."""
-    request = Request(HTTPChannel())
-    request.method = b"GET"
-    request.uri = request.path = path
-    request.prepath = []
-    request.postpath = list(map(urllib.parse.unquote_to_bytes, path[1:].split(b"/")))
-    return request
+def _requestFor(path: bytes) -> SimpleNamespace:
+    """
+    What a C{Site} reads of a request to find the resource that serves C{path}
+    (a resource whose C{getChild} reads more does not take moved WebSockets).
+    """
+    return SimpleNamespace(
+        method=b"GET",
+        uri=path,
+        path=path,
+        args={},
+        requestHeaders=Headers(),
+        prepath=[],
+        postpath=list(map(urllib.parse.unquote_to_bytes, path[1:].split(b"/"))),
+    )
 
 
 def webSocketFactoryFor(factory, uri: str):
