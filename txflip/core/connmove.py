@@ -86,6 +86,13 @@ class MoveReport:
     movedKinds: Counter = field(default_factory=Counter)
     """How many moved, by kind (L{txflip.core.movable.KINDS})."""
 
+    def describeKinds(self) -> str:
+        """The kinds of the connections that moved, when any is not HTTP/1.x."""
+        if not set(self.movedKinds) - {HTTP}:
+            return ""
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.movedKinds.items()))
+        return f" ({kinds})"
+
     def describeStayed(self) -> str:
         if not self.stayed:
             return "none stay"
@@ -380,8 +387,9 @@ class ConnectionMover:
         self.report.seconds = self._reactor.seconds() - self._started
         ms = int(self.report.seconds * 1000)
         log.info(
-            "moved {moved} connection(s) to generation {next} in {ms} ms; {stayed}",
+            "moved {moved} connection(s) to generation {next} in {ms} ms{kinds}; {stayed}",
             moved=self.report.moved,
+            kinds=self.report.describeKinds(),
             next=generation() + 1,
             ms=ms,
             stayed=self.report.describeStayed(),
