@@ -7,7 +7,8 @@ default). For C{--app}:
   - C{factory}: the WebSocket factory itself, on a listener;
   - C{site}: the same behind C{WebSocketResource} at C{/ws} in a C{Site};
   - C{stubborn}: a factory whose connections never consent to move;
-  - C{deflating}: a factory that accepts permessage-deflate with context takeover.
+  - C{deflating}: a factory that accepts permessage-deflate with context takeover;
+  - C{unmovable}: the same echo without IMovable.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from zope.interface import implementer
 from txflip import IMovable
 
 
-@implementer(IMovable)
-class CountingEcho(WebSocketServerProtocol):
+class Counting(WebSocketServerProtocol):
+    """The echo without IMovable: closed with 1012 at a restart, as before txflip moved any."""
+
     def onConnect(self, request):
         self.factory.connects += 1
 
@@ -37,6 +39,9 @@ class CountingEcho(WebSocketServerProtocol):
         self.count += 1
         self.sendMessage(f"{self.count}:{self.factory.label}:".encode() + payload)
 
+
+@implementer(IMovable)
+class CountingEcho(Counting):
     def saveMoved(self):
         return str(self.count).encode() if self.factory.consents else None
 
@@ -74,3 +79,5 @@ site = siteWith(CountingFactory())
 stubborn = CountingFactory(consents=False)
 deflating = CountingFactory()
 deflating.setProtocolOptions(perMessageCompressionAccept=acceptDeflate)
+unmovable = CountingFactory()
+unmovable.protocol = Counting

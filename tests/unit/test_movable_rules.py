@@ -9,20 +9,30 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from txaio._common import _BatchedTimer
+from zope.interface import implementer
 
+from tests.support.movablews import CountingFactory
+from tests.unit.test_farewell import HANDSHAKE
+from txflip.core.imovable import IMovable
 from txflip.core.movable import (
     LISTENER_KEY,
+    PLAIN,
     STAYS_CLOSING,
     STAYS_NOT_HTTP,
     STAYS_TLS,
     STAYS_UPGRADED,
+    WEBSOCKET,
     verdict,
 )
+from txflip.core.wsmove import STAYS_EXTENSION
 from txflip.tls.selfsigned import generate
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -137,3 +147,93 @@ class MovableRulesTests(TestCase):
         tls.makeConnection(transport)
         # txflip tracks the HTTP protocol inside TLS (listenSSL wraps the tracked factory).
         self.assertEqual(verdict(tls.wrappedProtocol).reason, STAYS_TLS)
+
+
+@implementer(IMovable)
+class MovableLines(LineReceiver):
+    def lineReceived(self, line):
+        pass
+
+    def saveMoved(self):
+        return b""
+
+    def restoreMoved(self, state):
+        pass
+
+
+class MovableProtocolRulesTests(TestCase):
+    """A protocol that provides IMovable: when its connection can move, and what goes with it."""
+
+    def connect(self, factory):
+        protocol = factory.buildProtocol(ADDRESS)
+        transport = SocketLikeTransport()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_partialLineTravels(self) -> None:
+        protocol, _ = self.connect(Factory.forProtocol(MovableLines))
+        protocol.dataReceived(b"first\r\nsec")
+        seen = verdict(protocol)
+        self.assertEqual((seen.kind, seen.buffered, seen.moves), ("movable", b"sec", PLAIN))
+
+    def test_outputNotWrittenWaits(self) -> None:
+        protocol, transport = self.connect(Factory.forProtocol(MovableLines))
+        transport.dataBuffer = b"unsent"  # what a socket transport holds until it can write
+        self.assertEqual(verdict(protocol).kind, "busy")
+
+    def test_tlsStays(self) -> None:
+        options = PrivateCertificate.loadPEM(generate(["localhost"])).options()
+        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(MovableLines))
+        tls, _ = self.connect(factory)
+        self.assertEqual(verdict(tls.wrappedProtocol).reason, STAYS_TLS)
+
+    def test_closingStays(self) -> None:
+        protocol, transport = self.connect(Factory.forProtocol(MovableLines))
+        transport.loseConnection()
+        self.assertEqual(verdict(protocol).reason, STAYS_CLOSING)
+
+
+class MovableWebSocketRulesTests(TestCase):
+    """An Autobahn WebSocket that provides IMovable moves only between messages."""
+
+    def setUp(self) -> None:
+        factory = CountingFactory(label="here")
+        clock = Clock()
+        factory._batched_timer = _BatchedTimer(1000, 100, clock.seconds, clock.callLater)
+        self.protocol = factory.buildProtocol(ADDRESS)
+        self.transport = SocketLikeTransport()
+        self.transport.protocol = self.protocol
+        self.protocol.makeConnection(self.transport)
+
+    def open(self) -> None:
+        self.protocol.dataReceived(HANDSHAKE)
+        self.assertEqual(self.protocol.state, self.protocol.STATE_OPEN)
+
+    def test_handshakeUnderWayWaits(self) -> None:
+        self.assertEqual(verdict(self.protocol).kind, "busy")
+
+    def test_openBetweenMessagesMoves(self) -> None:
+        self.open()
+        self.transport.clear()
+        seen = verdict(self.protocol)
+        self.assertEqual((seen.kind, seen.moves), ("movable", WEBSOCKET))
+
+    def test_fragmentedMessageWaits(self) -> None:
+        """Inside a fragmented message (a first frame without FIN) it waits for the last one."""
+        self.open()
+        self.protocol.dataReceived(
+            b"\x01\x83abcd" + bytes(c ^ k for c, k in zip(b"hel", b"abc", strict=True))
+        )
+        self.assertEqual(verdict(self.protocol).reason, "a WebSocket message is being read")
+
+    def test_partialFrameWaits(self) -> None:
+        """A frame whose payload is half read: the parser is inside it."""
+        self.open()
+        self.protocol.dataReceived(b"\x81\x85abcd" + b"he")
+        self.assertEqual(verdict(self.protocol).reason, "a WebSocket message is being read")
+
+    def test_extensionStays(self) -> None:
+        self.open()
+        self.protocol.websocket_extensions_in_use = [object()]
+        self.assertEqual(verdict(self.protocol).reason, STAYS_EXTENSION)
