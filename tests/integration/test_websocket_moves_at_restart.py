@@ -16,7 +16,7 @@ import time
 from twisted.trial.unittest import TestCase
 
 from tests.support.delayproxy import DelayProxy
-from tests.support.procs import Flip, freePort, waitFor
+from tests.support.procs import Flip, freePort, pidAlive, txflip, waitFor
 from tests.support.wsclients import CountingClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,14 +59,28 @@ class WebSocketMoveTests(TestCase):
         self.addCleanup(stopAll)
         return clients, stop
 
+    def reloadCounting(self, flip: Flip, generation: int) -> int:
+        """Restart through txflip reload, which counts what moved of each kind; the new PID."""
+        old = flip.pid()
+        result = txflip("reload", "--pid-file", flip.pidFile)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(
+            f"moved 20 connection(s) (20 WebSocket) to generation {generation}", result.stdout
+        )
+        waitFor(lambda: not pidAlive(old), "the previous generation to exit")
+        return flip.pid()
+
     def _restartsNobodySees(self, app: str, path: str, restarts: int) -> None:
         flip, pid, proxy = self.flip(app)
         clients, stop = self.clients(f"ws://127.0.0.1:{proxy.port}{path}", 20)
         waitFor(lambda: all(len(c.pids) >= 2 or c.failures for c in clients), "clients talking")
         pids = [pid]
-        for _ in range(restarts):
+        for index in range(restarts):
             started = time.monotonic()
-            pids.append(flip.restart())
+            if index < restarts - 1:
+                pids.append(flip.restart())
+            else:
+                pids.append(self.reloadCounting(flip, restarts + 1))
             waitFor(
                 lambda started=started: time.monotonic() - started >= 2.5,
                 "2.5 s since the last restart",

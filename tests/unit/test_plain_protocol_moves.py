@@ -275,3 +275,17 @@ class PlainMoveTests(TwoGenerations):
         client.send(b"hi\n")
         line = yield client.readLine()
         self.assertEqual(line.split(b" (PID")[0], b"ann: hi [old]")
+
+    @inlineCallbacks
+    def test_deadNewGenerationLeavesItHere(self):
+        """A new generation gone before the transfer: the connection stays, served here."""
+        client = yield self.client()
+        self.theirs.close()
+        report = yield self.mover().start()
+        self.assertEqual(report.moved, 0)
+        self.assertIn("the transfer channel closed", report.failure)
+        self.assertTrue(nothingArrived(client.skt))
+        client.send(b"hi\n")
+        line = yield client.readLine()
+        self.assertEqual(line.split(b" (PID")[0], b"ann: hi [old]")
+        self.assertEqual(self.oldFactory.lost, [])
