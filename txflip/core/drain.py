@@ -322,7 +322,7 @@ class Drain:
             self._handedOver,
         )
         connections = self._tracker.open()
-        longLived = self._farewell.plan(connections)
+        longLived = self._farewell.plan(self._unclaimed(connections))
         log.info(
             "draining {count} connection(s), at most {timeout}s",
             count=len(connections),
@@ -339,6 +339,12 @@ class Drain:
         self._loop.clock = self._reactor
         self._loop.start(self._interval, now=True).addErrback(self._loopFailed)
         return self.done
+
+    def _unclaimed(self, protocols: list) -> list:
+        """The connections the mover does not claim (that will not move)."""
+        if self._claims is None:
+            return protocols
+        return [p for p in protocols if not self._claims.claimed(p)]
 
     def _loopFailed(self, failure) -> None:
         log.error("drain check failed: {error}; aborting at the deadline", error=failure.value)
@@ -366,8 +372,7 @@ class Drain:
             self._abortAll()
             return
         # A connection the mover still claims (it may move) is told nothing yet.
-        claims = self._claims
-        self._farewell.tellDue([p for p in remaining if claims is None or not claims.claimed(p)])
+        self._farewell.tellDue(self._unclaimed(remaining))
         for protocol in remaining:
             if self._claims is not None and self._claims.claimed(protocol):
                 continue
