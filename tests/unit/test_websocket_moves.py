@@ -6,7 +6,9 @@ a real C{websockets} client in a thread, on a real socket.
 
 from __future__ import annotations
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -81,6 +83,25 @@ class FactoryMoveTests(TwoGenerations):
         [moved] = self.newTracker.open()
         self.assertIsInstance(moved, CountingEcho)
         self.assertEqual(moved.http_request_path, self.path)
+
+    @inlineCallbacks
+    def test_movedWebSocketIsNotTimedOutAsAHandshake(self):
+        """
+        The new generation's protocol is open, not waiting for an opening
+        handshake: its handshake timeout does not drop it, and its automatic
+        pings run as after a handshake.
+        """
+        self.webSockets(self.newFactory).setProtocolOptions(
+            openHandshakeTimeout=0.2, autoPingInterval=0.1, autoPingTimeout=2
+        )
+        client = yield self.client()
+        self.assertEqual((yield client.say("a")), "1:old:a")
+        self.receive()
+        yield self.mover().start()
+        yield deferLater(reactor, 0.6, lambda: None)
+        self.assertEqual((yield client.say("b")), "2:new:b")
+        [moved] = self.newTracker.open()
+        self.assertGreater(moved.autoPingPendingSeq, 0)
 
     @inlineCallbacks
     def test_movesAgain(self):
