@@ -6,6 +6,8 @@ matters here, and every rule reads it).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import PrivateCertificate
@@ -21,8 +23,10 @@ from zope.interface import implementer
 
 from tests.support.movablews import CountingFactory
 from tests.unit.test_farewell import HANDSHAKE
+from txflip.core.appmove import STATE_LIMIT, STAYS_TOO_LARGE, SaveFailed, saveForMove
 from txflip.core.imovable import IMovable
 from txflip.core.movable import (
+    BUFFERED_LIMIT,
     LISTENER_KEY,
     PLAIN,
     STAYS_CLOSING,
@@ -30,6 +34,7 @@ from txflip.core.movable import (
     STAYS_TLS,
     STAYS_UPGRADED,
     WEBSOCKET,
+    Verdict,
     verdict,
 )
 from txflip.core.wsmove import STAYS_EXTENSION
@@ -237,3 +242,43 @@ class MovableWebSocketRulesTests(TestCase):
         self.open()
         self.protocol.websocket_extensions_in_use = [object()]
         self.assertEqual(verdict(self.protocol).reason, STAYS_EXTENSION)
+
+
+class CarriedStateTests(TestCase):
+    """What a movable connection carries, and when it is too much for one packet."""
+
+    def webSocket(self, state: bytes, headerBytes: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            saveMoved=lambda: state,
+            http_request_uri="/",
+            http_request_host="x",
+            http_headers={"cookie": "c" * headerBytes},
+            websocket_version=13,
+            websocket_origin="",
+            websocket_protocols=[],
+            websocket_protocol_in_use=None,
+        )
+
+    def test_stateAndUnreadBytesTravel(self) -> None:
+        seen = Verdict("movable", buffered=b"unread", moves=PLAIN)
+        header, payload = saveForMove(SimpleNamespace(saveMoved=lambda: b"nick"), seen)
+        self.assertEqual((header, payload), ({"move": PLAIN, "state": 4}, b"nickunread"))
+
+    def test_notNowIsNone(self) -> None:
+        seen = Verdict("movable", moves=PLAIN)
+        self.assertIsNone(saveForMove(SimpleNamespace(saveMoved=lambda: None), seen))
+
+    def test_notBytesFails(self) -> None:
+        seen = Verdict("movable", moves=PLAIN)
+        with self.assertRaises(SaveFailed) as caught:
+            saveForMove(SimpleNamespace(saveMoved=lambda: "nick"), seen)
+        self.assertIn("returned str, not bytes or None", str(caught.exception))
+
+    def test_tooLargeForOnePacketStays(self) -> None:
+        """The largest state and unread bytes, plus a big handshake, would not fit: it stays."""
+        seen = Verdict("movable", buffered=b"u" * BUFFERED_LIMIT, moves=WEBSOCKET)
+        fits = self.webSocket(b"s" * STATE_LIMIT, 1000)
+        self.assertEqual(saveForMove(fits, seen)[0]["move"], WEBSOCKET)
+        with self.assertRaises(SaveFailed) as caught:
+            saveForMove(self.webSocket(b"s" * STATE_LIMIT, 20000), seen)
+        self.assertEqual(caught.exception.reason, STAYS_TOO_LARGE)

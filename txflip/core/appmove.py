@@ -18,14 +18,31 @@ from __future__ import annotations
 from txflip.core.imovable import IMovable
 from txflip.core.log import log
 from txflip.core.movable import HTTP, KINDS, WEBSOCKET, Verdict
+from txflip.core.transfer import PACKET_LIMIT, encode
 from txflip.core.wsmove import restoreWebSocket, saveWebSocket, webSocketFactoryFor
 
 STATE_LIMIT = 48 * 1024
 """The most bytes of state an app may carry for one connection."""
 
 
+STAYS_SAVE_FAILED = "its saveMoved failed"
+STAYS_TOO_LARGE = "too large to move (state, unread bytes and handshake)"
+
+HEADER_ROOM = 1024
+"""Bytes of a packet kept for the offer's own fields (id, key, family...)."""
+
+
 class SaveFailed(Exception):
-    """The app's C{saveMoved} failed or returned something other than bytes or L{None}."""
+    """
+    The connection cannot move: the app's C{saveMoved} failed or answered
+    wrongly, or what it carries does not fit in one packet.
+
+    @ivar reason: why it stays, as the move report counts it.
+    """
+
+    def __init__(self, message: str, reason: str = STAYS_SAVE_FAILED) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def saveForMove(protocol, seen: Verdict) -> tuple[dict, bytes] | None:
@@ -55,7 +72,15 @@ def saveForMove(protocol, seen: Verdict) -> tuple[dict, bytes] | None:
     header = {"move": seen.moves, "state": len(state)}
     if seen.moves == WEBSOCKET:
         header["ws"] = saveWebSocket(protocol)
-    return header, state + seen.buffered
+    payload = state + seen.buffered
+    size = len(encode(header, payload)) + HEADER_ROOM
+    if size > PACKET_LIMIT:
+        raise SaveFailed(
+            f"a {seen.moves} connection of {type(protocol).__name__} needs {size} bytes "
+            f"to move, more than {PACKET_LIMIT}",
+            STAYS_TOO_LARGE,
+        )
+    return header, payload
 
 
 class HeldWrites:

@@ -221,7 +221,7 @@ class ConnectionMover:
                     saved = saveForMove(protocol, seen)
                 except SaveFailed as e:
                     log.error("a connection stays: {error}", error=e)
-                    self._stay(protocol, "its saveMoved failed")
+                    self._stay(protocol, e.reason)
                     continue
                 if saved is None:
                     waiting += 1  # the app says not now: ask again at the next check
