@@ -113,7 +113,7 @@ class HeldWrites:
         return self.take()
 
 
-def refusal(factory, header: dict) -> str | None:
+def refusal(factory, header: dict, payload: bytes) -> str | None:
     """Why this generation cannot take the offered connection, or L{None}."""
     moves = header.get("move", HTTP)
     if moves not in KINDS:
@@ -121,7 +121,7 @@ def refusal(factory, header: dict) -> str | None:
     if moves == HTTP:
         return None
     state = header.get("state")
-    if not isinstance(state, int) or state < 0:
+    if not isinstance(state, int) or not 0 <= state <= len(payload):
         return "malformed offer"
     if moves == WEBSOCKET:
         ws = header.get("ws")

@@ -68,7 +68,7 @@ class ConnectionReceiver:
             reason = "malformed offer"
         elif factory is None:
             reason = f"this generation does not listen on {key}"
-        elif (reason := refusal(factory, header)) is not None:
+        elif (reason := refusal(factory, header, payload)) is not None:
             pass
         else:
             self._held[offerId] = (fds[0], key, family, payload)
