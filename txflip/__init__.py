@@ -16,6 +16,8 @@ from txflip._version import __version__
 __all__ = [
     "Generation",
     "GenerationService",
+    "IMovable",
+    "ConnectionMoved",
     "Outcome",
     "State",
     "current",
@@ -26,6 +28,8 @@ _WHERE = {
     "Generation": "txflip.core.generation",
     "current": "txflip.core.generation",
     "GenerationService": "txflip.core.service",
+    "IMovable": "txflip.core.imovable",
+    "ConnectionMoved": "txflip.core.imovable",
     "Outcome": "txflip.core.parent",
     "State": "txflip.core.state",
 }

@@ -5,6 +5,7 @@ messages, records how every connection ended, and reconnects unless told not to.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -114,3 +115,45 @@ class EchoClients:
         for client in self.clients:
             client.join(timeout)
             assert not client.is_alive(), "a WebSocket client never ended"
+
+
+class CountingClient(threading.Thread):
+    """
+    One connection to tests/support/movablews.py, never reopened: say C{m1},
+    C{m2}... every 50 to 200 ms, and expect C{N:PID:mN} back for each, the
+    count going on whichever PID answers; record the PIDs, how the connection
+    ended (its close code) and anything wrong (a gap, a duplicate, a timeout).
+    """
+
+    def __init__(self, url: str, stop: threading.Event, **options) -> None:
+        super().__init__(daemon=True)
+        self._url = url
+        self._stopping = stop
+        self._options = options
+        self.pids: list[int] = []
+        self.closeCode: int | None = None
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        try:
+            with connect(self._url, open_timeout=10, close_timeout=10, **self._options) as ws:
+                self._talk(ws)
+        except ConnectionClosed as e:
+            self.closeCode = e.rcvd.code if e.rcvd is not None else None
+        except Exception as e:
+            self.failures.append(f"{type(e).__name__}: {e}")
+
+    def _talk(self, ws) -> None:
+        deadline = time.monotonic() + 180
+        count = 0
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            count += 1
+            ws.send(f"m{count}")
+            answer = ws.recv(timeout=10)
+            number, _, rest = answer.partition(":")
+            pid, _, said = rest.partition(":")
+            if number != str(count) or said != f"m{count}":
+                self.failures.append(f"sent m{count}, got {answer!r}")
+                return
+            self.pids.append(int(pid))
+            time.sleep(random.uniform(0.05, 0.2))

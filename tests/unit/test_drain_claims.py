@@ -6,6 +6,7 @@ before (Clock and StringTransport: only the drain's decisions are looked at).
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -82,3 +83,35 @@ class DrainClaimsTests(TestCase):
         claims.active = False
         clock.advance(0.1)
         self.assertEqual(self.successResultOf(drain.done), 0)
+
+    def test_claimedLongLivedConnectionIsToldOnlyOnceUnclaimed(self):
+        """
+        A long-lived connection that may move (an IMovable WebSocket, a chat) is
+        not told to close while the mover claims it; once it stays, it is told
+        at once, as it would have been without moving.
+        """
+        told = []
+
+        class LongLived(Protocol):
+            def drainStarted(self, deadline, handedOver):
+                told.append(self)
+
+        tracker = ConnectionTracker()
+        factory = tracker.track(Factory.forProtocol(LongLived))
+        protocols = []
+        for _ in range(2):
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            transport = SocketLikeTransport()
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+            protocols.append(protocol)
+        claimed, unclaimed = protocols
+        claims = Claims(claimed)
+        clock = Clock()
+        drain = Drain(clock, tracker, timeout=10, claims=claims, closeSpread=1.0, handedOver=True)
+        drain.start()
+        clock.advance(2)
+        self.assertEqual(told, [unclaimed])
+        claims.protocol = None
+        clock.advance(0.1)
+        self.assertEqual(told, [unclaimed, claimed])

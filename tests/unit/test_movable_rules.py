@@ -6,23 +6,38 @@ matters here, and every rule reads it).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from txaio._common import _BatchedTimer
+from zope.interface import implementer
 
+from tests.support.movablews import CountingFactory
+from tests.unit.test_farewell import HANDSHAKE
+from txflip.core.appmove import STATE_LIMIT, STAYS_TOO_LARGE, SaveFailed, saveForMove
+from txflip.core.imovable import IMovable
 from txflip.core.movable import (
+    BUFFERED_LIMIT,
     LISTENER_KEY,
+    PLAIN,
     STAYS_CLOSING,
     STAYS_NOT_HTTP,
     STAYS_TLS,
     STAYS_UPGRADED,
+    WEBSOCKET,
+    Verdict,
     verdict,
 )
+from txflip.core.wsmove import STAYS_EXTENSION
 from txflip.tls.selfsigned import generate
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -137,3 +152,133 @@ class MovableRulesTests(TestCase):
         tls.makeConnection(transport)
         # txflip tracks the HTTP protocol inside TLS (listenSSL wraps the tracked factory).
         self.assertEqual(verdict(tls.wrappedProtocol).reason, STAYS_TLS)
+
+
+@implementer(IMovable)
+class MovableLines(LineReceiver):
+    def lineReceived(self, line):
+        pass
+
+    def saveMoved(self):
+        return b""
+
+    def restoreMoved(self, state):
+        pass
+
+
+class MovableProtocolRulesTests(TestCase):
+    """A protocol that provides IMovable: when its connection can move, and what goes with it."""
+
+    def connect(self, factory):
+        protocol = factory.buildProtocol(ADDRESS)
+        transport = SocketLikeTransport()
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_partialLineTravels(self) -> None:
+        protocol, _ = self.connect(Factory.forProtocol(MovableLines))
+        protocol.dataReceived(b"first\r\nsec")
+        seen = verdict(protocol)
+        self.assertEqual((seen.kind, seen.buffered, seen.moves), ("movable", b"sec", PLAIN))
+
+    def test_outputNotWrittenWaits(self) -> None:
+        protocol, transport = self.connect(Factory.forProtocol(MovableLines))
+        transport.dataBuffer = b"unsent"  # what a socket transport holds until it can write
+        self.assertEqual(verdict(protocol).kind, "busy")
+
+    def test_tlsStays(self) -> None:
+        options = PrivateCertificate.loadPEM(generate(["localhost"])).options()
+        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(MovableLines))
+        tls, _ = self.connect(factory)
+        self.assertEqual(verdict(tls.wrappedProtocol).reason, STAYS_TLS)
+
+    def test_closingStays(self) -> None:
+        protocol, transport = self.connect(Factory.forProtocol(MovableLines))
+        transport.loseConnection()
+        self.assertEqual(verdict(protocol).reason, STAYS_CLOSING)
+
+
+class MovableWebSocketRulesTests(TestCase):
+    """An Autobahn WebSocket that provides IMovable moves only between messages."""
+
+    def setUp(self) -> None:
+        factory = CountingFactory(label="here")
+        clock = Clock()
+        factory._batched_timer = _BatchedTimer(1000, 100, clock.seconds, clock.callLater)
+        self.protocol = factory.buildProtocol(ADDRESS)
+        self.transport = SocketLikeTransport()
+        self.transport.protocol = self.protocol
+        self.protocol.makeConnection(self.transport)
+
+    def open(self) -> None:
+        self.protocol.dataReceived(HANDSHAKE)
+        self.assertEqual(self.protocol.state, self.protocol.STATE_OPEN)
+
+    def test_handshakeUnderWayWaits(self) -> None:
+        self.assertEqual(verdict(self.protocol).kind, "busy")
+
+    def test_openBetweenMessagesMoves(self) -> None:
+        self.open()
+        self.transport.clear()
+        seen = verdict(self.protocol)
+        self.assertEqual((seen.kind, seen.moves), ("movable", WEBSOCKET))
+
+    def test_fragmentedMessageWaits(self) -> None:
+        """Inside a fragmented message (a first frame without FIN) it waits for the last one."""
+        self.open()
+        self.protocol.dataReceived(
+            b"\x01\x83abcd" + bytes(c ^ k for c, k in zip(b"hel", b"abc", strict=True))
+        )
+        self.assertEqual(verdict(self.protocol).reason, "a WebSocket message is being read")
+
+    def test_partialFrameWaits(self) -> None:
+        """A frame whose payload is half read: the parser is inside it."""
+        self.open()
+        self.protocol.dataReceived(b"\x81\x85abcd" + b"he")
+        self.assertEqual(verdict(self.protocol).reason, "a WebSocket message is being read")
+
+    def test_extensionStays(self) -> None:
+        self.open()
+        self.protocol.websocket_extensions_in_use = [object()]
+        self.assertEqual(verdict(self.protocol).reason, STAYS_EXTENSION)
+
+
+class CarriedStateTests(TestCase):
+    """What a movable connection carries, and when it is too much for one packet."""
+
+    def webSocket(self, state: bytes, headerBytes: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            saveMoved=lambda: state,
+            http_request_uri="/",
+            http_request_host="x",
+            http_headers={"cookie": "c" * headerBytes},
+            websocket_version=13,
+            websocket_origin="",
+            websocket_protocols=[],
+            websocket_protocol_in_use=None,
+        )
+
+    def test_stateAndUnreadBytesTravel(self) -> None:
+        seen = Verdict("movable", buffered=b"unread", moves=PLAIN)
+        header, payload = saveForMove(SimpleNamespace(saveMoved=lambda: b"nick"), seen)
+        self.assertEqual((header, payload), ({"move": PLAIN, "state": 4}, b"nickunread"))
+
+    def test_notNowIsNone(self) -> None:
+        seen = Verdict("movable", moves=PLAIN)
+        self.assertIsNone(saveForMove(SimpleNamespace(saveMoved=lambda: None), seen))
+
+    def test_notBytesFails(self) -> None:
+        seen = Verdict("movable", moves=PLAIN)
+        with self.assertRaises(SaveFailed) as caught:
+            saveForMove(SimpleNamespace(saveMoved=lambda: "nick"), seen)
+        self.assertIn("returned str, not bytes or None", str(caught.exception))
+
+    def test_tooLargeForOnePacketStays(self) -> None:
+        """The largest state and unread bytes, plus a big handshake, would not fit: it stays."""
+        seen = Verdict("movable", buffered=b"u" * BUFFERED_LIMIT, moves=WEBSOCKET)
+        fits = self.webSocket(b"s" * STATE_LIMIT, 1000)
+        self.assertEqual(saveForMove(fits, seen)[0]["move"], WEBSOCKET)
+        with self.assertRaises(SaveFailed) as caught:
+            saveForMove(self.webSocket(b"s" * STATE_LIMIT, 20000), seen)
+        self.assertEqual(caught.exception.reason, STAYS_TOO_LARGE)

@@ -72,3 +72,29 @@ class MoveReportTests(TestCase):
             "move or close once their request is answered; connections still arriving from "
             "generation 1 move on to generation 3 as they come",
         )
+
+    def test_reloadCountsEachKind(self) -> None:
+        """Once anything other than HTTP/1.x moved, reload counts the connections of each kind."""
+        line = describe(
+            {
+                "phase": "moved",
+                "generation": 3,
+                "childGeneration": 4,
+                "moved": 23,
+                "movedKinds": {"HTTP/1.x": 2, "WebSocket": 20, "plain": 1},
+                "stayed": {},
+                "failure": None,
+                "ms": 12,
+            }
+        )
+        self.assertEqual(
+            line,
+            "moved 23 connection(s) (2 HTTP/1.x, 20 WebSocket, 1 plain) to generation 4 in 12 ms",
+        )
+
+    def test_logCountsEachKind(self) -> None:
+        report = MoveReport(moved=3, movedKinds=Counter({"WebSocket": 2, "HTTP/1.x": 1}))
+        self.assertEqual(report.describeKinds(), " (1 HTTP/1.x, 2 WebSocket)")
+        self.assertEqual(
+            MoveReport(moved=3, movedKinds=Counter({"HTTP/1.x": 3})).describeKinds(), ""
+        )

@@ -185,12 +185,14 @@ def describe(message: dict) -> str:
 
 
 def describeMoved(message: dict) -> str:
-    """The C{moved} phase: how many idle connections moved, and why the others stay."""
+    """The C{moved} phase: how many connections moved (of each kind), and why the others stay."""
     stayed = message.get("stayed") or {}
-    text = (
-        f"moved {message.get('moved', 0)} keep-alive connection(s) to generation "
-        f"{message.get('childGeneration')} in {message.get('ms')} ms"
-    )
+    kinds = message.get("movedKinds") or {}
+    moved = f"{message.get('moved', 0)} keep-alive connection(s)"
+    if set(kinds) - {"HTTP/1.x"}:
+        byKind = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        moved = f"{message.get('moved', 0)} connection(s) ({byKind})"
+    text = f"moved {moved} to generation {message.get('childGeneration')} in {message.get('ms')} ms"
     if message.get("failure"):
         text += f" (moving was given up: {message['failure']})"
     if message.get("waiting"):

@@ -353,6 +353,7 @@ class ControlServer(Factory):
                     "generation": self.generation.number,
                     "childGeneration": self._nextGeneration,
                     "moved": fields.get("moved"),
+                    "movedKinds": fields.get("movedKinds"),
                     "stayed": fields.get("stayed"),
                     "failure": fields.get("failure"),
                     "ms": fields.get("ms"),

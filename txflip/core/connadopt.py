@@ -3,6 +3,10 @@ The new generation's side of moving connections: adopt what the previous
 generation hands over (L{txflip.core.connmove}) into the factory of the
 listener each connection came in on, and serve its next request.
 
+A connection whose protocol carries its own state (C{IMovable}) is attached
+to a protocol built by the same factory, restored instead of connected
+(L{txflip.core.appmove}).
+
 A connection is adopted only once the previous generation says C{yours}
 (L{txflip.core.transfer}); until then this process holds a copy without
 reading it, and closes that copy if the channel goes away.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 
+from txflip.core.appmove import adoptMoved, refusal
 from txflip.core.handoff import HandoffState
 from txflip.core.log import log
 from txflip.core.movable import LISTENER_KEY
@@ -27,6 +32,7 @@ class ConnectionReceiver:
         self._registry = registry
         self._fromGeneration = fromGeneration
         self._held: dict[int, tuple[int, str, int, bytes]] = {}
+        self._moves: dict[int, dict] = {}  # the offer's header, for an app connection
         self.adopted = 0
         self.refused = 0
         self.channel = PacketChannel(reactor, skt, self._packet, self._closed)
@@ -46,7 +52,10 @@ class ConnectionReceiver:
         elif op == "yours":
             closeDescriptors(fds)
             held = self._held.pop(offerId, None)
-            if held is not None:
+            header = self._moves.pop(offerId, None)
+            if held is not None and header is not None:
+                self._adoptApp(*held, header, payload)
+            elif held is not None:
                 self._adopt(*held)
         else:
             closeDescriptors(fds)
@@ -59,8 +68,12 @@ class ConnectionReceiver:
             reason = "malformed offer"
         elif factory is None:
             reason = f"this generation does not listen on {key}"
+        elif (reason := refusal(factory, header, payload)) is not None:
+            pass
         else:
             self._held[offerId] = (fds[0], key, family, payload)
+            if "move" in header:
+                self._moves[offerId] = header
             self._answer({"op": "took", "id": offerId})
             return
         closeDescriptors(fds)
@@ -99,9 +112,33 @@ class ConnectionReceiver:
                 log.error("a moved connection's first bytes failed: {error}", error=e)
                 transport.loseConnection()
 
+    def _adoptApp(
+        self, fd: int, key: str, family: int, payload: bytes, header: dict, written: bytes
+    ) -> None:
+        """Adopt a connection that carries its app's state (and what was written in transfer)."""
+        factory = self._registry.appFactory(key)
+        try:
+            if factory is None:
+                return
+            transport = adoptMoved(
+                self._reactor, factory, fd, family, header, payload, written, self._registry.track
+            )
+        except OSError as e:
+            log.info("a moved connection was gone on arrival: {error}", error=e)
+            return
+        except Exception as e:
+            log.error("could not restore a moved connection: {error}", error=e)
+            return
+        finally:
+            os.close(fd)
+        if transport is not None:
+            setattr(transport, LISTENER_KEY, key)
+            self.adopted += 1
+
     def _closed(self, why: str) -> None:
         held = [fd for fd, *_ in self._held.values()]
         self._held.clear()
+        self._moves.clear()
         closeDescriptors(held)
         log.info(
             "adopted {adopted} connection(s) from generation {previous} "

@@ -7,7 +7,9 @@ other, and the client reads end-of-file instead of an answer. So instead of
 closing them, the old generation passes each plain HTTP/1.x connection, once
 it is between requests (L{txflip.core.movable}), to the new generation over
 the transfer channel (L{txflip.core.transfer}), which serves its next request
-as if nothing had happened.
+as if nothing had happened. A protocol that provides C{IMovable} (a plain
+protocol, or an Autobahn WebSocket) moves the same way once it consents
+(L{txflip.core.appmove}), carrying its state.
 
 L{ConnectionMover} runs beside the L{Drain}: the drain leaves alone every
 connection the mover still claims, and drains the rest as before. Bounds:
@@ -36,10 +38,12 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
+from txflip.core.appmove import HeldWrites, SaveFailed, saveForMove
 from txflip.core.drain import ConnectionTracker, httpChannelOf, lowestTransport
 from txflip.core.events import Events
+from txflip.core.imovable import ConnectionMoved
 from txflip.core.log import generation, log
-from txflip.core.movable import listenerKeyOf, verdict
+from txflip.core.movable import HTTP, Verdict, listenerKeyOf, verdict
 from txflip.core.transfer import PacketChannel, closeDescriptors
 from txflip.core.twistedprivate import skipShutdown
 
@@ -61,6 +65,14 @@ CHECK_INTERVAL = 0.02
 STAYS_LATE = "still busy when moving stopped"
 STAYS_NO_LISTENER = "its listener is unknown"
 STAYS_TRANSFER_FAILED = "the transfer failed"
+STAYS_WROTE_TOO_MUCH = "its app wrote too much while it was in transfer"
+
+HELD_LIMIT = 64 * 1024
+"""
+The most bytes an app may write to a connection in transfer: they travel with
+C{yours}; a connection written more stays (the new generation's copy is
+closed with the channel, and never read).
+"""
 
 
 @dataclass
@@ -71,6 +83,15 @@ class MoveReport:
     stayed: Counter = field(default_factory=Counter)
     failure: str | None = None
     seconds: float = 0.0
+    movedKinds: Counter = field(default_factory=Counter)
+    """How many moved, by kind (L{txflip.core.movable.KINDS})."""
+
+    def describeKinds(self) -> str:
+        """The kinds of the connections that moved, when any is not HTTP/1.x."""
+        if not set(self.movedKinds) - {HTTP}:
+            return ""
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.movedKinds.items()))
+        return f" ({kinds})"
 
     def describeStayed(self) -> str:
         if not self.stayed:
@@ -85,9 +106,13 @@ class _Offer:
     transport: object
     sentAt: float
     savedTimeout: float | None
+    moves: str = HTTP
+    held: HeldWrites | None = None
 
 
-def closeWithoutShutdown(transport, why: str) -> None:
+def closeWithoutShutdown(
+    transport, why: str, reason: type[ConnectionDone] = ConnectionDone
+) -> None:
     """
     Close this process's copy of a connection's socket, sending nothing.
 
@@ -96,7 +121,7 @@ def closeWithoutShutdown(transport, why: str) -> None:
     plain C{close()} of one descriptor among several sends neither.
     """
     skipShutdown(transport)
-    transport.connectionLost(Failure(ConnectionDone(why)))
+    transport.connectionLost(Failure(reason(why)))
 
 
 class ConnectionMover:
@@ -198,7 +223,16 @@ class ConnectionMover:
             elif seen.kind == "busy":
                 waiting += 1
             else:
-                self._offer(protocol, transport, key, seen.buffered, now)
+                try:
+                    saved = saveForMove(protocol, seen)
+                except SaveFailed as e:
+                    log.error("a connection stays: {error}", error=e)
+                    self._stay(protocol, e.reason)
+                    continue
+                if saved is None:
+                    waiting += 1  # the app says not now: ask again at the next check
+                    continue
+                self._offer(protocol, transport, key, seen, saved, now)
                 if not self.active:
                     return
         arriving = self._arriving()
@@ -219,16 +253,25 @@ class ConnectionMover:
         self._stays[protocol] = reason
         self.report.stayed[reason] += 1
 
-    def _offer(self, protocol, transport, key: str, buffered: bytes, now: float) -> None:
+    def _offer(
+        self, protocol, transport, key: str, seen: Verdict, saved: tuple[dict, bytes], now: float
+    ) -> None:
         transport.stopReading()
         transport.stopWriting()
-        # Its idle timeout must not close it (with a FIN) while the other generation holds it.
-        savedTimeout = httpChannelOf(protocol).setTimeout(None)
+        savedTimeout = held = None
+        if seen.moves == HTTP:
+            # Its idle timeout must not close it (with a FIN) while the other generation holds it.
+            savedTimeout = httpChannelOf(protocol).setTimeout(None)
+        else:
+            # The app may write to it meanwhile (a chat's broadcast): held, not lost.
+            held = HeldWrites(transport)
         offerId = self._nextId
         self._nextId += 1
-        self._offers[offerId] = _Offer(protocol, transport, now, savedTimeout)
+        self._offers[offerId] = _Offer(protocol, transport, now, savedTimeout, seen.moves, held)
         self._offered.add(protocol)
+        extra, payload = saved
         header = {
+            **extra,
             "op": "offer",
             "id": offerId,
             "key": key,
@@ -237,7 +280,7 @@ class ConnectionMover:
         try:
             # A duplicate goes in the packet (the channel closes it once sent), so
             # that a packet waiting for room never names a descriptor closed meanwhile.
-            self._channel.send(header, buffered, [os.dup(transport.fileno())])
+            self._channel.send(header, payload, [os.dup(transport.fileno())])
         except OSError:
             # The channel is gone: _giveUp has already resumed this connection.
             pass
@@ -263,9 +306,16 @@ class ConnectionMover:
             self._check()
 
     def _settle(self, offerId: int, offer: _Offer) -> None:
+        written = offer.held.take() if offer.held is not None else b""
+        if len(written) > HELD_LIMIT:
+            offer.held.hold(written)
+            self._resume(offer, STAYS_WROTE_TOO_MUCH)
+            return
         self._settling[offerId] = offer
         try:
-            self._channel.send({"op": "yours", "id": offerId}, onSent=lambda: self._gone(offerId))
+            self._channel.send(
+                {"op": "yours", "id": offerId}, written, onSent=lambda: self._gone(offerId)
+            )
         except OSError:
             pass  # the channel is gone: _giveUp has resumed this connection
 
@@ -274,15 +324,33 @@ class ConnectionMover:
         offer = self._settling.pop(offerId)
         self._offered.discard(offer.protocol)
         self.report.moved += 1
+        self.report.movedKinds[offer.moves] += 1
+        if offer.held is not None:
+            late = offer.held.release()
+            if late:
+                log.warn(
+                    "{count} byte(s) the app wrote to a connection just moved to generation "
+                    "{next} were dropped (written after it was handed over)",
+                    count=len(late),
+                    next=generation() + 1,
+                )
+            closeWithoutShutdown(
+                offer.transport, f"moved to generation {generation() + 1}", ConnectionMoved
+            )
+            return
         closeWithoutShutdown(offer.transport, f"moved to generation {generation() + 1}")
 
     def _resume(self, offer: _Offer, reason: str) -> None:
         """The connection stays: this generation reads it again and drains it."""
         self._offered.discard(offer.protocol)
         self._stay(offer.protocol, reason)
+        written = offer.held.release() if offer.held is not None else b""
         if not getattr(offer.transport, "disconnected", False):
-            httpChannelOf(offer.protocol).setTimeout(offer.savedTimeout)
+            if offer.moves == HTTP:
+                httpChannelOf(offer.protocol).setTimeout(offer.savedTimeout)
             offer.transport.startReading()
+            if written:
+                offer.transport.write(written)
 
     def _closed(self, why: str) -> None:
         if self.active:
@@ -326,8 +394,9 @@ class ConnectionMover:
         self.report.seconds = self._reactor.seconds() - self._started
         ms = int(self.report.seconds * 1000)
         log.info(
-            "moved {moved} connection(s) to generation {next} in {ms} ms; {stayed}",
+            "moved {moved} connection(s) to generation {next} in {ms} ms{kinds}; {stayed}",
             moved=self.report.moved,
+            kinds=self.report.describeKinds(),
             next=generation() + 1,
             ms=ms,
             stayed=self.report.describeStayed(),
@@ -339,6 +408,7 @@ class ConnectionMover:
         self._events.emit(
             "connections-moved",
             moved=self.report.moved,
+            movedKinds=dict(self.report.movedKinds),
             stayed=dict(self.report.stayed),
             failure=self.report.failure,
             ms=int((self._reactor.seconds() - self._started) * 1000),

@@ -324,7 +324,7 @@ class Drain:
             self._handedOver,
         )
         connections = self._tracker.open()
-        longLived = self._farewell.plan(connections)
+        longLived = self._farewell.plan(self._unclaimed(connections))
         log.info(
             "draining {count} connection(s), at most {timeout}s",
             count=len(connections),
@@ -341,6 +341,12 @@ class Drain:
         self._loop.clock = self._reactor
         self._loop.start(self._interval, now=True).addErrback(self._loopFailed)
         return self.done
+
+    def _unclaimed(self, protocols: list) -> list:
+        """The connections the mover does not claim (that will not move)."""
+        if self._claims is None:
+            return protocols
+        return [p for p in protocols if not self._claims.claimed(p)]
 
     def _loopFailed(self, failure) -> None:
         log.error("drain check failed: {error}; aborting at the deadline", error=failure.value)
@@ -369,7 +375,8 @@ class Drain:
         if now >= self._deadline:
             self._abortAll()
             return
-        self._farewell.tellDue(remaining)
+        # A connection the mover still claims (it may move) is told nothing yet.
+        self._farewell.tellDue(self._unclaimed(remaining))
         for protocol in remaining:
             if self._claims is not None and self._claims.claimed(protocol):
                 continue

@@ -35,11 +35,22 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "successor-died": ("childPid", "reason"),
     # moving (bool): connections-moved follows.
     "draining": ("handedOver", "connections", "moving"),
+    # movedKinds: kind (HTTP/1.x, plain, WebSocket) -> count;
     # stayed: reason -> count; failure: why moving was given up, or None; final:
     # False once every idle connection has moved while waiting ones (busy, or
     # still arriving from this generation's predecessor) may follow.
-    # arriving: connections still arrive from this generation's predecessor.
-    "connections-moved": ("moved", "stayed", "failure", "ms", "final", "waiting", "arriving"),
+    # arriving: connections still arrive from this generation's predecessor;
+    # movedKinds: how many moved of each kind (HTTP/1.x, WebSocket, plain).
+    "connections-moved": (
+        "moved",
+        "movedKinds",
+        "stayed",
+        "failure",
+        "ms",
+        "final",
+        "waiting",
+        "arriving",
+    ),
     "exiting": ("handedOver",),
 }
 """Every event a generation emits, and the fields it comes with."""

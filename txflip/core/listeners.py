@@ -327,6 +327,14 @@ class ListenerRegistry:
                 return listener.key
         return None
 
+    def track(self, factory):
+        """
+        C{factory}, as this registry's listeners' factories are made to serve:
+        for a factory that serves connections that did not arrive on a port
+        here (a WebSocket moved from a C{Site}'s resource).
+        """
+        return self.standIn.track(factory)
+
     def appFactory(self, key: str):
         """The protocol factory of the app's listener C{key} here, or L{None}."""
         for listener in self.listeners:

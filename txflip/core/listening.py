@@ -244,6 +244,10 @@ class ListeningReactor:
         self._registry = registry
         self._factoryHook = factoryHook
 
+    def track(self, factory):
+        """C{factory}, as the listeners' factories are made to serve (tracked for the drain)."""
+        return self._factoryHook(factory)
+
     def install(self) -> None:
         """Take the place of the reactor's listen methods (C{listenMulticast} included)."""
         self._reactor.listenTCP = self.listenTCP

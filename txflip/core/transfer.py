@@ -16,6 +16,11 @@ so that at no moment do both generations read it:
 
 A child that closes the channel before C{yours} closes the copies it holds,
 and the parent, which still holds its own, keeps serving those connections.
+
+An offer for a protocol that carries its own state (L{txflip.core.appmove})
+also names its kind and its state's length, and its payload is the state then
+the unread bytes; its C{yours} carries what the old generation's app wrote
+while the connection was in transfer.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from twisted.internet import error, main
 from twisted.python.failure import Failure
 
 PACKET_LIMIT = 128 * 1024
-"""The largest packet: a header and at most L{txflip.core.movable.BUFFERED_LIMIT} bytes."""
+"""
+The largest packet: a header, and unread bytes (at most
+L{txflip.core.movable.BUFFERED_LIMIT}) after an app's state, if any.
+"""
 
 _READS_PER_WAKE = 64
 

@@ -80,6 +80,18 @@ def _tcpEndpoint():
     return TCP4ServerEndpoint(reactor, 0)
 
 
+def _webSocketFactory():
+    from autobahn.twisted.websocket import WebSocketServerFactory
+
+    return WebSocketServerFactory()
+
+
+def _webSocketResource():
+    from autobahn.twisted.resource import WebSocketResource
+
+    return WebSocketResource(_webSocketFactory())
+
+
 def _h2Connection():
     from twisted.web._http2 import H2Connection
 
@@ -240,6 +252,24 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "twisted.web.client.HTTPConnectionPool",
         "_factory",
         "an HTTP connection pool whose connections log no 'Starting factory'",
+    ),
+    # Autobahn's WebSocket server (txflip.core.wsmove): a moved WebSocket.
+    PrivateName(
+        "autobahn.twisted.resource.WebSocketResource",
+        "_factory",
+        "the WebSocket factory a moved connection's path leads to, in a Site",
+        _webSocketResource,
+    ),
+    PrivateName(
+        "autobahn.twisted.websocket.WebSocketServerFactory",
+        "_batched_timer",
+        "starting a moved WebSocket's automatic pings, as its opening handshake would",
+        _webSocketFactory,
+    ),
+    PrivateName(
+        "autobahn.websocket.protocol.WebSocketProtocol",
+        "_sendAutoPing",
+        "starting a moved WebSocket's automatic pings, as its opening handshake would",
     ),
     # Endpoints (txflip.acme.endpoint).
     PrivateName(
@@ -492,3 +522,19 @@ def whenWritable(connection, callback: Callable[[], object]) -> None:
         callback()
     else:
         blocked.addCallback(lambda result: (callback(), result)[1])
+
+
+# Autobahn's WebSocket server (txflip.core.wsmove).
+
+
+def webSocketFactoryOf(resource):
+    """The factory behind an Autobahn C{WebSocketResource}."""
+    return resource._factory
+
+
+def startAutoPing(protocol) -> None:
+    """Start a WebSocket's automatic pings, as Autobahn does once its handshake is done."""
+    if protocol.autoPingInterval:
+        protocol.autoPingPendingCall = protocol.factory._batched_timer.call_later(
+            protocol.autoPingInterval, protocol._sendAutoPing
+        )
