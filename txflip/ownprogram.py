@@ -33,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import importlib
 import json
+import logging
 import os
 import select
 import signal
@@ -191,6 +192,7 @@ class ProgramStop:
                     child=self._childPid,
                     moved=moved,
                 )
+                _flushProgramLogs()
                 os._exit(0)
             elif line.startswith("failed"):
                 reason = line.partition(" ")[2] or "it failed"
@@ -252,6 +254,15 @@ class ProgramStop:
         )
         env.pop("TXFLIP_HANDOFF", None)
         env[ENV_AGAIN] = json.dumps({"generation": generation.number})
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flushProgramLogs()
         os.execve(generation.argv[0], generation.argv, env)
+
+
+def _flushProgramLogs() -> None:
+    """
+    Write out what the program's log handlers still buffer: C{os._exit} and
+    C{execve} skip the C{atexit} hook (C{logging.shutdown}) that would.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()

@@ -6,7 +6,10 @@ and start the test records.
 
 from __future__ import annotations
 
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
@@ -16,6 +19,7 @@ from txflip.core.drain import ConnectionTracker
 from txflip.core.events import Events
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.pause import AppLifecycle, Pause, PauseTimedOut
+from txflip.core.service import startKeepingListeners, stopKeepingListeners
 
 TIMEOUT = 5.0
 
@@ -49,7 +53,9 @@ class FakeGeneration:
         return self.stopping
 
 
-class PauseTests(TestCase):
+class PauseCase(TestCase):
+    """A generation with a Site's connections, to pause."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.generation = FakeGeneration(self.clock)
@@ -69,6 +75,8 @@ class PauseTests(TestCase):
         pause.start().addBoth(result.append)
         return pause, result
 
+
+class PauseTests(PauseCase):
     def test_idleConnectionIsParkedAndTheAppStops(self) -> None:
         """An idle keep-alive connection is no longer read; the app stops at once."""
         protocol, transport = self.connect()
@@ -127,3 +135,71 @@ class PauseTests(TestCase):
         pause.resume("paused too long")
         self.assertEqual(self.generation.calls, [])
         self.assertFalse(self.generation.registry.paused)
+
+
+class OtherProtocolTests(PauseCase):
+    """Connections that are not HTTP: only those told to close hold the pause."""
+
+    def connectOther(self, protocolClass):
+        factory = self.generation.tracker.track(Factory.forProtocol(protocolClass))
+        protocol = factory.buildProtocol(None)
+        transport = ReadingTransport(self.clock)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_idleConnectionOfAnotherProtocolDoesNotHoldThePause(self) -> None:
+        """A Buildbot worker's connection has no request to finish: the app's stop closes it."""
+        self.connectOther(Protocol)
+        _, result = self.pause()
+        self.assertEqual((self.generation.calls, result), (["stop"], [None]))
+
+    def test_connectionToldToCloseIsWaitedFor(self) -> None:
+        """One that says how to end (drainStarted) is told, and the app stops once it closed."""
+        told = []
+
+        class Closes(Protocol):
+            def drainStarted(self, deadline, handedOver):
+                told.append(handedOver)
+
+        _, transport = self.connectOther(Closes)
+        _, result = self.pause()
+        self.assertEqual((told, self.generation.calls, result), ([True], [], []))
+        transport.loseConnection()
+        self.clock.advance(0.05)
+        self.assertEqual((self.generation.calls, result), (["stop"], [None]))
+
+
+class StoppingTheAppTests(TestCase):
+    """What a sequential handover stops of a service tree, and starts again."""
+
+    def test_aServiceThatOverridesStopServiceIsStoppedAsItIs(self) -> None:
+        """Buildbot's master does its own stopping: walking its children would skip it."""
+        calls = []
+
+        class Master(MultiService):
+            def stopService(self):
+                calls.append("stop")
+                return MultiService.stopService(self)
+
+            def startService(self):
+                calls.append("start")
+                return MultiService.startService(self)
+
+        master = Master()
+        Service().setServiceParent(master)
+        master.startService()
+        self.successResultOf(stopKeepingListeners(master))
+        self.successResultOf(startKeepingListeners(master))
+        self.assertEqual(calls, ["start", "stop", "start"])
+
+    def test_listeningServicesStayRunning(self) -> None:
+        """A plain MultiService is walked: its children stop, those that only listen stay."""
+        top = MultiService()
+        worker = Service()
+        worker.setServiceParent(top)
+        listening = StreamServerEndpointService(None, Factory())
+        listening.setServiceParent(top)
+        top.running = worker.running = listening.running = 1
+        self.successResultOf(stopKeepingListeners(top))
+        self.assertEqual((top.running, worker.running, listening.running), (0, 0, 1))

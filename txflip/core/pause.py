@@ -33,7 +33,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from txflip.core.drain import httpChannelOf, isTLS, lowestTransport
-from txflip.core.farewell import Farewell
+from txflip.core.farewell import Farewell, farewellFor
 from txflip.core.log import log
 from txflip.core.movable import listenerKeyOf, verdict
 from txflip.core.twistedprivate import handlingRequest
@@ -142,8 +142,14 @@ class Pause:
             channel = httpChannelOf(protocol)
             if seen.kind == "movable":
                 self._park(protocol, channel)
-            elif seen.kind == "busy" or channel is None:
+            elif seen.kind == "busy":
                 waiting += 1
+            elif channel is None:
+                # Another protocol (a Buildbot worker's PB connection) has no
+                # request to finish: the app's stop closes it. Wait only for
+                # those told to close (WebSocket, drainStarted).
+                if farewellFor(protocol, self._reactor) is not None:
+                    waiting += 1
             elif isTLS(protocol) and not (channel.requests or handlingRequest(channel)):
                 # An idle TLS connection cannot move: it closes now, before the app stops.
                 lowestTransport(protocol).loseConnection()

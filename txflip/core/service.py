@@ -36,6 +36,19 @@ def _onlyListens(service: IService) -> bool:
     return isinstance(service, StreamServerEndpointService | internetServerClass())
 
 
+def _plainMultiService(service: IService, method: str) -> bool:
+    """
+    Whether C{service} is a C{MultiService} whose C{method} is C{MultiService}'s
+    own, so that going through its children does all it would do. One that
+    overrides it (Buildbot's master: it marks itself stopped in its database
+    and lets its workers go) is called as it is; the listeners it stops are
+    kept while the app is stopped (C{ListenerRegistry.keepWhenStopped}).
+    """
+    return isinstance(service, MultiService) and getattr(type(service), method) is getattr(
+        MultiService, method
+    )
+
+
 def stopKeepingListeners(service: IService) -> Deferred:
     """
     Stop C{service} and every service under it, children first and in reverse
@@ -45,7 +58,7 @@ def stopKeepingListeners(service: IService) -> Deferred:
     """
     if _onlyListens(service):
         return maybeDeferred(lambda: None)
-    if isinstance(service, MultiService):
+    if _plainMultiService(service, "stopService"):
         Service.stopService(service)
         stopped = maybeDeferred(lambda: None)
         for child in reversed(list(service)):
@@ -58,7 +71,7 @@ def startKeepingListeners(service: IService) -> Deferred:
     """Start again what L{stopKeepingListeners} stopped, in C{MultiService}'s order."""
     if _onlyListens(service):
         return maybeDeferred(lambda: None)
-    if isinstance(service, MultiService):
+    if _plainMultiService(service, "startService"):
         Service.startService(service)
         started = maybeDeferred(lambda: None)
         for child in service:
