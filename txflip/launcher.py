@@ -175,6 +175,9 @@ def main(argv: list[str]) -> int:
     try:
         if module is not None:
             sys.argv = [module, *program]
+            # Imported ahead by a sequential handover: run afresh as __main__
+            # (what it imports stays imported), without runpy's warning.
+            sys.modules.pop(module, None)
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             sys.argv = list(program)

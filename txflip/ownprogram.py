@@ -186,10 +186,11 @@ class ProgramStop:
             elif line == "serving":
                 moved = self._moveParked()
                 log.info(
-                    "generation {next} (PID {child}) serves; {moved} connection(s) moved; "
-                    "generation exits (handed over)",
+                    "generation {next} (PID {child}) serves; new connections waited at most "
+                    "{ms} ms; {moved} connection(s) moved; generation exits (handed over)",
                     next=generation.number + 1,
                     child=self._childPid,
+                    ms=int(generation.restarts.pause.elapsed() * 1000),
                     moved=moved,
                 )
                 _flushProgramLogs()

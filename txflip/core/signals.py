@@ -131,8 +131,9 @@ class TakeoverWatch:
         name = self._signum.name
         other = next(s for s in ("USR2", "USR1") if "SIG" + s != name)
         log.warn(
-            "the app installed its own {signal} handler, so {signal} no longer restarts: "
-            "{reload}, or give flip another signal, e.g. --restart-signal {other}",
+            "the app installed its own {signal} handler, so {signal} no longer restarts "
+            "unless that handler calls flip's in turn: {reload}, or give flip another "
+            "signal, e.g. --restart-signal {other}",
             signal=name,
             reload=self._reload,
             other=other,
