@@ -20,6 +20,7 @@ from txflip.core import pidfile
 from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState, takeInheritedState
 from txflip.core.log import log
+from txflip.core.reopen import REOPEN_SIGNAL, ReopenSignal
 from txflip.core.signals import RestartSignalDispatch, TakeoverWatch
 from txflip.core.startfailure import StartFailureReporter
 from txflip.systemd import activation, fdstore
@@ -51,6 +52,8 @@ class HostSettings:
     """C{overlap}, or C{sequential}: the old generation stops its app first (txflip.core.pause)."""
     pauseTimeout: float = 30.0
     """Seconds a sequential handover may take to finish in-flight work and stop the app."""
+    accessLog: str | None = None
+    """Where to log the app's HTTP requests (Combined Log Format), if anywhere."""
 
     def check(self) -> None:
         """Raise L{ConfigError} with one line if the settings cannot work together."""
@@ -139,6 +142,7 @@ class Host:
             **extra,
         )
         generation.install()
+        self._setUpLogs(generation, settings)
         # What systemd's fd store hands back is what an earlier configuration
         # listened on: one this configuration drops must not hold readiness.
         generation.registry.offer(self.activated.storedKeys())
@@ -192,6 +196,7 @@ class Host:
             inherited=self.inherited,
         )
         generation.install()
+        self._setUpLogs(generation, settings)
         self.generation = generation
         self.dispatch.generation = generation
         if settings.appNotify:
@@ -207,6 +212,28 @@ class Host:
             leader=self.inherited.parentPid,
         )
         return generation
+
+    def _setUpLogs(self, generation: Generation, settings: HostSettings) -> None:
+        """The access log, and SIGUSR1 to reopen the log files (txflip.core.reopen)."""
+        if settings.accessLog:
+            try:
+                accessLog = generation.useAccessLog(settings.accessLog)
+            except OSError as e:
+                raise ConfigError(
+                    f"--access-log {settings.accessLog}: cannot open it for appending: "
+                    f"{e.strerror or e}; give a file in a directory this user may write"
+                ) from None
+            self.reactor.addSystemEventTrigger("after", "shutdown", accessLog.close)
+        if self.dispatch.signum == REOPEN_SIGNAL:
+            if settings.accessLog:
+                log.warn(
+                    "SIGUSR1 restarts (--restart-signal USR1), so it cannot reopen the "
+                    "access log: each generation opens it afresh when it starts"
+                )
+            return
+        reopen = ReopenSignal(self.reactor, generation.reopenLogs)
+        if not reopen.install() and settings.accessLog:
+            log.warn("SIGUSR1 already has a handler: it does not reopen the access log")
 
     def _watchRestartSignal(self, generation: Generation, control) -> None:
         """Warn once if the app takes the restart signal over (see L{TakeoverWatch})."""

@@ -24,7 +24,8 @@ import sys
 USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
     "[--handover overlap|sequential] [--pause-timeout S] "
-    "[--control PATH | --no-control] [--fd-store] [--app-notify] [--reactor NAME] "
+    "[--control PATH | --no-control] [--fd-store] [--app-notify] [--access-log PATH] "
+    "[--reactor NAME] "
     "[--restart-signal NAME] (-m MODULE | SCRIPT) [ARGS...]"
 )
 
@@ -53,6 +54,7 @@ _WITH_A_VALUE = {
     "--handover": {"choices": ("overlap", "sequential"), "default": "overlap"},
     "--pause-timeout": {"type": _seconds, "default": 30.0},
     "--control": {"help": "control socket path (default: PID file + .control)"},
+    "--access-log": {"help": "log HTTP requests to this file (Combined Log Format)"},
     "--reactor": {"help": "the reactor to install, as twistd --reactor names it"},
     "--restart-signal": {
         "default": "HUP",
@@ -160,6 +162,7 @@ def main(argv: list[str]) -> int:
                 noControl=args.no_control,
                 fdStore=args.fd_store,
                 appNotify=args.app_notify,
+                accessLog=args.access_log,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

@@ -21,6 +21,11 @@ and waits before starting it:
     child  -> parent   prepared        the app is built; waiting for the parent's to stop
     parent -> child    start           the parent's app has stopped: start yours
 
+Either side, at any time while the channel is open:
+
+    reopen-logs      reopen your log files (SIGUSR1, L{txflip.core.reopen}) and
+                     pass it on away from me
+
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}. The channel
 stays open while the parent drains, so the parent hears C{retired}.
@@ -36,6 +41,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
 MAX_LINE = 4096
+REOPEN_LOGS = "reopen-logs"
 HEARTBEAT_SECONDS = 0.1
 
 
@@ -55,7 +61,9 @@ class SuccessorChannel(LineOnlyReceiver):
         onRetired: Callable[[str], None] = lambda why: None,
         onHeard: Callable[[], None] = lambda: None,
         onPrepared: Callable[[], None] = lambda: None,
+        onReopenLogs: Callable[[], None] = lambda: None,
     ) -> None:
+        self._onReopenLogs = onReopenLogs
         self._onReady = onReady
         self._onPrepared = onPrepared
         self._onServing = onServing
@@ -80,6 +88,8 @@ class SuccessorChannel(LineOnlyReceiver):
             self._onWaiting(rest.strip())
         elif word == "retired":
             self._onRetired(rest.strip())
+        elif word == REOPEN_LOGS:
+            self._onReopenLogs()
 
     def go(self) -> None:
         self.sendLine(b"go")
@@ -89,6 +99,9 @@ class SuccessorChannel(LineOnlyReceiver):
 
     def abort(self) -> None:
         self.sendLine(b"abort")
+
+    def reopenLogs(self) -> None:
+        self.sendLine(REOPEN_LOGS.encode())
 
     def connectionLost(self, reason=None) -> None:
         self._onLost()
@@ -106,7 +119,9 @@ class PredecessorChannel(LineOnlyReceiver):
         onAbort: Callable[[str], None],
         parentPid: int,
         onStart: Callable[[], None] = lambda: None,
+        onReopenLogs: Callable[[], None] = lambda: None,
     ) -> None:
+        self._onReopenLogs = onReopenLogs
         self._onGo = onGo
         self._onAbort = onAbort
         self._onStart = onStart
@@ -135,6 +150,9 @@ class PredecessorChannel(LineOnlyReceiver):
     def failed(self, reason: str) -> None:
         self.sendLine(encodeLine("failed " + reason))
 
+    def reopenLogs(self) -> None:
+        self.sendLine(REOPEN_LOGS.encode())
+
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
         if word == b"start":
@@ -143,6 +161,8 @@ class PredecessorChannel(LineOnlyReceiver):
             self._decide(self._onGo, "the previous generation said go")
         elif word == b"abort":
             self._decide(self._onAbort, "it said abort")
+        elif word == REOPEN_LOGS.encode():
+            self._onReopenLogs()
 
     def connectionLost(self, reason=None) -> None:
         self.closed = True

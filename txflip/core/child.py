@@ -33,6 +33,7 @@ class PredecessorLink:
     @param onAbandoned: called with a reason if the predecessor gave up on us.
     @param onStart: called when the predecessor says its app has stopped
         (a sequential handover).
+    @param onReopenLogs: called when the predecessor says to reopen the log files.
     """
 
     def __init__(
@@ -42,7 +43,9 @@ class PredecessorLink:
         onGo: Callable[[str], None],
         onAbandoned: Callable[[str], None],
         onStart: Callable[[], None] = lambda: None,
+        onReopenLogs: Callable[[], None] = lambda: None,
     ) -> None:
+        self._onReopenLogs = onReopenLogs
         self._reactor = reactor
         self._inherited = inherited
         self._onGo = onGo
@@ -63,7 +66,11 @@ class PredecessorLink:
                 self._reactor,
                 channelSocket,
                 PredecessorChannel(
-                    self._onGo, self._onAbandoned, self._inherited.parentPid, self._onStart
+                    self._onGo,
+                    self._onAbandoned,
+                    self._inherited.parentPid,
+                    self._onStart,
+                    onReopenLogs=self._onReopenLogs,
                 ),
             )
 
@@ -107,8 +114,10 @@ class PredecessorLink:
         if self._say():
             self._sayNow(f"retired {why}", lambda: self._channel.retired(why))
 
-    def _say(self) -> bool:
-        return self._channel is not None and self._channel.transport is not None
+    def reopenLogs(self) -> None:
+        """Tell the predecessor, if it still listens, to reopen its log files."""
+        if self._say() and not self._channel.closed:
+            self._channel.reopenLogs()
 
     def failed(self, reason: str) -> None:
         """

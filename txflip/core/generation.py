@@ -22,6 +22,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 
 from txflip.core import pidfile
+from txflip.core.accesslog import AccessLog
 from txflip.core.connadopt import receiveConnections
 from txflip.core.drain import ConnectionTracker
 from txflip.core.draining import startDraining
@@ -30,6 +31,7 @@ from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedSt
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
 from txflip.core.pause import AppLifecycle
+from txflip.core.reopen import PREDECESSOR, SUCCESSOR, LogFiles
 from txflip.core.restarts import HANDOVERS, OVERLAP, Restarts
 from txflip.core.roles import IGenerationRole, SingleProcess
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
@@ -148,12 +150,16 @@ class Generation:
         self.role: IGenerationRole = role if role is not None else SingleProcess()
         self.events = Events()
         self.tracker = ConnectionTracker()
+        self.accessLog: AccessLog | None = None
+        """Where the app's HTTP requests are logged (C{--access-log}), if anywhere."""
+        self.logFiles = LogFiles()
+        """The files SIGUSR1 reopens (L{reopenLogs})."""
         self._state = State.STARTING
         self._startup = Startup(self)
         self.registry = self.role.registryFactory(
             reactor,
             inherited.listeners if inherited is not None else list(listeners),
-            factoryHook=self.tracker.track,
+            factoryHook=self._serveFactory,
             paused=inherited is not None,
             onClaimed=self._startup.claimed,
             onListening=lambda key: self._startup.listening(key, self.registry.isInternal(key)),
@@ -203,6 +209,55 @@ class Generation:
 
             endpoint = serverFromString(self.reactor, endpoint)
         return endpoint.listen(factory)
+
+    def _serveFactory(self, factory):
+        """What every factory the app listens with goes through: tracked, and logged."""
+        if self.accessLog is not None:
+            self.accessLog.attach(factory)
+        return self.tracker.track(factory)
+
+    def useAccessLog(self, path: str) -> AccessLog:
+        """
+        Log every HTTP request the app serves to C{path} (Combined Log Format),
+        written directly and reopened by L{reopenLogs}. Its host closes it
+        (L{AccessLog.close}) once the reactor has stopped.
+
+        @raise OSError: the file cannot be opened for appending.
+        """
+        self.accessLog = AccessLog(self.reactor, path)
+        self.logFiles.add(f"the access log {self.accessLog.path}", self.accessLog.reopen)
+        return self.accessLog
+
+    # Log files (L{txflip.core.reopen}).
+
+    def reopenLogs(
+        self, source: str = "SIGUSR1", tell: tuple[str, ...] = (PREDECESSOR, SUCCESSOR)
+    ) -> list[str]:
+        """
+        Reopen this process's log files, and pass the word on to the other
+        live generations in the directions C{tell} names (and to this
+        generation's workers).
+
+        @return: what was reopened here.
+        """
+        reopened = self.logFiles.reopen()
+        log.info(
+            "{source}: reopened {files}",
+            source=source,
+            files=", ".join(reopened) or "no log files (none to reopen)",
+        )
+        if PREDECESSOR in tell and self._startup.link is not None:
+            self._startup.link.reopenLogs()
+        if SUCCESSOR in tell:
+            self.restarts.tellSuccessorToReopenLogs()
+        self.role.reopenLogs()
+        return reopened
+
+    def _reopenLogsFromSuccessor(self) -> None:
+        self.reopenLogs(f"generation {self.number + 1}", tell=(PREDECESSOR,))
+
+    def _reopenLogsFromPredecessor(self) -> None:
+        self.reopenLogs(f"generation {self.number - 1}", tell=(SUCCESSOR,))
 
     # Readiness (L{Startup}).
 

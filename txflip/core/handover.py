@@ -66,6 +66,11 @@ class Handover:
         self._arrivalCheck = None
 
     @property
+    def attempt(self) -> UpgradeAttempt:
+        """The attempt whose child took over."""
+        return self._attempt
+
+    @property
     def successorPid(self) -> int | None:
         return self._outcome.childPid
 

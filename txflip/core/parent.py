@@ -90,8 +90,10 @@ class UpgradeAttempt:
         events: Events | None = None,
         extraEnv: dict[str, str] | None = None,
         pause: Callable[[], Deferred] | None = None,
+        onReopenLogs: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
+        self._onReopenLogs = onReopenLogs
         self._pause = pause
         self._registry = registry
         self._events = events or Events()
@@ -187,7 +189,13 @@ class UpgradeAttempt:
             onRetired=self._retired,
             onHeard=self._heard,
             onPrepared=self._prepared,
+            onReopenLogs=self._onReopenLogs,
         )
+
+    def reopenLogs(self) -> None:
+        """Tell the child, while the channel is open, to reopen its log files."""
+        if self._channel is not None and not self._channelGone and self._channel.transport:
+            self._channel.reopenLogs()
 
     def _moveTo(self, phase: AttemptPhase) -> None:
         if phase not in _PHASE_MOVES[self.phase]:

@@ -86,6 +86,7 @@ class Restarts:
             generation.pidFile,
             generation.events,
             generation.childEnvironment,
+            onReopenLogs=generation._reopenLogsFromSuccessor,
             **sequential,
         )
         return self.attempt.start(source).addCallback(self._attemptEnded)
@@ -169,6 +170,12 @@ class Restarts:
         self.handover = None
         self.lastOutcome = outcome
         self._generation._moveTo(State.SERVING)
+
+    def tellSuccessorToReopenLogs(self) -> None:
+        """Pass SIGUSR1's word on to the successor, starting or taking over (txflip.core.reopen)."""
+        attempt = self.attempt or (self.handover.attempt if self.handover else None)
+        if attempt is not None:
+            attempt.reopenLogs()
 
     def abandonAttempt(self) -> Deferred:
         """Give up on the attempt in progress, if any; fires once it has ended."""

@@ -142,7 +142,12 @@ class Startup:
                 self._readiness.hold(APP_LISTENING)
         if generation.inherited is not None:
             self.link = PredecessorLink(
-                self._reactor, generation.inherited, self._go, self.abandoned, self._takeTurn
+                self._reactor,
+                generation.inherited,
+                self._go,
+                self.abandoned,
+                self._takeTurn,
+                onReopenLogs=generation._reopenLogsFromPredecessor,
             )
             self.link.open()
             self._readiness.onChange = self.link.waiting

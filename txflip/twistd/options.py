@@ -108,6 +108,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "The control socket for `txflip reload` and `txflip status` "
             "(default: the PID file's path plus .control).",
         ],
+        [
+            "access-log",
+            None,
+            None,
+            "Log every HTTP request to this file (Combined Log Format), appended to by "
+            "every generation; SIGUSR1 reopens it (and --logfile) after a rotation.",
+        ],
         *ACME_PARAMETERS,
     ]
     optFlags = [
@@ -245,6 +252,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
     from txflip.core.service import GenerationService
     from txflip.twistd.compat import (
         openLogFilesForAppending,
+        reopenLogFiles,
         sameFile,
         successorArgv,
         takeOverTwistd,
@@ -267,8 +275,11 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         workers=_workers(options),
         handover=options["handover"],
         pauseTimeout=_seconds(options, "pause-timeout"),
+        accessLog=options["access-log"],
     )
     generation = host.startGeneration(settings)
+    if twistd.logfile:
+        generation.logFiles.add(f"the log file {twistd.logfile}", reopenLogFiles)
     generation.logShownOnStderr = twistd.logsToStdout and sameFile(sys.__stdout__, sys.__stderr__)
 
     acme = None
