@@ -91,20 +91,30 @@ def main() -> None:
         f"load average at the end: {load}."
     )
     print()
-    print("| server | keep-alive req/s | new connection req/s | access-log lines |")
-    print("|---|---|---|---|")
+    print("CPU/req: user + system time of the server process per request (what a shared")
+    print("machine disturbs least: req/s also depends on what else runs).")
+    print()
+    print(
+        "| server | keep-alive req/s | CPU/req (us) | new connection req/s | CPU/req (us) "
+        "| access-log lines |"
+    )
+    print("|---|---|---|---|---|---|")
     for name in SERVERS:
-        rates = [statistics.median(s[0] for s in samples[(name, kind)]) for kind in KINDS]
-        print(f"| {name} | {rates[0]:.0f} | {rates[1]:.0f} | {logged[name]} |")
+        cells = []
+        for kind in KINDS:
+            cells.append(f"{statistics.median(s[0] for s in samples[(name, kind)]):.0f}")
+            cells.append(f"{statistics.median(s[1] for s in samples[(name, kind)]):.0f}")
+        print(f"| {name} | " + " | ".join(cells) + f" | {logged[name]} |")
     print()
     web, flip = SERVERS
     for kind in KINDS:
-        ratios = [
-            b[0] / a[0] for a, b in zip(samples[(web, kind)], samples[(flip, kind)], strict=True)
-        ]
+        pairs = list(zip(samples[(web, kind)], samples[(flip, kind)], strict=True))
+        rates = [b[0] / a[0] for a, b in pairs]
+        cpu = [a[1] / b[1] for a, b in pairs]
         print(
-            f"{kind}: flip / web {statistics.median(ratios):.2f}x "
-            f"({min(ratios):.2f}-{max(ratios):.2f}, round by round)"
+            f"{kind}: flip / web req/s {statistics.median(rates):.2f}x "
+            f"({min(rates):.2f}-{max(rates):.2f}); web / flip CPU per request "
+            f"{statistics.median(cpu):.2f}x ({min(cpu):.2f}-{max(cpu):.2f}); round by round"
         )
 
 

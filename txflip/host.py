@@ -54,6 +54,8 @@ class HostSettings:
     """Seconds a sequential handover may take to finish in-flight work and stop the app."""
     accessLog: str | None = None
     """Where to log the app's HTTP requests (Combined Log Format), if anywhere."""
+    metrics: str | None = None
+    """The endpoint that serves /metrics (txflip.metrics), if any."""
 
     def check(self) -> None:
         """Raise L{ConfigError} with one line if the settings cannot work together."""
@@ -159,6 +161,8 @@ class Host:
             # With workers, the app runs (and says READY=1) in each of them.
             self._hearAppNotify(generation)
         control = self._listenControl(settings, generation)
+        if settings.metrics:
+            self._serveMetrics(generation, settings.metrics)
         hidden = {control.key()} if control else ()
         sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)
         fdstore.install(generation, self._notifySettings, self.activated, optIn=settings.fdStore)
@@ -212,6 +216,27 @@ class Host:
             leader=self.inherited.parentPid,
         )
         return generation
+
+    def _serveMetrics(self, generation: Generation, description: str) -> None:
+        from twisted.internet.endpoints import serverFromString
+
+        try:
+            from txflip.metrics import serveMetrics
+        except ImportError as e:
+            raise ConfigError(
+                f"--metrics needs prometheus_client ({e}): pip install 'txflip[metrics]'"
+            ) from None
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as e:
+            raise ConfigError(
+                f"bad --metrics {description!r}: {' '.join(str(e).split())}; "
+                "use Twisted's endpoint syntax, e.g. tcp:9100:interface=127.0.0.1"
+            ) from None
+        try:
+            serveMetrics(generation, endpoint)
+        except Exception as e:
+            raise ConfigError(f"cannot serve --metrics on {description}: {e}") from None
 
     def _setUpLogs(self, generation: Generation, settings: HostSettings) -> None:
         """The access log, and SIGUSR1 to reopen the log files (txflip.core.reopen)."""

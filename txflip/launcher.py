@@ -25,6 +25,7 @@ USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
     "[--handover overlap|sequential] [--pause-timeout S] "
     "[--control PATH | --no-control] [--fd-store] [--app-notify] [--access-log PATH] "
+    "[--metrics ENDPOINT] "
     "[--reactor NAME] "
     "[--restart-signal NAME] (-m MODULE | SCRIPT) [ARGS...]"
 )
@@ -55,6 +56,7 @@ _WITH_A_VALUE = {
     "--pause-timeout": {"type": _seconds, "default": 30.0},
     "--control": {"help": "control socket path (default: PID file + .control)"},
     "--access-log": {"help": "log HTTP requests to this file (Combined Log Format)"},
+    "--metrics": {"help": "serve /metrics (Prometheus) on this endpoint"},
     "--reactor": {"help": "the reactor to install, as twistd --reactor names it"},
     "--restart-signal": {
         "default": "HUP",
@@ -163,6 +165,7 @@ def main(argv: list[str]) -> int:
                 fdStore=args.fd_store,
                 appNotify=args.app_notify,
                 accessLog=args.access_log,
+                metrics=args.metrics,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

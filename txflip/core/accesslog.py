@@ -50,8 +50,12 @@ class AccessLog:
         )
 
     def attach(self, factory):
-        """Have C{factory}, if it serves HTTP, log its requests here; return it."""
-        if isinstance(factory, HTTPFactory):
+        """
+        Have C{factory}, if it serves HTTP, log its requests here; return it.
+        A factory whose C{log} was set on it already (txflip's metrics
+        endpoint, which logs nothing) is left alone.
+        """
+        if isinstance(factory, HTTPFactory) and "log" not in vars(factory):
             # An instance attribute: the factory's own log (the twisted log,
             # or its logPath) is never written to.
             factory.log = self.logRequest

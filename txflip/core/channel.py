@@ -26,6 +26,10 @@ Either side, at any time while the channel is open:
     reopen-logs      reopen your log files (SIGUSR1, L{txflip.core.reopen}) and
                      pass it on away from me
 
+and from the parent, before C{go}, once the child serves, and just before it exits:
+
+    carry <json>     what this generation hands on (L{txflip.core.carry})
+
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}. The channel
 stays open while the parent drains, so the parent hears C{retired}.
@@ -42,6 +46,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 MAX_LINE = 4096
 REOPEN_LOGS = "reopen-logs"
+CARRY = b"carry"
 HEARTBEAT_SECONDS = 0.1
 
 
@@ -103,6 +108,9 @@ class SuccessorChannel(LineOnlyReceiver):
     def reopenLogs(self) -> None:
         self.sendLine(REOPEN_LOGS.encode())
 
+    def carry(self, text: str) -> None:
+        self.sendLine(carryLine(text))
+
     def connectionLost(self, reason=None) -> None:
         self._onLost()
 
@@ -120,8 +128,10 @@ class PredecessorChannel(LineOnlyReceiver):
         parentPid: int,
         onStart: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
+        onCarry: Callable[[str], None] = lambda text: None,
     ) -> None:
         self._onReopenLogs = onReopenLogs
+        self._onCarry = onCarry
         self._onGo = onGo
         self._onAbort = onAbort
         self._onStart = onStart
@@ -163,6 +173,8 @@ class PredecessorChannel(LineOnlyReceiver):
             self._decide(self._onAbort, "it said abort")
         elif word == REOPEN_LOGS.encode():
             self._onReopenLogs()
+        elif word.startswith(CARRY + b" "):
+            self._onCarry(word[len(CARRY) + 1 :].decode("utf-8", "replace"))
 
     def connectionLost(self, reason=None) -> None:
         self.closed = True
@@ -198,6 +210,18 @@ def encodeLine(text: str) -> bytes:
     """
     data = " ".join(text.split()).encode("utf-8", "replace")[: MAX_LINE - 1]
     return data.decode("utf-8", "ignore").encode("utf-8")
+
+
+def carryLine(text: str) -> bytes:
+    """
+    A C{carry} line, without its newline.
+
+    @raise ValueError: it would not fit in a line (the receiver would drop the channel).
+    """
+    line = CARRY + b" " + text.encode("utf-8")
+    if len(line) >= MAX_LINE or b"\n" in line:
+        raise ValueError(f"carried state of {len(line)} bytes does not fit in a channel line")
+    return line
 
 
 def writeLine(fd: int, line: str) -> None:

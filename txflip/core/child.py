@@ -34,6 +34,7 @@ class PredecessorLink:
     @param onStart: called when the predecessor says its app has stopped
         (a sequential handover).
     @param onReopenLogs: called when the predecessor says to reopen the log files.
+    @param onCarry: called with the JSON of each C{carry} line (L{txflip.core.carry}).
     """
 
     def __init__(
@@ -44,8 +45,10 @@ class PredecessorLink:
         onAbandoned: Callable[[str], None],
         onStart: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
+        onCarry: Callable[[str], None] = lambda text: None,
     ) -> None:
         self._onReopenLogs = onReopenLogs
+        self._onCarry = onCarry
         self._reactor = reactor
         self._inherited = inherited
         self._onGo = onGo
@@ -71,6 +74,7 @@ class PredecessorLink:
                     self._inherited.parentPid,
                     self._onStart,
                     onReopenLogs=self._onReopenLogs,
+                    onCarry=self._onCarry,
                 ),
             )
 

@@ -37,6 +37,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     # False once every idle connection has moved while waiting ones (busy, or
     # still arriving from this generation's predecessor) may follow.
     "connections-moved": ("moved", "stayed", "failure", "ms", "final", "waiting"),
+    # After a handover: the drain ended, C{aborted} connections cut at its deadline.
+    "drained": ("aborted", "ms"),
     "exiting": ("handedOver",),
 }
 """Every event a generation emits, and the fields it comes with."""

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 
 from txflip.core import pidfile
 from txflip.core.accesslog import AccessLog
+from txflip.core.carry import Carried
 from txflip.core.connadopt import receiveConnections
 from txflip.core.drain import ConnectionTracker
 from txflip.core.draining import startDraining
@@ -154,6 +155,8 @@ class Generation:
         """Where the app's HTTP requests are logged (C{--access-log}), if anywhere."""
         self.logFiles = LogFiles()
         """The files SIGUSR1 reopens (L{reopenLogs})."""
+        self.carried = Carried()
+        """What this generation hands to its successor, and got from its predecessor."""
         self._state = State.STARTING
         self._startup = Startup(self)
         self.registry = self.role.registryFactory(

@@ -64,6 +64,7 @@ class Handover:
         self._silenceTimer = None
         self._watchTimer = self._reactor.callLater(watchSeconds, self._endOfWatch)
         self._arrivalCheck = None
+        self._started = self._reactor.seconds()
 
     @property
     def attempt(self) -> UpgradeAttempt:
@@ -88,6 +89,13 @@ class Handover:
         done.addCallback(self._drainedNow)
 
     def _drainedNow(self, aborted: int) -> None:
+        if self._over:
+            return  # taken back: the drain was cancelled
+        self._generation.events.emit(
+            "drained",
+            aborted=aborted,
+            ms=int((self._reactor.seconds() - self._started) * 1000),
+        )
         self._drained = True
         self._exitIfDone()
 
@@ -112,6 +120,9 @@ class Handover:
                 self._arrivalCheck = self._reactor.callLater(0.05, self._exitIfDone)
             return
         self._over = True
+        # What this generation counted while it drained goes to the successor
+        # before the exit (txflip.core.carry).
+        self._attempt.sendCarried(now=True)
         self._onDone()
 
     # The successor.

@@ -24,12 +24,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from txflip.core import pidfile
-from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel
+from txflip.core.channel import HEARTBEAT_SECONDS, SuccessorChannel, carryLine
 from txflip.core.events import Events
 from txflip.core.handoff import spawnWithListeners
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import generation, log
 from txflip.core.transfer import transferPair
+from txflip.core.twistedprivate import hasQueuedOutput
 
 KILL_GRACE_SECONDS = 5.0
 CHANNEL_LOST_GRACE_SECONDS = 2.0
@@ -91,9 +92,11 @@ class UpgradeAttempt:
         extraEnv: dict[str, str] | None = None,
         pause: Callable[[], Deferred] | None = None,
         onReopenLogs: Callable[[], None] = lambda: None,
+        carry: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._onReopenLogs = onReopenLogs
+        self._carry = carry
         self._pause = pause
         self._registry = registry
         self._events = events or Events()
@@ -192,6 +195,32 @@ class UpgradeAttempt:
             onReopenLogs=self._onReopenLogs,
         )
 
+    def sendCarried(self, now: bool = False) -> None:
+        """
+        Hand the child what this generation carries (L{txflip.core.carry});
+        C{now}: written at once if nothing is queued before it, for an exit
+        that follows in this turn.
+        """
+        text = self._carry()
+        if text is None or self._channel is None or self._channelGone:
+            return
+        transport = self._channel.transport
+        if transport is None:
+            return
+        try:
+            line = carryLine(text)
+        except ValueError as e:
+            log.error("cannot hand the state on: {error}", error=e)
+            return
+        fd = transport.fileno() if hasattr(transport, "fileno") else -1
+        if now and fd >= 0 and not hasQueuedOutput(transport):
+            try:
+                os.write(fd, line + b"\n")
+            except OSError:
+                pass
+        else:
+            self._channel.sendLine(line)
+
     def reopenLogs(self) -> None:
         """Tell the child, while the channel is open, to reopen its log files."""
         if self._channel is not None and not self._channelGone and self._channel.transport:
@@ -265,6 +294,7 @@ class UpgradeAttempt:
         # This generation goes on accepting until the child says it serves:
         # two processes accepting on one socket is safe, nobody accepting is not.
         self._moveTo(AttemptPhase.GOING)
+        self.sendCarried()
         self._channel.go()
 
     def _serving(self) -> None:
@@ -272,6 +302,8 @@ class UpgradeAttempt:
             return
         self._registry.pauseAll()
         self._finish(True, "serving")
+        # The restart is counted now: the child serves with it.
+        self.sendCarried()
 
     def channelTransport(self):
         """The transport of this end of the control channel (to finish without a reactor)."""

@@ -87,6 +87,7 @@ class Restarts:
             generation.events,
             generation.childEnvironment,
             onReopenLogs=generation._reopenLogsFromSuccessor,
+            carry=generation.carried.snapshot,
             **sequential,
         )
         return self.attempt.start(source).addCallback(self._attemptEnded)

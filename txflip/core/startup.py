@@ -148,6 +148,7 @@ class Startup:
                 self.abandoned,
                 self._takeTurn,
                 onReopenLogs=generation._reopenLogsFromPredecessor,
+                onCarry=generation.carried.receive,
             )
             self.link.open()
             self._readiness.onChange = self.link.waiting

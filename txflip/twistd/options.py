@@ -115,6 +115,14 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "Log every HTTP request to this file (Combined Log Format), appended to by "
             "every generation; SIGUSR1 reopens it (and --logfile) after a rotation.",
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus text format) on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1; handed over like any listener, counters kept "
+            "across restarts.",
+        ],
         *ACME_PARAMETERS,
     ]
     optFlags = [
@@ -276,6 +284,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         handover=options["handover"],
         pauseTimeout=_seconds(options, "pause-timeout"),
         accessLog=options["access-log"],
+        metrics=options["metrics"],
     )
     generation = host.startGeneration(settings)
     if twistd.logfile:
