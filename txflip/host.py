@@ -54,6 +54,8 @@ class HostSettings:
     """Seconds a sequential handover may take to finish in-flight work and stop the app."""
     accessLog: str | None = None
     """Where to log the app's HTTP requests (Combined Log Format), if anywhere."""
+    rollbackWindow: float = 0.0
+    """Seconds a generation that handed over stays ready to take the traffic back."""
     metrics: str | None = None
     """The endpoint that serves /metrics (txflip.metrics), if any."""
 
@@ -139,6 +141,7 @@ class Host:
             argv=settings.argv,
             handover=settings.handover,
             pauseTimeout=settings.pauseTimeout,
+            rollbackWindow=settings.rollbackWindow,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
             **extra,

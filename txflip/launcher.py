@@ -25,7 +25,7 @@ USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
     "[--handover overlap|sequential] [--pause-timeout S] "
     "[--control PATH | --no-control] [--fd-store] [--app-notify] [--access-log PATH] "
-    "[--metrics ENDPOINT] "
+    "[--metrics ENDPOINT] [--rollback-window S] "
     "[--reactor NAME] "
     "[--restart-signal NAME] (-m MODULE | SCRIPT) [ARGS...]"
 )
@@ -48,6 +48,15 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _secondsOrZero(text: str) -> float:
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return _seconds(text)
+
+
 _WITH_A_VALUE = {
     "--pid-file": {"help": "PID file, rewritten by each generation once it serves"},
     "--ready-timeout": {"type": _seconds, "default": 60.0},
@@ -57,6 +66,7 @@ _WITH_A_VALUE = {
     "--control": {"help": "control socket path (default: PID file + .control)"},
     "--access-log": {"help": "log HTTP requests to this file (Combined Log Format)"},
     "--metrics": {"help": "serve /metrics (Prometheus) on this endpoint"},
+    "--rollback-window": {"type": _secondsOrZero, "default": 0.0},
     "--reactor": {"help": "the reactor to install, as twistd --reactor names it"},
     "--restart-signal": {
         "default": "HUP",
@@ -166,6 +176,7 @@ def main(argv: list[str]) -> int:
                 appNotify=args.app_notify,
                 accessLog=args.access_log,
                 metrics=args.metrics,
+                rollbackWindow=args.rollback_window,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

@@ -127,8 +127,8 @@ class GenerationMetrics:
             _observe(counted["handoff"], HANDOFF_BUCKETS, fields["ms"] / 1000)
         elif name == "upgrade-failed":
             counted["restarts"]["failed"] += 1
-        elif name == "successor-died":
-            # The release that took over died; this generation took the traffic back.
+        elif name in ("successor-died", "rolled-back"):
+            # The release that took over died, or gave the traffic back: it serves here again.
             counted["restarts"]["rolled_back"] += 1
         elif name == "draining" and fields["handedOver"]:
             self._connectionsAtDrain = fields["connections"]

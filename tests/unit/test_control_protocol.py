@@ -142,7 +142,7 @@ class CommandTests(ControlTestCase):
         protocol.dataReceived(b"restart\n")
         [answer] = self.messages(transport)
         self.assertEqual(answer["phase"], "error")
-        self.assertIn("unknown command 'restart': use reload or status", answer["reason"])
+        self.assertIn("unknown command 'restart': use reload, status or rollback", answer["reason"])
         self.assertTrue(transport.disconnecting)
 
     def test_commandTooLong(self) -> None:

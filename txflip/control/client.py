@@ -242,6 +242,36 @@ def reload(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def rollback(args: argparse.Namespace) -> int:
+    path = controlPath(args)
+    skt = connect(path, args.timeout)
+    try:
+        skt.sendall(b"rollback\n")
+        for message in messages(skt, time.monotonic() + args.timeout):
+            phase = message.get("phase")
+            if args.json:
+                print(json.dumps(message), flush=True)
+            if phase == "rolled-back":
+                if not args.json:
+                    print(
+                        f"rolled back: generation {message['generation']} (PID {message['pid']}) "
+                        f"serves again; generation {message['drainingGeneration']} "
+                        f"(PID {message['drainingPid']}) drains and exits",
+                        flush=True,
+                    )
+                return EXIT_OK
+            if not args.json:
+                print(f"txflip rollback: {message.get('reason') or phase}", file=sys.stderr)
+            return EXIT_FAILED if phase == "failed" else EXIT_UNREACHABLE
+    except TimeoutError:
+        print(f"txflip rollback: no answer within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    finally:
+        skt.close()
+    print("txflip rollback: the server closed the connection without an answer", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
 def formatStatus(status: dict) -> str:
     last = status.get("lastRestart")
     if not last:
@@ -333,6 +363,11 @@ def parser() -> argparse.ArgumentParser:
     for name, helpText, defaultTimeout in (
         ("reload", "restart without downtime and report the outcome", DEFAULT_TIMEOUT),
         ("status", "print PID, generation, listeners and the last restart", 10.0),
+        (
+            "rollback",
+            "give the traffic back to the previous generation (within --rollback-window)",
+            10.0,
+        ),
     ):
         sub = commands.add_parser(name, help=helpText)
         where = sub.add_mutually_exclusive_group()
@@ -354,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         print("txflip: --timeout must be a number of seconds above 0", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        return {"reload": reload, "status": status}[args.command](args)
+        return {"reload": reload, "status": status, "rollback": rollback}[args.command](args)
     except Unreachable as e:
         print(f"txflip {args.command}: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -8,9 +8,10 @@ L{txflip.core.listening.ListeningReactor} stands in for, so the socket is
 handed to the next generation like any listener and never goes away during a
 restart.
 
-Protocol: the client sends one line, C{reload} or C{status}; the server
-answers with JSON lines, each with a C{phase}, and closes the connection
-after the last one (C{done}, C{failed}, C{refused} or C{status}).
+Protocol: the client sends one line, C{reload}, C{status} or C{rollback};
+the server answers with JSON lines, each with a C{phase}, and closes the
+connection after the last one (C{done}, C{failed}, C{refused}, C{status} or
+C{rolled-back}).
 
 Only the server's own user and root may use it: the socket file is 0600, and
 each connection's peer credentials (C{SO_PEERCRED}) are checked as well, so a
@@ -112,9 +113,14 @@ class ControlProtocol(LineOnlyReceiver):
             self.finish({"phase": "status", **self._server.status()})
         elif command == "reload":
             self._server.reload(self)
+        elif command == "rollback":
+            self._server.rollback(self)
         else:
             self.finish(
-                {"phase": "error", "reason": f"unknown command {command!r}: use reload or status"}
+                {
+                    "phase": "error",
+                    "reason": f"unknown command {command!r}: use reload, status or rollback",
+                }
             )
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -231,6 +237,37 @@ class ControlServer(Factory):
         self._watchers.add(protocol)
         source = f"control socket (PID {protocol.peerPid})"
         self.generation.upgrade(source).addCallback(self._outcome, protocol)
+
+    # Rollback.
+
+    def rollback(self, protocol: ControlProtocol) -> None:
+        generation = self.generation
+        inherited = generation.inherited
+        source = f"control socket (PID {protocol.peerPid})"
+
+        def answered(refusal: str | None) -> None:
+            if refusal is not None:
+                protocol.finish(
+                    {
+                        "phase": "failed",
+                        "refused": True,
+                        "reason": refusal,
+                        "pid": os.getpid(),
+                        "generation": generation.number,
+                    }
+                )
+                return
+            protocol.finish(
+                {
+                    "phase": "rolled-back",
+                    "pid": inherited.parentPid,
+                    "generation": generation.number - 1,
+                    "drainingPid": os.getpid(),
+                    "drainingGeneration": generation.number,
+                }
+            )
+
+        generation.rollback(source).addCallback(answered)
 
     def _outcome(self, outcome, protocol: ControlProtocol) -> None:
         if outcome.succeeded:

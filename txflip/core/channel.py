@@ -30,6 +30,12 @@ and from the parent, before C{go}, once the child serves, and just before it exi
 
     carry <json>     what this generation hands on (L{txflip.core.carry})
 
+and a rollback (C{txflip rollback}, within C{--rollback-window}):
+
+    child  -> parent   rollback             take the traffic back
+    parent -> child    rolled-back          done: I accept again; drain and exit
+    parent -> child    rollback-refused <why>
+
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}. The channel
 stays open while the parent drains, so the parent hears C{retired}.
@@ -67,8 +73,10 @@ class SuccessorChannel(LineOnlyReceiver):
         onHeard: Callable[[], None] = lambda: None,
         onPrepared: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
+        onRollback: Callable[[], None] = lambda: None,
     ) -> None:
         self._onReopenLogs = onReopenLogs
+        self._onRollback = onRollback
         self._onReady = onReady
         self._onPrepared = onPrepared
         self._onServing = onServing
@@ -95,6 +103,8 @@ class SuccessorChannel(LineOnlyReceiver):
             self._onRetired(rest.strip())
         elif word == REOPEN_LOGS:
             self._onReopenLogs()
+        elif word == "rollback":
+            self._onRollback()
 
     def go(self) -> None:
         self.sendLine(b"go")
@@ -110,6 +120,12 @@ class SuccessorChannel(LineOnlyReceiver):
 
     def carry(self, text: str) -> None:
         self.sendLine(carryLine(text))
+
+    def rollbackAnswer(self, refusal: str | None) -> None:
+        if refusal is None:
+            self.sendLine(b"rolled-back")
+        else:
+            self.sendLine(encodeLine("rollback-refused " + refusal))
 
     def connectionLost(self, reason=None) -> None:
         self._onLost()
@@ -129,9 +145,11 @@ class PredecessorChannel(LineOnlyReceiver):
         onStart: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
         onCarry: Callable[[str], None] = lambda text: None,
+        onRollbackAnswer: Callable[[str | None], None] = lambda refusal: None,
     ) -> None:
         self._onReopenLogs = onReopenLogs
         self._onCarry = onCarry
+        self._onRollbackAnswer = onRollbackAnswer
         self._onGo = onGo
         self._onAbort = onAbort
         self._onStart = onStart
@@ -163,6 +181,9 @@ class PredecessorChannel(LineOnlyReceiver):
     def reopenLogs(self) -> None:
         self.sendLine(REOPEN_LOGS.encode())
 
+    def rollback(self) -> None:
+        self.sendLine(b"rollback")
+
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
         if word == b"start":
@@ -173,6 +194,11 @@ class PredecessorChannel(LineOnlyReceiver):
             self._decide(self._onAbort, "it said abort")
         elif word == REOPEN_LOGS.encode():
             self._onReopenLogs()
+        elif word == b"rolled-back":
+            self._onRollbackAnswer(None)
+        elif word.startswith(b"rollback-refused"):
+            why = word[len(b"rollback-refused") :].decode("utf-8", "replace").strip()
+            self._onRollbackAnswer(why or "no reason given")
         elif word.startswith(CARRY + b" "):
             self._onCarry(word[len(CARRY) + 1 :].decode("utf-8", "replace"))
 

@@ -46,9 +46,11 @@ class PredecessorLink:
         onStart: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
         onCarry: Callable[[str], None] = lambda text: None,
+        onRollbackAnswer: Callable[[str | None], None] = lambda refusal: None,
     ) -> None:
         self._onReopenLogs = onReopenLogs
         self._onCarry = onCarry
+        self._onRollbackAnswer = onRollbackAnswer
         self._reactor = reactor
         self._inherited = inherited
         self._onGo = onGo
@@ -75,6 +77,7 @@ class PredecessorLink:
                     self._onStart,
                     onReopenLogs=self._onReopenLogs,
                     onCarry=self._onCarry,
+                    onRollbackAnswer=self._onRollbackAnswer,
                 ),
             )
 
@@ -117,6 +120,15 @@ class PredecessorLink:
         """
         if self._say():
             self._sayNow(f"retired {why}", lambda: self._channel.retired(why))
+
+    @property
+    def listening(self) -> bool:
+        """Whether the predecessor is still there to hear this generation."""
+        return self._say() and not self._channel.closed
+
+    def askRollback(self) -> None:
+        """Ask the predecessor to take the traffic back; it answers through C{onRollbackAnswer}."""
+        self._channel.rollback()
 
     def reopenLogs(self) -> None:
         """Tell the predecessor, if it still listens, to reopen its log files."""

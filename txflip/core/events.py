@@ -31,6 +31,10 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "successor-silent": ("childPid",),
     # ... or died (this one serves again, alone).
     "successor-died": ("childPid", "reason"),
+    # ... or handed the traffic back (txflip rollback): this one serves again.
+    "rolled-back": ("childPid", "reason"),
+    # This generation handed the traffic back to its predecessor and drains.
+    "rolling-back": ("parentPid",),
     # moving (bool): connections-moved follows.
     "draining": ("handedOver", "connections", "moving"),
     # stayed: reason -> count; failure: why moving was given up, or None; final:

@@ -19,7 +19,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from txflip.core import pidfile
 from txflip.core.accesslog import AccessLog
@@ -37,7 +37,7 @@ from txflip.core.restarts import HANDOVERS, OVERLAP, Restarts
 from txflip.core.roles import IGenerationRole, SingleProcess
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.startup import Startup
-from txflip.core.state import State, checkMove
+from txflip.core.state import REFUSALS, State, checkMove
 
 _FROM_ENVIRONMENT = object()
 ENV_AGAIN = "TXFLIP_GENERATION_AGAIN"
@@ -87,6 +87,9 @@ class Generation:
         serves) or C{sequential} (this one stops its app first: L{txflip.core.pause}).
     @param pauseTimeout: seconds a sequential handover may take to finish
         in-flight work and stop the app before the restart is given up.
+    @param rollbackWindow: seconds after a handover during which this
+        generation keeps its app running, ready to take the traffic back from
+        its successor (C{txflip rollback}); 0 for none.
     @param role: what kind of process this is (default L{SingleProcess}).
     @param attemptFactory: makes one try at a successor (L{UpgradeAttempt}).
     @param exitProcess: how a generation that cannot start exits (C{os._exit}).
@@ -117,6 +120,7 @@ class Generation:
         simpleModeReason: str | None | object = _FROM_ENVIRONMENT,
         handover: str = OVERLAP,
         pauseTimeout: float = 30.0,
+        rollbackWindow: float = 0.0,
         role: IGenerationRole | None = None,
         attemptFactory: Callable[..., UpgradeAttempt] = UpgradeAttempt,
         exitProcess: Callable[[int], None] = os._exit,
@@ -140,6 +144,8 @@ class Generation:
             raise ValueError(f"handover {handover!r}: give one of {', '.join(HANDOVERS)}")
         self.handover = handover
         self.pauseTimeout = pauseTimeout
+        self.rollbackWindow = rollbackWindow
+        self._rollback: Deferred | None = None
         self.app: AppLifecycle | None = None
         """How to stop and start the app again, for a sequential handover."""
         self.simpleModeReason = (
@@ -261,6 +267,65 @@ class Generation:
 
     def _reopenLogsFromPredecessor(self) -> None:
         self.reopenLogs(f"generation {self.number - 1}", tell=(SUCCESSOR,))
+
+    # Rolling back (txflip rollback).
+
+    def rollback(self, source: str = "API") -> Deferred:
+        """
+        Hand the traffic back to the previous generation, if it is still there
+        (within its C{--rollback-window}): it accepts again and rewrites the PID
+        file; this one drains and exits.
+
+        @return: a L{Deferred} firing with L{None} once the predecessor took the
+            traffic back, or with a one-line reason why not; it never fails.
+        """
+        link = self._startup.link
+        if self._state is not State.SERVING:
+            refusal = REFUSALS.get(self._state, "this generation is not serving")
+        elif self._rollback is not None:
+            refusal = "a rollback is already in progress"
+        elif link is None or not link.listening:
+            refusal = (
+                "no previous generation is left to take the traffic back: it has exited "
+                "(its rollback window, --rollback-window, is over or was not set)"
+            )
+        else:
+            refusal = None
+        if refusal is not None:
+            log.warn("{source}: rollback refused: {why}", source=source, why=refusal)
+            return succeed(refusal)
+        log.info(
+            "{source}: asking generation {previous} (PID {parent}) to take the traffic back",
+            source=source,
+            previous=self.number - 1,
+            parent=link.parentPid,
+        )
+        self._rollback = Deferred()
+        link.askRollback()
+        return self._rollback
+
+    def _rollbackAnswered(self, refusal: str | None) -> None:
+        waiting, self._rollback = self._rollback, None
+        if refusal is None and self._state is State.SERVING:
+            self._rolledBackHere()
+        elif refusal is not None:
+            log.warn("rollback refused by the previous generation: {why}", why=refusal)
+        if waiting is not None:
+            waiting.callback(refusal)
+
+    def _rolledBackHere(self) -> None:
+        """The predecessor accepts again: stop accepting, drain, and exit."""
+        self._moveTo(State.HANDED_OVER)
+        link = self._startup.link
+        link.retired("rolled back")
+        log.info(
+            "rolled back: generation {previous} (PID {parent}) serves again; draining",
+            previous=self.number - 1,
+            parent=link.parentPid,
+        )
+        self.events.emit("rolling-back", parentPid=link.parentPid)
+        self.registry.pauseAll()
+        startDraining(self, handedOver=True)[2].addCallback(lambda _: self._handedOverForGood())
 
     # Readiness (L{Startup}).
 

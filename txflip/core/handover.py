@@ -9,8 +9,13 @@ beside it while it is silent), and the decision to exit. It exits only once
   - the drain is over, and every connection that could move has moved;
   - no connection is still arriving from this generation's own predecessor
     (a restart that follows closely on the last one hands those on too);
-  - it has watched the successor for at least C{watchSeconds}; and
+  - it has watched the successor for at least C{watchSeconds} (and for the
+    rollback window, C{--rollback-window}); and
   - the successor answers.
+
+Within the rollback window the successor may hand the traffic back
+(C{txflip rollback}): this generation accepts again, rewrites the PID file and
+serves; the successor drains and exits.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Handover:
     @param onTakenBack: called with an L{Outcome} if the successor died and
         this generation serves again.
     @param onDone: called once this generation may exit.
+    @param rollbackWindow: seconds from now during which the successor may
+        hand the traffic back (0: never).
     """
 
     def __init__(
@@ -47,7 +54,9 @@ class Handover:
         arriving: Callable[[], bool],
         onTakenBack: Callable[[Outcome], None],
         onDone: Callable[[], None],
+        rollbackWindow: float = 0.0,
     ) -> None:
+        self._rollbackWindow = rollbackWindow
         self._generation = generation
         self._reactor = generation.reactor
         self._attempt = attempt
@@ -62,7 +71,9 @@ class Handover:
         self._over = False
         self._waitingForMover = False
         self._silenceTimer = None
-        self._watchTimer = self._reactor.callLater(watchSeconds, self._endOfWatch)
+        self._watchTimer = self._reactor.callLater(
+            max(watchSeconds, rollbackWindow), self._endOfWatch
+        )
         self._arrivalCheck = None
         self._started = self._reactor.seconds()
 
@@ -78,6 +89,7 @@ class Handover:
     def start(self) -> None:
         """Drain (moving what can move), and watch the successor."""
         self._attempt.successorEnded.addCallback(self._successorEnded)
+        self._attempt.onRollback = self._rollbackAsked
         self._attempt.watchSuccessor(self._successorSilence)
         drain, self._mover, done = startDraining(
             self._generation,
@@ -157,10 +169,48 @@ class Handover:
             )
             self._exitIfDone()
 
+    def _rollbackAsked(self) -> None:
+        """The successor asks this generation to take the traffic back (C{txflip rollback})."""
+        generation = self._generation
+        child = self._attempt.childPid
+        refusal = self._rollbackRefusal()
+        if refusal is not None:
+            log.warn(
+                "generation {next} (PID {child}) asked to roll back: refused, {why}",
+                next=generation.number + 1,
+                child=child,
+                why=refusal,
+            )
+            self._attempt.answerRollback(refusal)
+            return
+        reason = f"rolled back from generation {generation.number + 1} (PID {child}) by hand"
+        self._takeBack(reason)
+        self._attempt.answerRollback(None)
+        generation.events.emit("rolled-back", childPid=child, reason=reason)
+
+    def _rollbackRefusal(self) -> str | None:
+        if self._rollbackWindow <= 0:
+            return "there is no rollback window (start flip with --rollback-window SECONDS)"
+        elapsed = self._reactor.seconds() - self._started
+        if self._over or elapsed > self._rollbackWindow:
+            return (
+                f"the rollback window of {self._rollbackWindow:g}s (--rollback-window) "
+                f"is over: it ended {max(elapsed - self._rollbackWindow, 0):.1f}s ago"
+            )
+        return None
+
     def _successorEnded(self, why: str) -> None:
         """The successor died while this generation still holds the sockets: take them back."""
         if self._over:
             return
+        generation = self._generation
+        childPid = self._attempt.childPid
+        reason = f"generation {generation.number + 1} (PID {childPid}) {why} after taking over"
+        self._takeBack(reason)
+        generation.events.emit("successor-died", childPid=childPid, reason=reason)
+
+    def _takeBack(self, reason: str) -> None:
+        """Accept again, rewrite the PID file, and serve: the successor's turn is over."""
         self._over = True
         generation = self._generation
         for timer in (self._watchTimer, self._silenceTimer, self._arrivalCheck):
@@ -168,11 +218,10 @@ class Handover:
                 timer.cancel()
         generation.registry.resumeAll()
         if self._mover is not None:
-            self._mover.abandon(f"generation {generation.number + 1} died")
+            self._mover.abandon(reason)
         if self._drain is not None:
             self._drain.cancel()
         childPid = self._attempt.childPid
-        reason = f"generation {generation.number + 1} (PID {childPid}) {why} after taking over"
         log.error("{reason}; generation {gen} serves again", reason=reason, gen=generation.number)
         if generation.pidFile:
             try:
@@ -183,4 +232,3 @@ class Handover:
                 )
         outcome = Outcome(False, childPid, reason, 0.0)
         self._onTakenBack(outcome)
-        generation.events.emit("successor-died", childPid=childPid, reason=reason)

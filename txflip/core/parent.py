@@ -94,6 +94,9 @@ class UpgradeAttempt:
         onReopenLogs: Callable[[], None] = lambda: None,
         carry: Callable[[], str | None] = lambda: None,
     ) -> None:
+        self.onRollback: Callable[[], None] = lambda: None
+        """Called when the child, which took over, asks this generation to take the traffic
+        back (set by the L{txflip.core.handover.Handover})."""
         self._reactor = reactor
         self._onReopenLogs = onReopenLogs
         self._carry = carry
@@ -193,7 +196,13 @@ class UpgradeAttempt:
             onHeard=self._heard,
             onPrepared=self._prepared,
             onReopenLogs=self._onReopenLogs,
+            onRollback=lambda: self.onRollback(),
         )
+
+    def answerRollback(self, refusal: str | None) -> None:
+        """Tell the child the traffic is back here (C{refusal} L{None}), or why not."""
+        if self._channel is not None and not self._channelGone and self._channel.transport:
+            self._channel.rollbackAnswer(refusal)
 
     def sendCarried(self, now: bool = False) -> None:
         """

@@ -162,12 +162,13 @@ class Restarts:
             arriving=generation.connectionsArriving,
             onTakenBack=self._tookBack,
             onDone=generation._handedOverForGood,
+            rollbackWindow=generation.rollbackWindow,
         )
         self.handover.start()
         return outcome
 
     def _tookBack(self, outcome: Outcome) -> None:
-        """The successor died after taking over: the generation serves again."""
+        """The successor died, or handed back, after taking over: the generation serves again."""
         self.handover = None
         self.lastOutcome = outcome
         self._generation._moveTo(State.SERVING)

@@ -149,6 +149,7 @@ class Startup:
                 self._takeTurn,
                 onReopenLogs=generation._reopenLogsFromPredecessor,
                 onCarry=generation.carried.receive,
+                onRollbackAnswer=generation._rollbackAnswered,
             )
             self.link.open()
             self._readiness.onChange = self.link.waiting

@@ -116,6 +116,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "every generation; SIGUSR1 reopens it (and --logfile) after a rotation.",
         ],
         [
+            "rollback-window",
+            None,
+            "0",
+            "Seconds after a restart during which the previous generation keeps its app "
+            "running, not accepting, so that `txflip rollback` can give it the traffic back.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -285,6 +292,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         pauseTimeout=_seconds(options, "pause-timeout"),
         accessLog=options["access-log"],
         metrics=options["metrics"],
+        rollbackWindow=_seconds(options, "rollback-window", orZero=True),
     )
     generation = host.startGeneration(settings)
     if twistd.logfile:
