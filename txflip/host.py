@@ -56,6 +56,8 @@ class HostSettings:
     """Where to log the app's HTTP requests (Combined Log Format), if anywhere."""
     rollbackWindow: float = 0.0
     """Seconds a generation that handed over stays ready to take the traffic back."""
+    rollbackOn5xx: float = 0.0
+    """Roll a new generation back once this fraction of its first 20+ responses are 5xx."""
     metrics: str | None = None
     """The endpoint that serves /metrics (txflip.metrics), if any."""
 
@@ -65,6 +67,21 @@ class HostSettings:
 
         if self.handover not in HANDOVERS:
             raise ConfigError(f"--handover {self.handover!r}: give one of {', '.join(HANDOVERS)}")
+        if not 0 <= self.rollbackOn5xx <= 1:
+            raise ConfigError(
+                f"--rollback-on-5xx {self.rollbackOn5xx:g}: give a fraction of the "
+                "responses above 0 and at most 1, e.g. 0.5"
+            )
+        if self.rollbackOn5xx and not self.rollbackWindow:
+            raise ConfigError(
+                "--rollback-on-5xx needs --rollback-window SECONDS: the time during which "
+                "the previous generation can take the traffic back"
+            )
+        if self.rollbackOn5xx and self.workers > 1:
+            raise ConfigError(
+                "--rollback-on-5xx works with one process per generation: drop --workers, "
+                "or roll back by hand with txflip rollback"
+            )
         if self.handover == SEQUENTIAL and self.workers > 1:
             raise ConfigError(
                 "--handover sequential works with one process per generation: "
@@ -142,6 +159,7 @@ class Host:
             handover=settings.handover,
             pauseTimeout=settings.pauseTimeout,
             rollbackWindow=settings.rollbackWindow,
+            rollbackOn5xx=settings.rollbackOn5xx,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
             **extra,

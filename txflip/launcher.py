@@ -25,7 +25,7 @@ USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
     "[--handover overlap|sequential] [--pause-timeout S] "
     "[--control PATH | --no-control] [--fd-store] [--app-notify] [--access-log PATH] "
-    "[--metrics ENDPOINT] [--rollback-window S] "
+    "[--metrics ENDPOINT] [--rollback-window S] [--rollback-on-5xx RATIO] "
     "[--reactor NAME] "
     "[--restart-signal NAME] (-m MODULE | SCRIPT) [ARGS...]"
 )
@@ -57,6 +57,16 @@ def _secondsOrZero(text: str) -> float:
     return _seconds(text)
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction above 0 and at most 1")
+    return value
+
+
 _WITH_A_VALUE = {
     "--pid-file": {"help": "PID file, rewritten by each generation once it serves"},
     "--ready-timeout": {"type": _seconds, "default": 60.0},
@@ -67,6 +77,7 @@ _WITH_A_VALUE = {
     "--access-log": {"help": "log HTTP requests to this file (Combined Log Format)"},
     "--metrics": {"help": "serve /metrics (Prometheus) on this endpoint"},
     "--rollback-window": {"type": _secondsOrZero, "default": 0.0},
+    "--rollback-on-5xx": {"type": _fraction, "default": 0.0},
     "--reactor": {"help": "the reactor to install, as twistd --reactor names it"},
     "--restart-signal": {
         "default": "HUP",
@@ -177,6 +188,7 @@ def main(argv: list[str]) -> int:
                 accessLog=args.access_log,
                 metrics=args.metrics,
                 rollbackWindow=args.rollback_window,
+                rollbackOn5xx=args.rollback_on_5xx,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

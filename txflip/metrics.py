@@ -214,6 +214,7 @@ def metricsSite(metrics: GenerationMetrics) -> Site:
     """The endpoint's Site: its scrapes are not access-logged (nor through the log)."""
     site = Site(MetricsResource(metrics))
     site.log = lambda request: None
+    site.txflipOwn = True  # neither access-logged nor counted for --rollback-on-5xx
     return site
 
 

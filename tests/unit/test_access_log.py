@@ -33,7 +33,7 @@ def site(reactor) -> Site:
     return Site(root, reactor=reactor)
 
 
-def get(factory, n: int) -> None:
+def get(factory, n: int, expect: bytes = b"200 OK") -> None:
     """One request on a connection of C{factory}'s, answered at once."""
     protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.7", 5555))
     transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.7", 5555))
@@ -41,7 +41,7 @@ def get(factory, n: int) -> None:
     protocol.dataReceived(
         f"GET /hello?n={n} HTTP/1.1\r\nHost: x\r\nUser-Agent: probe/1\r\n\r\n".encode()
     )
-    assert b"200 OK" in transport.value(), transport.value()
+    assert expect in transport.value(), transport.value()
 
 
 def read(path: str) -> list[str]:

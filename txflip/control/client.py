@@ -104,11 +104,14 @@ def _connectOnce(path: str, timeout: float) -> socket.socket:
     return skt
 
 
-def messages(skt: socket.socket, deadline: float):
-    """Yield each JSON line the server sends until it closes; raise TimeoutError at the deadline."""
+def messages(skt: socket.socket, deadline):
+    """
+    Yield each JSON line the server sends until it closes; raise TimeoutError
+    at the deadline (a monotonic time, or a callable returning the latest one).
+    """
     buffer = b""
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         skt.settimeout(remaining)
@@ -156,6 +159,17 @@ def describe(message: dict) -> str:
         return describeMoved(message)
     if phase == "done":
         return f"done: generation {message['childGeneration']} (PID {message['childPid']}) serves"
+    if phase == "watching":
+        return (
+            f"watching: generation {message['childGeneration']} (PID {message['childPid']}) "
+            f"is rolled back if {message['ratio']:g} of its responses are 5xx within "
+            f"{message['seconds']:g}s (--rollback-on-5xx)"
+        )
+    if phase == "failed" and message.get("rolledBack"):
+        return (
+            f"failed: {message['reason']}; generation {message['generation']} "
+            f"(PID {message['pid']}) serves again"
+        )
     if phase == "failed" and message.get("refused"):
         return (
             f"failed: {message['reason']}; generation {message['generation']} "
@@ -195,17 +209,21 @@ def describeMoved(message: dict) -> str:
 
 def reload(args: argparse.Namespace) -> int:
     path = controlPath(args)
-    deadline = time.monotonic() + args.timeout
+    deadline = [time.monotonic() + args.timeout]
     skt = connect(path, args.timeout)
     lastPhase = None
     succeeded = False
     try:
         skt.sendall(b"reload\n")
-        for message in messages(skt, deadline):
+        for message in messages(skt, lambda: deadline[0]):
             lastPhase = message.get("phase")
             print(json.dumps(message) if args.json else describe(message), flush=True)
             if lastPhase == "serving":
                 succeeded = True
+            if lastPhase == "watching":
+                # --rollback-on-5xx: the outcome comes at the end of the window.
+                succeeded = False
+                deadline[0] = max(deadline[0], time.monotonic() + message["seconds"] + 30)
             if lastPhase == "done":
                 return EXIT_OK
             if lastPhase in ("failed",):

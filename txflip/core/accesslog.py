@@ -55,7 +55,11 @@ class AccessLog:
         A factory whose C{log} was set on it already (txflip's metrics
         endpoint, which logs nothing) is left alone.
         """
-        if isinstance(factory, HTTPFactory) and "log" not in vars(factory):
+        if (
+            isinstance(factory, HTTPFactory)
+            and "log" not in vars(factory)
+            and not getattr(factory, "txflipOwn", False)
+        ):
             # An instance attribute: the factory's own log (the twisted log,
             # or its logPath) is never written to.
             factory.log = self.logRequest

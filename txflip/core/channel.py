@@ -32,7 +32,7 @@ and from the parent, before C{go}, once the child serves, and just before it exi
 
 and a rollback (C{txflip rollback}, within C{--rollback-window}):
 
-    child  -> parent   rollback             take the traffic back
+    child  -> parent   rollback <why>       take the traffic back
     parent -> child    rolled-back          done: I accept again; drain and exit
     parent -> child    rollback-refused <why>
 
@@ -73,7 +73,7 @@ class SuccessorChannel(LineOnlyReceiver):
         onHeard: Callable[[], None] = lambda: None,
         onPrepared: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
-        onRollback: Callable[[], None] = lambda: None,
+        onRollback: Callable[[str], None] = lambda why: None,
     ) -> None:
         self._onReopenLogs = onReopenLogs
         self._onRollback = onRollback
@@ -104,7 +104,7 @@ class SuccessorChannel(LineOnlyReceiver):
         elif word == REOPEN_LOGS:
             self._onReopenLogs()
         elif word == "rollback":
-            self._onRollback()
+            self._onRollback(rest.strip() or "asked by the next generation")
 
     def go(self) -> None:
         self.sendLine(b"go")
@@ -181,8 +181,8 @@ class PredecessorChannel(LineOnlyReceiver):
     def reopenLogs(self) -> None:
         self.sendLine(REOPEN_LOGS.encode())
 
-    def rollback(self) -> None:
-        self.sendLine(b"rollback")
+    def rollback(self, why: str) -> None:
+        self.sendLine(encodeLine("rollback " + why))
 
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()

@@ -126,9 +126,9 @@ class PredecessorLink:
         """Whether the predecessor is still there to hear this generation."""
         return self._say() and not self._channel.closed
 
-    def askRollback(self) -> None:
+    def askRollback(self, why: str) -> None:
         """Ask the predecessor to take the traffic back; it answers through C{onRollbackAnswer}."""
-        self._channel.rollback()
+        self._channel.rollback(why)
 
     def reopenLogs(self) -> None:
         """Tell the predecessor, if it still listens, to reopen its log files."""

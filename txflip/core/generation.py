@@ -27,6 +27,7 @@ from txflip.core.carry import Carried
 from txflip.core.connadopt import receiveConnections
 from txflip.core.drain import ConnectionTracker
 from txflip.core.draining import startDraining
+from txflip.core.errorwatch import ServerErrorWatch
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
 from txflip.core.log import log, setGeneration
@@ -90,6 +91,9 @@ class Generation:
     @param rollbackWindow: seconds after a handover during which this
         generation keeps its app running, ready to take the traffic back from
         its successor (C{txflip rollback}); 0 for none.
+    @param rollbackOn5xx: within the rollback window after taking over, give
+        the traffic back once this fraction of at least 20 HTTP responses were
+        5xx (L{txflip.core.errorwatch}); 0 for never.
     @param role: what kind of process this is (default L{SingleProcess}).
     @param attemptFactory: makes one try at a successor (L{UpgradeAttempt}).
     @param exitProcess: how a generation that cannot start exits (C{os._exit}).
@@ -121,6 +125,7 @@ class Generation:
         handover: str = OVERLAP,
         pauseTimeout: float = 30.0,
         rollbackWindow: float = 0.0,
+        rollbackOn5xx: float = 0.0,
         role: IGenerationRole | None = None,
         attemptFactory: Callable[..., UpgradeAttempt] = UpgradeAttempt,
         exitProcess: Callable[[int], None] = os._exit,
@@ -145,6 +150,12 @@ class Generation:
         self.handover = handover
         self.pauseTimeout = pauseTimeout
         self.rollbackWindow = rollbackWindow
+        self.rollbackOn5xx = rollbackOn5xx
+        self._errorWatch = (
+            ServerErrorWatch(self, rollbackOn5xx, rollbackWindow)
+            if rollbackOn5xx > 0 and rollbackWindow > 0
+            else None
+        )
         self._rollback: Deferred | None = None
         self.app: AppLifecycle | None = None
         """How to stop and start the app again, for a sequential handover."""
@@ -223,6 +234,8 @@ class Generation:
         """What every factory the app listens with goes through: tracked, and logged."""
         if self.accessLog is not None:
             self.accessLog.attach(factory)
+        if self._errorWatch is not None:
+            self._errorWatch.attach(factory)
         return self.tracker.track(factory)
 
     def useAccessLog(self, path: str) -> AccessLog:
@@ -270,7 +283,7 @@ class Generation:
 
     # Rolling back (txflip rollback).
 
-    def rollback(self, source: str = "API") -> Deferred:
+    def rollback(self, source: str = "API", why: str = "by hand (txflip rollback)") -> Deferred:
         """
         Hand the traffic back to the previous generation, if it is still there
         (within its C{--rollback-window}): it accepts again and rewrites the PID
@@ -301,7 +314,7 @@ class Generation:
             parent=link.parentPid,
         )
         self._rollback = Deferred()
-        link.askRollback()
+        link.askRollback(why)
         return self._rollback
 
     def _rollbackAnswered(self, refusal: str | None) -> None:
@@ -316,6 +329,8 @@ class Generation:
     def _rolledBackHere(self) -> None:
         """The predecessor accepts again: stop accepting, drain, and exit."""
         self._moveTo(State.HANDED_OVER)
+        if self._errorWatch is not None:
+            self._errorWatch.stop()
         link = self._startup.link
         link.retired("rolled back")
         log.info(
@@ -399,6 +414,8 @@ class Generation:
         keys = [listener.key for listener in self.registry.active()]
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
+        if self.inherited is not None and self._errorWatch is not None:
+            self._errorWatch.start()
         self.restarts.serving()
 
     # Restarts (L{Restarts}).

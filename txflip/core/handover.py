@@ -169,7 +169,7 @@ class Handover:
             )
             self._exitIfDone()
 
-    def _rollbackAsked(self) -> None:
+    def _rollbackAsked(self, why: str = "by hand") -> None:
         """The successor asks this generation to take the traffic back (C{txflip rollback})."""
         generation = self._generation
         child = self._attempt.childPid
@@ -183,7 +183,7 @@ class Handover:
             )
             self._attempt.answerRollback(refusal)
             return
-        reason = f"rolled back from generation {generation.number + 1} (PID {child}) by hand"
+        reason = f"rolled back from generation {generation.number + 1} (PID {child}): {why}"
         self._takeBack(reason)
         self._attempt.answerRollback(None)
         generation.events.emit("rolled-back", childPid=child, reason=reason)

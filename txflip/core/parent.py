@@ -94,7 +94,7 @@ class UpgradeAttempt:
         onReopenLogs: Callable[[], None] = lambda: None,
         carry: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.onRollback: Callable[[], None] = lambda: None
+        self.onRollback: Callable[[str], None] = lambda why: None
         """Called when the child, which took over, asks this generation to take the traffic
         back (set by the L{txflip.core.handover.Handover})."""
         self._reactor = reactor
@@ -196,7 +196,7 @@ class UpgradeAttempt:
             onHeard=self._heard,
             onPrepared=self._prepared,
             onReopenLogs=self._onReopenLogs,
-            onRollback=lambda: self.onRollback(),
+            onRollback=lambda why: self.onRollback(why),
         )
 
     def answerRollback(self, refusal: str | None) -> None:

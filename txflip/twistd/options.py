@@ -123,6 +123,13 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "running, not accepting, so that `txflip rollback` can give it the traffic back.",
         ],
         [
+            "rollback-on-5xx",
+            None,
+            "0",
+            "Within --rollback-window, roll a new generation back by itself once at least "
+            "this fraction (e.g. 0.5) of its first 20 or more HTTP responses were 5xx.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -192,6 +199,19 @@ def _seconds(options: FlipOptions, name: str, orZero: bool = False) -> float:
     except ValueError:
         least = "0 or more" if orZero else "above 0"
         raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds {least}") from None
+
+
+def _fraction(options: FlipOptions, name: str) -> float:
+    try:
+        value = float(options[name])
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ConfigError(
+            f"--{name} {options[name]!r}: give a fraction of the responses above 0 and at "
+            "most 1, e.g. 0.5"
+        )
+    return value
 
 
 def _workers(options: FlipOptions) -> int:
@@ -293,6 +313,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         accessLog=options["access-log"],
         metrics=options["metrics"],
         rollbackWindow=_seconds(options, "rollback-window", orZero=True),
+        rollbackOn5xx=_fraction(options, "rollback-on-5xx"),
     )
     generation = host.startGeneration(settings)
     if twistd.logfile:
