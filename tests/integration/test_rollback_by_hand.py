@@ -8,13 +8,17 @@ window the command says why not, in one line.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 from twisted.trial.unittest import TestCase
 
 from tests.integration.test_metrics_across_restarts import scrape
+from tests.support.keepalive import acknowledgedSoFar, startPosters, stopPosters
 from tests.support.load import Load
 from tests.support.procs import Flip, freePort, pidAlive, servedBy, txflip, waitFor
+
+POSTERS = 6
 
 
 class RollbackByHandTests(TestCase):
@@ -31,13 +35,19 @@ class RollbackByHandTests(TestCase):
         flip, port = self.flip("30", "--metrics", f"tcp:{metricsPort}:interface=127.0.0.1")
         first = flip.start()
         kinds = ("newConnection", "keepAliveGet", "keepAlivePost")
+        # Keep-alive clients idle between requests: they move to generation 2
+        # and back, and none has to reconnect.
+        stop, posters = startPosters("127.0.0.1", port, POSTERS)
+        self.addCleanup(stop.set)
         with Load("127.0.0.1", port, kinds=kinds) as load:
             waitFor(lambda: load.totalRequests() > 20, "load to get going")
+            waitFor(lambda: acknowledgedSoFar(posters) >= POSTERS, "every poster's first POST")
             os.kill(first, signal.SIGHUP)
             second = waitFor(lambda: (p := flip.pid()) not in (None, first) and p, "a new PID")
             flip.waitServing(second)
-            before = load.totalRequests()
+            before, posted = load.totalRequests(), acknowledgedSoFar(posters)
             waitFor(lambda: load.totalRequests() > before + 20, "requests to the new PID")
+            waitFor(lambda: acknowledgedSoFar(posters) >= posted + POSTERS, "POSTs to the new PID")
             self.assertTrue(pidAlive(first), "the previous generation waits out its window")
             result = txflip("rollback", "--pid-file", flip.pidFile)
             self.assertEqual(result.returncode, 0, result.stderr)
@@ -50,10 +60,21 @@ class RollbackByHandTests(TestCase):
             waitFor(lambda: not pidAlive(second), "the rolled-back generation to exit")
             before = load.totalRequests()
             waitFor(lambda: load.totalRequests() > before + 20, "requests after the rollback")
+            posted = acknowledgedSoFar(posters)
+            waitFor(lambda: acknowledgedSoFar(posters) >= posted + POSTERS, "POSTs after it")
+        stopPosters(stop, posters)
         self.assertEqual(load.failures(), {}, load.failureReport())
+        self.assertEqual([f for p in posters for f in p.result.failures], [])
+        self.assertEqual([p.result.connections for p in posters], [1] * POSTERS)
+        self.assertEqual(
+            {pid for p in posters for pid in p.result.servedBy},
+            {str(first), str(second)},
+        )
         self.assertEqual(servedBy(port), first)
         self.assertEqual(flip.aliveGenerations(), [first])
         self.assertIn("rolled back from generation 2", flip.log())
+        movedBack = rf"pid {first}\] adopted [1-9]\d* connection\(s\) from generation 2"
+        self.assertTrue(re.search(movedBack, flip.log()), "no connection moved back")
         samples = scrape(metricsPort)
         self.assertEqual(samples[("txflip_restarts_total", (("outcome", "rolled_back"),))], 1)
         self.assertEqual(samples[("txflip_restarts_total", (("outcome", "served"),))], 1)

@@ -36,6 +36,12 @@ resource = Broken()
 """
 
 
+def answeredAfterErrors(seen: list[tuple[float, int, int]]) -> bool:
+    """Whether a 200 came after the first 500."""
+    errors = [at for at, status, _ in seen if status == 500]
+    return bool(errors) and any(at > errors[0] and status == 200 for at, status, _ in seen)
+
+
 class Prober(threading.Thread):
     """GET / every few milliseconds: (time, status, PID that answered), until stopped."""
 
@@ -95,6 +101,7 @@ class RollbackOnServerErrorsTests(TestCase):
                 timeout=120,
             )
             msg(f"txflip reload: {reload.returncode}\n{reload.stdout}{reload.stderr}")
+            waitFor(lambda: answeredAfterErrors(prober.seen), "a 200 after the 500s")
             prober.stopping.set()
             prober.join(30)
         self.assertEqual(reload.returncode, 1, reload.stdout + reload.stderr)

@@ -35,6 +35,9 @@ and a rollback (C{txflip rollback}, within C{--rollback-window}):
     child  -> parent   rollback <why>       take the traffic back
     parent -> child    rolled-back          done: I accept again; drain and exit
     parent -> child    rollback-refused <why>
+    child  -> parent   return-channel       with a descriptor (SCM_RIGHTS): a transfer
+                                            channel over which the child's idle
+                                            keep-alive connections move back
 
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}. The channel
@@ -47,8 +50,10 @@ import os
 import socket
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
 MAX_LINE = 4096
 REOPEN_LOGS = "reopen-logs"
@@ -56,6 +61,7 @@ CARRY = b"carry"
 HEARTBEAT_SECONDS = 0.1
 
 
+@implementer(IFileDescriptorReceiver)
 class SuccessorChannel(LineOnlyReceiver):
     """The parent's end: hears what the child reports."""
 
@@ -74,7 +80,10 @@ class SuccessorChannel(LineOnlyReceiver):
         onPrepared: Callable[[], None] = lambda: None,
         onReopenLogs: Callable[[], None] = lambda: None,
         onRollback: Callable[[str], None] = lambda why: None,
+        onReturnChannel: Callable[[int], None] = os.close,
     ) -> None:
+        self._onReturnChannel = onReturnChannel
+        self._descriptors: list[int] = []
         self._onReopenLogs = onReopenLogs
         self._onRollback = onRollback
         self._onReady = onReady
@@ -105,6 +114,8 @@ class SuccessorChannel(LineOnlyReceiver):
             self._onReopenLogs()
         elif word == "rollback":
             self._onRollback(rest.strip() or "asked by the next generation")
+        elif word == "return-channel" and self._descriptors:
+            self._onReturnChannel(self._descriptors.pop(0))
 
     def go(self) -> None:
         self.sendLine(b"go")
@@ -127,7 +138,17 @@ class SuccessorChannel(LineOnlyReceiver):
         else:
             self.sendLine(encodeLine("rollback-refused " + refusal))
 
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        """A descriptor for the C{return-channel} line that follows (close-on-exec)."""
+        os.set_inheritable(descriptor, False)
+        if len(self._descriptors) >= 1:
+            os.close(self._descriptors.pop(0))  # one at a time: an earlier one had no line
+        self._descriptors.append(descriptor)
+
     def connectionLost(self, reason=None) -> None:
+        for descriptor in self._descriptors:
+            os.close(descriptor)
+        self._descriptors.clear()
         self._onLost()
 
 
@@ -183,6 +204,11 @@ class PredecessorChannel(LineOnlyReceiver):
 
     def rollback(self, why: str) -> None:
         self.sendLine(encodeLine("rollback " + why))
+
+    def returnChannel(self, descriptor: int) -> None:
+        """Send C{descriptor} (kept open by the caller until this process exits)."""
+        self.transport.sendFileDescriptor(descriptor)
+        self.sendLine(b"return-channel")
 
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()

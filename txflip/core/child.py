@@ -130,6 +130,10 @@ class PredecessorLink:
         """Ask the predecessor to take the traffic back; it answers through C{onRollbackAnswer}."""
         self._channel.rollback(why)
 
+    def returnChannel(self, descriptor: int) -> None:
+        """Hand the predecessor the channel this generation's connections move back over."""
+        self._channel.returnChannel(descriptor)
+
     def reopenLogs(self) -> None:
         """Tell the predecessor, if it still listens, to reopen its log files."""
         if self._say() and not self._channel.closed:

@@ -19,7 +19,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from txflip.core import pidfile
 from txflip.core.accesslog import AccessLog
@@ -39,6 +39,7 @@ from txflip.core.roles import IGenerationRole, SingleProcess
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.startup import Startup
 from txflip.core.state import REFUSALS, State, checkMove
+from txflip.core.transfer import transferPair
 
 _FROM_ENVIRONMENT = object()
 ENV_AGAIN = "TXFLIP_GENERATION_AGAIN"
@@ -340,7 +341,13 @@ class Generation:
         )
         self.events.emit("rolling-back", parentPid=link.parentPid)
         self.registry.pauseAll()
-        startDraining(self, handedOver=True)[2].addCallback(lambda _: self._handedOverForGood())
+        # Idle keep-alive connections move back over a channel of their own;
+        # the predecessor's end stays open here too, until this process exits.
+        ours, self._returnEnd = transferPair()
+        link.returnChannel(self._returnEnd.fileno())
+        drain, mover, drained = startDraining(self, handedOver=True, transfer=ours)
+        everything = [drained] if mover is None else [drained, mover.done]
+        gatherResults(everything).addBoth(lambda _: self._handedOverForGood())
 
     # Readiness (L{Startup}).
 

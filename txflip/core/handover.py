@@ -20,9 +20,11 @@ serves; the successor drains and exits.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from txflip.core import pidfile
+from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.draining import startDraining
 from txflip.core.log import log
 from txflip.core.parent import Outcome, UpgradeAttempt
@@ -76,6 +78,8 @@ class Handover:
         )
         self._arrivalCheck = None
         self._started = self._reactor.seconds()
+        self.returning: ConnectionReceiver | None = None
+        """After a rollback: takes the connections the successor moves back."""
 
     @property
     def attempt(self) -> UpgradeAttempt:
@@ -185,8 +189,17 @@ class Handover:
             return
         reason = f"rolled back from generation {generation.number + 1} (PID {child}): {why}"
         self._takeBack(reason)
+        self._attempt.onReturnChannel = self._connectionsComeBack
         self._attempt.answerRollback(None)
         generation.events.emit("rolled-back", childPid=child, reason=reason)
+
+    def _connectionsComeBack(self, descriptor: int) -> None:
+        """The successor that handed back moves its idle keep-alive connections here."""
+        generation = self._generation
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=descriptor)
+        self.returning = ConnectionReceiver(
+            self._reactor, generation.registry, skt, generation.number + 1
+        )
 
     def _rollbackRefusal(self) -> str | None:
         if self._rollbackWindow <= 0:

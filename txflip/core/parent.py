@@ -95,6 +95,9 @@ class UpgradeAttempt:
         carry: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.onRollback: Callable[[str], None] = lambda why: None
+        self.onReturnChannel: Callable[[int], None] = os.close
+        """Called with the descriptor of the channel over which a child that handed
+        the traffic back moves its connections back (it owns the descriptor)."""
         """Called when the child, which took over, asks this generation to take the traffic
         back (set by the L{txflip.core.handover.Handover})."""
         self._reactor = reactor
@@ -197,6 +200,7 @@ class UpgradeAttempt:
             onPrepared=self._prepared,
             onReopenLogs=self._onReopenLogs,
             onRollback=lambda why: self.onRollback(why),
+            onReturnChannel=lambda fd: self.onReturnChannel(fd),
         )
 
     def answerRollback(self, refusal: str | None) -> None:
