@@ -181,7 +181,7 @@ class ControlServer(Factory):
         self._upgradeStart: float | None = None
         self._watchingWindow = False
         self._windowTimer = None
-        self._servedAt = time.monotonic()
+        self._servedAt = generation.reactor.seconds()
         self._nextGeneration: int | None = None
         self.lastRestart: dict | None = None
         if inherited is not None:
@@ -353,7 +353,7 @@ class ControlServer(Factory):
                 {"phase": "ready", "childPid": fields.get("childPid"), "ms": fields.get("ms")}
             )
         elif name == "upgrade-succeeded":
-            self._servedAt = time.monotonic()
+            self._servedAt = self.generation.reactor.seconds()
             self._record("succeeded", fields.get("childPid"), "serving", fields.get("ms"))
             self._broadcast(
                 {
@@ -432,12 +432,11 @@ class ControlServer(Factory):
             # --rollback-on-5xx: the outcome is known once the window is over
             # (this generation exits) or the release rolled back.
             if not self._watchingWindow:
-                from twisted.internet import reactor
-
+                reactor = generation.reactor
                 self._watchingWindow = True
                 # Answered at the window's end, not at this generation's exit:
                 # the drain waits for this connection's last answer.
-                left = generation.rollbackWindow - (time.monotonic() - self._servedAt)
+                left = generation.rollbackWindow - (reactor.seconds() - self._servedAt)
                 self._windowTimer = reactor.callLater(max(left, 0), self._windowOver)
                 self._broadcast(
                     {
