@@ -111,3 +111,20 @@ def processStart(pid: int) -> float:
     with open("/proc/stat") as f:
         boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
     return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+class MetricsWithWorkersTests(TestCase):
+    def test_theLeaderServesOneEndpoint(self):
+        """With --workers, the leader answers /metrics for its generation, across a restart."""
+        metricsPort = freePort()
+        flip, port, workdir = releaseFlip(
+            self, "--workers", "2", "--metrics", f"tcp:{metricsPort}:interface=127.0.0.1"
+        )
+        first = flip.start()
+        before = scrape(metricsPort)
+        self.assertEqual(before[("process_start_time_seconds", ())], processStart(first))
+        second = flip.restart()
+        after = scrape(metricsPort)
+        self.assertEqual(after[("process_start_time_seconds", ())], processStart(second))
+        self.assertEqual(after[("txflip_generation", ())], 2)
+        self.assertEqual(after[("txflip_restarts_total", (("outcome", "served"),))], 1)
