@@ -78,6 +78,7 @@ class MetricsAcrossRestartsTests(TestCase):
         serving = flip.pid()
         os.kill(serving, signal.SIGHUP)
         flip.waitLog("keeps serving")
+        waitFor(lambda: flip.aliveGenerations() == [serving], "the broken child to be gone")
         writeApp(workdir, "myrelease", GOOD_RESOURCE, release="5")
         last = flip.restart()
         # The last handover's drain is counted once the old generation has exited.
