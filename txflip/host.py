@@ -20,6 +20,7 @@ from txflip.core import pidfile
 from txflip.core.generation import Generation
 from txflip.core.handoff import HandoffState, takeInheritedState
 from txflip.core.log import log
+from txflip.core.reopen import REOPEN_SIGNAL, ReopenSignal
 from txflip.core.signals import RestartSignalDispatch, TakeoverWatch
 from txflip.core.startfailure import StartFailureReporter
 from txflip.systemd import activation, fdstore
@@ -51,6 +52,14 @@ class HostSettings:
     """C{overlap}, or C{sequential}: the old generation stops its app first (txflip.core.pause)."""
     pauseTimeout: float = 30.0
     """Seconds a sequential handover may take to finish in-flight work and stop the app."""
+    accessLog: str | None = None
+    """Where to log the app's HTTP requests (Combined Log Format), if anywhere."""
+    rollbackWindow: float = 0.0
+    """Seconds a generation that handed over stays ready to take the traffic back."""
+    rollbackOn5xx: float = 0.0
+    """Roll a new generation back once this fraction of its first 20+ responses are 5xx."""
+    metrics: str | None = None
+    """The endpoint that serves /metrics (txflip.metrics), if any."""
 
     def check(self) -> None:
         """Raise L{ConfigError} with one line if the settings cannot work together."""
@@ -58,6 +67,21 @@ class HostSettings:
 
         if self.handover not in HANDOVERS:
             raise ConfigError(f"--handover {self.handover!r}: give one of {', '.join(HANDOVERS)}")
+        if not 0 <= self.rollbackOn5xx <= 1:
+            raise ConfigError(
+                f"--rollback-on-5xx {self.rollbackOn5xx:g}: give a fraction of the "
+                "responses above 0 and at most 1, e.g. 0.5"
+            )
+        if self.rollbackOn5xx and not self.rollbackWindow:
+            raise ConfigError(
+                "--rollback-on-5xx needs --rollback-window SECONDS: the time during which "
+                "the previous generation can take the traffic back"
+            )
+        if self.rollbackOn5xx and self.workers > 1:
+            raise ConfigError(
+                "--rollback-on-5xx works with one process per generation: drop --workers, "
+                "or roll back by hand with txflip rollback"
+            )
         if self.handover == SEQUENTIAL and self.workers > 1:
             raise ConfigError(
                 "--handover sequential works with one process per generation: "
@@ -134,11 +158,14 @@ class Host:
             argv=settings.argv,
             handover=settings.handover,
             pauseTimeout=settings.pauseTimeout,
+            rollbackWindow=settings.rollbackWindow,
+            rollbackOn5xx=settings.rollbackOn5xx,
             inherited=self.inherited,
             listeners=self.activated.inheritedListeners() if self.inherited is None else (),
             **extra,
         )
         generation.install()
+        self._setUpLogs(generation, settings)
         # What systemd's fd store hands back is what an earlier configuration
         # listened on: one this configuration drops must not hold readiness.
         generation.registry.offer(self.activated.storedKeys())
@@ -155,6 +182,8 @@ class Host:
             # With workers, the app runs (and says READY=1) in each of them.
             self._hearAppNotify(generation)
         control = self._listenControl(settings, generation)
+        if settings.metrics:
+            self._serveMetrics(generation, settings.metrics)
         hidden = {control.key()} if control else ()
         sdnotify.install(self.reactor, generation, self._notifySettings, hidden=hidden)
         fdstore.install(generation, self._notifySettings, self.activated, optIn=settings.fdStore)
@@ -192,6 +221,7 @@ class Host:
             inherited=self.inherited,
         )
         generation.install()
+        self._setUpLogs(generation, settings)
         self.generation = generation
         self.dispatch.generation = generation
         if settings.appNotify:
@@ -207,6 +237,49 @@ class Host:
             leader=self.inherited.parentPid,
         )
         return generation
+
+    def _serveMetrics(self, generation: Generation, description: str) -> None:
+        from twisted.internet.endpoints import serverFromString
+
+        try:
+            from txflip.metrics import serveMetrics
+        except ImportError as e:
+            raise ConfigError(
+                f"--metrics needs prometheus_client ({e}): pip install 'txflip[metrics]'"
+            ) from None
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as e:
+            raise ConfigError(
+                f"bad --metrics {description!r}: {' '.join(str(e).split())}; "
+                "use Twisted's endpoint syntax, e.g. tcp:9100:interface=127.0.0.1"
+            ) from None
+        try:
+            serveMetrics(generation, endpoint)
+        except Exception as e:
+            raise ConfigError(f"cannot serve --metrics on {description}: {e}") from None
+
+    def _setUpLogs(self, generation: Generation, settings: HostSettings) -> None:
+        """The access log, and SIGUSR1 to reopen the log files (txflip.core.reopen)."""
+        if settings.accessLog:
+            try:
+                accessLog = generation.logs.useAccessLog(settings.accessLog)
+            except OSError as e:
+                raise ConfigError(
+                    f"--access-log {settings.accessLog}: cannot open it for appending: "
+                    f"{e.strerror or e}; give a file in a directory this user may write"
+                ) from None
+            self.reactor.addSystemEventTrigger("after", "shutdown", accessLog.close)
+        if self.dispatch.signum == REOPEN_SIGNAL:
+            if settings.accessLog:
+                log.warn(
+                    "SIGUSR1 restarts (--restart-signal USR1), so it cannot reopen the "
+                    "access log: each generation opens it afresh when it starts"
+                )
+            return
+        reopen = ReopenSignal(self.reactor, generation.logs.reopen)
+        if not reopen.install() and settings.accessLog:
+            log.warn("SIGUSR1 already has a handler: it does not reopen the access log")
 
     def _watchRestartSignal(self, generation: Generation, control) -> None:
         """Warn once if the app takes the restart signal over (see L{TakeoverWatch})."""

@@ -24,7 +24,9 @@ import sys
 USAGE = (
     "python -m txflip run [--pid-file PATH] [--ready-timeout S] [--drain-timeout S] "
     "[--handover overlap|sequential] [--pause-timeout S] "
-    "[--control PATH | --no-control] [--fd-store] [--app-notify] [--reactor NAME] "
+    "[--control PATH | --no-control] [--fd-store] [--app-notify] [--access-log PATH] "
+    "[--metrics ENDPOINT] [--rollback-window S] [--rollback-on-5xx RATIO] "
+    "[--reactor NAME] "
     "[--restart-signal NAME] (-m MODULE | SCRIPT) [ARGS...]"
 )
 
@@ -46,6 +48,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _secondsOrZero(text: str) -> float:
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return _seconds(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction above 0 and at most 1")
+    return value
+
+
 _WITH_A_VALUE = {
     "--pid-file": {"help": "PID file, rewritten by each generation once it serves"},
     "--ready-timeout": {"type": _seconds, "default": 60.0},
@@ -53,6 +74,10 @@ _WITH_A_VALUE = {
     "--handover": {"choices": ("overlap", "sequential"), "default": "overlap"},
     "--pause-timeout": {"type": _seconds, "default": 30.0},
     "--control": {"help": "control socket path (default: PID file + .control)"},
+    "--access-log": {"help": "log HTTP requests to this file (Combined Log Format)"},
+    "--metrics": {"help": "serve /metrics (Prometheus) on this endpoint"},
+    "--rollback-window": {"type": _secondsOrZero, "default": 0.0},
+    "--rollback-on-5xx": {"type": _fraction, "default": 0.0},
     "--reactor": {"help": "the reactor to install, as twistd --reactor names it"},
     "--restart-signal": {
         "default": "HUP",
@@ -160,6 +185,10 @@ def main(argv: list[str]) -> int:
                 noControl=args.no_control,
                 fdStore=args.fd_store,
                 appNotify=args.app_notify,
+                accessLog=args.access_log,
+                metrics=args.metrics,
+                rollbackWindow=args.rollback_window,
+                rollbackOn5xx=args.rollback_on_5xx,
             )
         )
     except (ValueError, ConfigError, pidfile.PIDFileError) as e:

@@ -146,7 +146,7 @@ class ProgramStop:
             # it and remove its path, which the successor (or this program run
             # again) serves on.
             self._detach(listener.port)
-        channel, self._transfer = attempt.takeChannels()
+        channel, self._transfer = attempt.tell.takeChannels()
         self._detach(channel)
         self._channelFd = os.dup(channel.fileno())
         log.info(

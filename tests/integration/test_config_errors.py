@@ -44,6 +44,11 @@ class BadInputTests(TestCase):
         self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", line)
         self.assertIn("Address already in use", line)
 
+    def test_accessLogThatCannotBeOpened(self):
+        line = self._refused("--access-log", "/nonexistent-txflip-dir/access.log")
+        self.assertIn("--access-log /nonexistent-txflip-dir/access.log: cannot open it", line)
+        self.assertIn("No such file or directory", line)
+
     def test_missingPidFileDirectory(self):
         line = self._refused("--pid-file", "/nonexistent-txflip-dir/app.pid")
         self.assertIn("/nonexistent-txflip-dir does not exist", line)

@@ -38,16 +38,16 @@ class ScriptedAttempt(UpgradeAttempt):
         self._process = RecordedProcess()
         self.childPid = self._process.pid
         self.channelTransport = StringTransport()
-        self._channel = self._newChannel()
-        self._channel.makeConnection(self.channelTransport)
+        self._toChild = self._newChannel()
+        self._toChild.makeConnection(self.channelTransport)
 
     # The child's moves.
 
     def childSays(self, line: str) -> None:
-        self._channel.dataReceived(line.encode() + b"\n")
+        self._toChild.dataReceived(line.encode() + b"\n")
 
     def childCloses(self) -> None:
-        self._channel.connectionLost(None)
+        self._toChild.connectionLost(None)
 
     def childExits(self, why: str = "exited with code 1", closesChannel: bool = True) -> None:
         """

@@ -53,8 +53,10 @@ class Client(threading.Thread):
         deadline: float = 300.0,
         path: str = "/sleep?seconds=0",
         timeout: float = 30.0,
+        numbered: bool = False,
     ) -> None:
         super().__init__(name=f"load-{kind}", daemon=True)
+        self._numbered = numbered
         self.result = Result(kind)
         self._host = host
         self._port = port
@@ -94,18 +96,25 @@ class Client(threading.Thread):
             self.result.requests += 1
         self._drop()
 
+    def requestPath(self, sequence: int) -> str:
+        """The path of GET number C{sequence}: with C{numbered}, it names the request."""
+        if not self._numbered:
+            return self._path
+        return f"{self._path}{'&' if '?' in self._path else '?'}n={self.result.kind}-{sequence}"
+
     def _one(self, sequence: int) -> None:
         kind = self.result.kind
+        path = self.requestPath(sequence)
         if kind == "newConnection":
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             try:
-                conn.request("GET", self._path, headers={"Connection": "close"})
+                conn.request("GET", path, headers={"Connection": "close"})
                 self._check(conn.getresponse(), 200)
             finally:
                 conn.close()
         elif kind == "keepAliveGet":
             conn = self._connection()
-            conn.request("GET", self._path)
+            conn.request("GET", path)
             response = conn.getresponse()
             self._check(response, 200)
             if response.will_close:

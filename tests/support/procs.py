@@ -262,7 +262,11 @@ class Flip:
     remembered, and L{stop} kills whichever are still alive.
     """
 
-    def __init__(self, testCase, args: list[str], workdir: str | None = None, env=None) -> None:
+    def __init__(
+        self, testCase, args: list[str], workdir: str | None = None, env=None, twistdArgs=()
+    ) -> None:
+        self.twistdArgs = list(twistdArgs)
+        """twistd's own options, before C{-n flip}."""
         self.workdir = workdir or tempfile.mkdtemp(prefix="txflip-test-")
         self.pidFile = os.path.join(self.workdir, "flip.pid")
         self.logPath = os.path.join(self.workdir, "flip.log")
@@ -277,6 +281,7 @@ class Flip:
     def command(self) -> list[str]:
         return [
             *twistdCommand(),
+            *self.twistdArgs,
             "-n",
             "flip",
             "--pid-file",

@@ -102,7 +102,7 @@ class CommandTests(ControlTestCase):
         protocol.dataReceived(b"restart\n")
         [answer] = self.messages(transport)
         self.assertEqual(answer["phase"], "error")
-        self.assertIn("unknown command 'restart': use reload or status", answer["reason"])
+        self.assertIn("unknown command 'restart': use reload, status or rollback", answer["reason"])
         self.assertTrue(transport.disconnecting)
 
     def test_commandTooLong(self) -> None:
@@ -322,3 +322,44 @@ class RealSocketTests(TestCase):
 
         endpoint = UNIXClientEndpoint(reactor, server.path)
         return connectProtocol(endpoint, Client()).addCallback(connected).addCallback(check)
+
+
+class ReloadWithRollbackOnServerErrorsTests(ControlTestCase):
+    """With --rollback-on-5xx, the outcome of a reload is known at the end of the window."""
+
+    def setUp(self) -> None:
+        self.clock = clockReactor()
+        self.patch(twisted.internet, "reactor", self.clock)
+        self.generation = ScriptedGeneration(self, self.clock, rollbackWindow=5, rollbackOn5xx=0.5)
+        self.generation.ready()
+        self.server = ControlServer(self.generation, self.generation.pidFile + ".control")
+
+    def served(self):
+        protocol, transport, attempt = self.reload()
+        attempt.childSays(f"ready {CHILD_PID}")
+        attempt.childSays("serving")
+        return transport, attempt
+
+    def test_waitsThroughTheWindowThenSaysDone(self) -> None:
+        transport, attempt = self.served()
+        phases = [m["phase"] for m in self.messages(transport)]
+        self.assertEqual(phases[-1], "watching")
+        self.assertEqual(self.messages(transport)[-1]["seconds"], 5)
+        self.assertFalse(transport.disconnecting)
+        for _ in range(49):
+            attempt.childSays("alive")
+            self.clock.advance(0.1)
+        self.assertFalse(transport.disconnecting, "not before the window ends")
+        attempt.childSays("alive")
+        self.clock.advance(0.2)
+        self.assertEqual(self.messages(transport)[-1]["phase"], "done")
+        self.assertTrue(transport.disconnecting)
+
+    def test_aReleaseRolledBackFailsTheReload(self) -> None:
+        transport, attempt = self.served()
+        attempt.childSays("rollback --rollback-on-5xx: 20 of 20 responses were 5xx")
+        last = self.messages(transport)[-1]
+        self.assertEqual((last["phase"], last["rolledBack"]), ("failed", True))
+        self.assertIn("--rollback-on-5xx: 20 of 20 responses were 5xx", last["reason"])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.server.lastRestart["outcome"], "rolled-back")

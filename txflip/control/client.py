@@ -105,11 +105,14 @@ def _connectOnce(path: str, timeout: float) -> socket.socket:
     return skt
 
 
-def messages(skt: socket.socket, deadline: float):
-    """Yield each JSON line the server sends until it closes; raise TimeoutError at the deadline."""
+def messages(skt: socket.socket, deadline):
+    """
+    Yield each JSON line the server sends until it closes; raise TimeoutError
+    at the deadline (a monotonic time, or a callable returning the latest one).
+    """
     buffer = b""
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         skt.settimeout(remaining)
@@ -170,6 +173,17 @@ def describe(message: dict) -> str:
         return describeMoved(message)
     if phase == "done":
         return f"done: generation {message['childGeneration']} (PID {message['childPid']}) serves"
+    if phase == "watching":
+        return (
+            f"watching: generation {message['childGeneration']} (PID {message['childPid']}) "
+            f"is rolled back if {message['ratio']:g} of its responses are 5xx within "
+            f"{message['seconds']:g}s (--rollback-on-5xx)"
+        )
+    if phase == "failed" and message.get("rolledBack"):
+        return (
+            f"failed: {message['reason']}; generation {message['generation']} "
+            f"(PID {message['pid']}) serves again"
+        )
     if phase == "failed" and message.get("refused"):
         return (
             f"failed: {message['reason']}; generation {message['generation']} "
@@ -216,20 +230,24 @@ def describeMoved(message: dict) -> str:
 
 def reload(args: argparse.Namespace) -> int:
     path = controlPath(args)
-    deadline = time.monotonic() + args.timeout
+    deadline = [time.monotonic() + args.timeout]
     skt = connect(path, args.timeout)
     lastPhase = None
     succeeded = False
     started: dict = {}
     try:
         skt.sendall(b"reload\n")
-        for message in messages(skt, deadline):
+        for message in messages(skt, lambda: deadline[0]):
             lastPhase = message.get("phase")
             if lastPhase == "started":
                 started = message
             print(json.dumps(message) if args.json else describe(message), flush=True)
             if lastPhase == "serving":
                 succeeded = True
+            if lastPhase == "watching":
+                # --rollback-on-5xx: the outcome comes at the end of the window.
+                succeeded = False
+                deadline[0] = max(deadline[0], time.monotonic() + message["seconds"] + 30)
             if lastPhase == "done":
                 return EXIT_OK
             if lastPhase in ("failed",):
@@ -304,6 +322,36 @@ def _outcomeAfterProgramStopped(path: str, started: dict, deadline: float) -> in
         file=sys.stderr,
     )
     return EXIT_TIMEOUT
+
+
+def rollback(args: argparse.Namespace) -> int:
+    path = controlPath(args)
+    skt = connect(path, args.timeout)
+    try:
+        skt.sendall(b"rollback\n")
+        for message in messages(skt, time.monotonic() + args.timeout):
+            phase = message.get("phase")
+            if args.json:
+                print(json.dumps(message), flush=True)
+            if phase == "rolled-back":
+                if not args.json:
+                    print(
+                        f"rolled back: generation {message['generation']} (PID {message['pid']}) "
+                        f"serves again; generation {message['drainingGeneration']} "
+                        f"(PID {message['drainingPid']}) drains and exits",
+                        flush=True,
+                    )
+                return EXIT_OK
+            if not args.json:
+                print(f"txflip rollback: {message.get('reason') or phase}", file=sys.stderr)
+            return EXIT_FAILED if phase == "failed" else EXIT_UNREACHABLE
+    except TimeoutError:
+        print(f"txflip rollback: no answer within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    finally:
+        skt.close()
+    print("txflip rollback: the server closed the connection without an answer", file=sys.stderr)
+    return EXIT_UNREACHABLE
 
 
 def formatStatus(status: dict) -> str:
@@ -404,6 +452,11 @@ def parser() -> argparse.ArgumentParser:
     for name, helpText, defaultTimeout in (
         ("reload", "restart without downtime and report the outcome", DEFAULT_TIMEOUT),
         ("status", "print PID, generation, listeners and the last restart", 10.0),
+        (
+            "rollback",
+            "give the traffic back to the previous generation (within --rollback-window)",
+            10.0,
+        ),
     ):
         sub = commands.add_parser(name, help=helpText)
         where = sub.add_mutually_exclusive_group()
@@ -425,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print("txflip: --timeout must be a number of seconds above 0", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        return {"reload": reload, "status": status}[args.command](args)
+        return {"reload": reload, "status": status, "rollback": rollback}[args.command](args)
     except Unreachable as e:
         print(f"txflip {args.command}: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE

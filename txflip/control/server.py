@@ -8,9 +8,10 @@ L{txflip.core.listening.ListeningReactor} stands in for, so the socket is
 handed to the next generation like any listener and never goes away during a
 restart.
 
-Protocol: the client sends one line, C{reload} or C{status}; the server
-answers with JSON lines, each with a C{phase}, and closes the connection
-after the last one (C{done}, C{failed}, C{refused} or C{status}).
+Protocol: the client sends one line, C{reload}, C{status} or C{rollback};
+the server answers with JSON lines, each with a C{phase}, and closes the
+connection after the last one (C{done}, C{failed}, C{refused}, C{status} or
+C{rolled-back}).
 
 Only the server's own user and root may use it: the socket file is 0600, and
 each connection's peer credentials (C{SO_PEERCRED}) are checked as well, so a
@@ -32,6 +33,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from txflip.core.drain import isIdleKeepAlive
 from txflip.core.generation import Generation
 from txflip.core.log import log
+from txflip.core.twistedprivate import hasQueuedOutput
 
 COMMAND_TIMEOUT = 10.0
 LISTEN_BACKLOG = socket.SOMAXCONN
@@ -112,9 +114,14 @@ class ControlProtocol(LineOnlyReceiver):
             self.finish({"phase": "status", **self._server.status()})
         elif command == "reload":
             self._server.reload(self)
+        elif command == "rollback":
+            self._server.rollback(self)
         else:
             self.finish(
-                {"phase": "error", "reason": f"unknown command {command!r}: use reload or status"}
+                {
+                    "phase": "error",
+                    "reason": f"unknown command {command!r}: use reload, status or rollback",
+                }
             )
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -128,6 +135,20 @@ class ControlProtocol(LineOnlyReceiver):
         self.send(message)
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def finishNow(self, message: dict) -> None:
+        """L{finish}, the line written at once if nothing is queued: the process exits next."""
+        transport = self.transport
+        if transport is None or not self.connected:
+            return
+        if transport.fileno() >= 0 and not hasQueuedOutput(transport):
+            try:
+                os.write(transport.fileno(), json.dumps(message).encode() + b"\n")
+            except OSError:
+                pass
+            transport.loseConnection()
+            return
+        self.finish(message)
 
     def _cancelIdleTimer(self) -> None:
         if self._idleTimer is not None and self._idleTimer.active():
@@ -158,6 +179,9 @@ class ControlServer(Factory):
         self._startedAt = time.time()
         self._watchers: set[ControlProtocol] = set()
         self._upgradeStart: float | None = None
+        self._watchingWindow = False
+        self._windowTimer = None
+        self._servedAt = generation.reactor.seconds()
         self._nextGeneration: int | None = None
         self.lastRestart: dict | None = None
         if inherited is not None:
@@ -232,6 +256,37 @@ class ControlServer(Factory):
         source = f"control socket (PID {protocol.peerPid})"
         self.generation.upgrade(source).addCallback(self._outcome, protocol)
 
+    # Rollback.
+
+    def rollback(self, protocol: ControlProtocol) -> None:
+        generation = self.generation
+        inherited = generation.inherited
+        source = f"control socket (PID {protocol.peerPid})"
+
+        def answered(refusal: str | None) -> None:
+            if refusal is not None:
+                protocol.finish(
+                    {
+                        "phase": "failed",
+                        "refused": True,
+                        "reason": refusal,
+                        "pid": os.getpid(),
+                        "generation": generation.number,
+                    }
+                )
+                return
+            protocol.finish(
+                {
+                    "phase": "rolled-back",
+                    "pid": inherited.parentPid,
+                    "generation": generation.number - 1,
+                    "drainingPid": os.getpid(),
+                    "drainingGeneration": generation.number,
+                }
+            )
+
+        generation.rollbacks.ask(source, "by hand (txflip rollback)").addCallback(answered)
+
     def _outcome(self, outcome, protocol: ControlProtocol) -> None:
         if outcome.succeeded:
             # "done" follows once this generation starts draining.
@@ -272,11 +327,11 @@ class ControlServer(Factory):
                     {"phase": "error", "reason": "this generation is draining; ask again"}
                 )
 
-    def _broadcast(self, message: dict, final: bool = False) -> None:
+    def _broadcast(self, message: dict, final: bool = False, now: bool = False) -> None:
         for protocol in list(self._watchers):
             if final:
                 self._watchers.discard(protocol)
-                protocol.finish(message)
+                (protocol.finishNow if now else protocol.finish)(message)
             else:
                 protocol.send(message)
 
@@ -311,6 +366,7 @@ class ControlServer(Factory):
                 }
             )
         elif name == "upgrade-succeeded":
+            self._servedAt = self.generation.reactor.seconds()
             self._record("succeeded", fields.get("childPid"), "serving", fields.get("ms"))
             self._broadcast(
                 {
@@ -345,6 +401,27 @@ class ControlServer(Factory):
             )
             if not fields.get("moving"):
                 self._done()
+        elif name == "rolled-back":
+            self._watchingWindow = False
+            if self._windowTimer is not None and self._windowTimer.active():
+                self._windowTimer.cancel()
+            self._record("rolled-back", fields.get("childPid"), fields.get("reason"), None)
+            self._broadcast(
+                {
+                    "phase": "failed",
+                    "rolledBack": True,
+                    "reason": fields.get("reason"),
+                    "childPid": fields.get("childPid"),
+                    "childGeneration": self._nextGeneration,
+                    "pid": os.getpid(),
+                    "generation": self.generation.number,
+                    "ms": None,
+                },
+                final=True,
+            )
+        elif name == "exiting" and self._watchingWindow:
+            self._watchingWindow = False
+            self._finalDone(now=True)
         elif name == "connections-moved":
             self._broadcast(
                 {
@@ -366,6 +443,36 @@ class ControlServer(Factory):
             self._done()
 
     def _done(self) -> None:
+        generation = self.generation
+        if generation.rollbackOn5xx and generation.rollbackWindow:
+            # --rollback-on-5xx: the outcome is known once the window is over
+            # (this generation exits) or the release rolled back.
+            if not self._watchingWindow:
+                reactor = generation.reactor
+                self._watchingWindow = True
+                # Answered at the window's end, not at this generation's exit:
+                # the drain waits for this connection's last answer.
+                left = generation.rollbackWindow - (reactor.seconds() - self._servedAt)
+                self._windowTimer = reactor.callLater(max(left, 0), self._windowOver)
+                self._broadcast(
+                    {
+                        "phase": "watching",
+                        "seconds": generation.rollbackWindow,
+                        "ratio": generation.rollbackOn5xx,
+                        "childPid": (self.lastRestart or {}).get("pid"),
+                        "childGeneration": self._nextGeneration,
+                    }
+                )
+            return
+        self._finalDone()
+
+    def _windowOver(self) -> None:
+        self._windowTimer = None
+        if self._watchingWindow:
+            self._watchingWindow = False
+            self._finalDone()
+
+    def _finalDone(self, now: bool = False) -> None:
         self._broadcast(
             {
                 "phase": "done",
@@ -373,6 +480,7 @@ class ControlServer(Factory):
                 "childGeneration": self._nextGeneration,
             },
             final=True,
+            now=now,
         )
 
     def _record(self, outcome: str, childPid, reason, ms) -> None:

@@ -21,6 +21,24 @@ and waits before starting it:
     child  -> parent   prepared        the app is built; waiting for the parent's to stop
     parent -> child    start           the parent's app has stopped: start yours
 
+Either side, at any time while the channel is open:
+
+    reopen-logs      reopen your log files (SIGUSR1, L{txflip.core.reopen}) and
+                     pass it on away from me
+
+and from the parent, before C{go}, once the child serves, and just before it exits:
+
+    carry <json>     what this generation hands on (L{txflip.core.carry})
+
+and a rollback (C{txflip rollback}, within C{--rollback-window}):
+
+    child  -> parent   rollback <why>       take the traffic back
+    parent -> child    rolled-back          done: I accept again; drain and exit
+    parent -> child    rollback-refused <why>
+    child  -> parent   return-channel       with a descriptor (SCM_RIGHTS): a transfer
+                                            channel over which the child's idle
+                                            keep-alive connections move back
+
 and, from a child that cannot start, C{failed <reason>}; from a parent that
 gives up on its child (a timeout, its own shutdown), C{abort}. The channel
 stays open while the parent drains, so the parent hears C{retired}.
@@ -32,13 +50,18 @@ import os
 import socket
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
 MAX_LINE = 4096
+REOPEN_LOGS = "reopen-logs"
+CARRY = b"carry"
 HEARTBEAT_SECONDS = 0.1
 
 
+@implementer(IFileDescriptorReceiver)
 class SuccessorChannel(LineOnlyReceiver):
     """The parent's end: hears what the child reports."""
 
@@ -55,7 +78,14 @@ class SuccessorChannel(LineOnlyReceiver):
         onRetired: Callable[[str], None] = lambda why: None,
         onHeard: Callable[[], None] = lambda: None,
         onPrepared: Callable[[], None] = lambda: None,
+        onReopenLogs: Callable[[], None] = lambda: None,
+        onRollback: Callable[[str], None] = lambda why: None,
+        onReturnChannel: Callable[[int], None] = os.close,
     ) -> None:
+        self._onReturnChannel = onReturnChannel
+        self._descriptors: list[int] = []
+        self._onReopenLogs = onReopenLogs
+        self._onRollback = onRollback
         self._onReady = onReady
         self._onPrepared = onPrepared
         self._onServing = onServing
@@ -80,6 +110,12 @@ class SuccessorChannel(LineOnlyReceiver):
             self._onWaiting(rest.strip())
         elif word == "retired":
             self._onRetired(rest.strip())
+        elif word == REOPEN_LOGS:
+            self._onReopenLogs()
+        elif word == "rollback":
+            self._onRollback(rest.strip() or "asked by the next generation")
+        elif word == "return-channel" and self._descriptors:
+            self._onReturnChannel(self._descriptors.pop(0))
 
     def go(self) -> None:
         self.sendLine(b"go")
@@ -90,7 +126,29 @@ class SuccessorChannel(LineOnlyReceiver):
     def abort(self) -> None:
         self.sendLine(b"abort")
 
+    def reopenLogs(self) -> None:
+        self.sendLine(REOPEN_LOGS.encode())
+
+    def carry(self, text: str) -> None:
+        self.sendLine(carryLine(text))
+
+    def rollbackAnswer(self, refusal: str | None) -> None:
+        if refusal is None:
+            self.sendLine(b"rolled-back")
+        else:
+            self.sendLine(encodeLine("rollback-refused " + refusal))
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        """A descriptor for the C{return-channel} line that follows (close-on-exec)."""
+        os.set_inheritable(descriptor, False)
+        if len(self._descriptors) >= 1:
+            os.close(self._descriptors.pop(0))  # one at a time: an earlier one had no line
+        self._descriptors.append(descriptor)
+
     def connectionLost(self, reason=None) -> None:
+        for descriptor in self._descriptors:
+            os.close(descriptor)
+        self._descriptors.clear()
         self._onLost()
 
 
@@ -106,7 +164,13 @@ class PredecessorChannel(LineOnlyReceiver):
         onAbort: Callable[[str], None],
         parentPid: int,
         onStart: Callable[[], None] = lambda: None,
+        onReopenLogs: Callable[[], None] = lambda: None,
+        onCarry: Callable[[str], None] = lambda text: None,
+        onRollbackAnswer: Callable[[str | None], None] = lambda refusal: None,
     ) -> None:
+        self._onReopenLogs = onReopenLogs
+        self._onCarry = onCarry
+        self._onRollbackAnswer = onRollbackAnswer
         self._onGo = onGo
         self._onAbort = onAbort
         self._onStart = onStart
@@ -135,6 +199,17 @@ class PredecessorChannel(LineOnlyReceiver):
     def failed(self, reason: str) -> None:
         self.sendLine(encodeLine("failed " + reason))
 
+    def reopenLogs(self) -> None:
+        self.sendLine(REOPEN_LOGS.encode())
+
+    def rollback(self, why: str) -> None:
+        self.sendLine(encodeLine("rollback " + why))
+
+    def returnChannel(self, descriptor: int) -> None:
+        """Send C{descriptor} (kept open by the caller until this process exits)."""
+        self.transport.sendFileDescriptor(descriptor)
+        self.sendLine(b"return-channel")
+
     def lineReceived(self, line: bytes) -> None:
         word = line.strip()
         if word == b"start":
@@ -143,6 +218,15 @@ class PredecessorChannel(LineOnlyReceiver):
             self._decide(self._onGo, "the previous generation said go")
         elif word == b"abort":
             self._decide(self._onAbort, "it said abort")
+        elif word == REOPEN_LOGS.encode():
+            self._onReopenLogs()
+        elif word == b"rolled-back":
+            self._onRollbackAnswer(None)
+        elif word.startswith(b"rollback-refused"):
+            why = word[len(b"rollback-refused") :].decode("utf-8", "replace").strip()
+            self._onRollbackAnswer(why or "no reason given")
+        elif word.startswith(CARRY + b" "):
+            self._onCarry(word[len(CARRY) + 1 :].decode("utf-8", "replace"))
 
     def connectionLost(self, reason=None) -> None:
         self.closed = True
@@ -178,6 +262,18 @@ def encodeLine(text: str) -> bytes:
     """
     data = " ".join(text.split()).encode("utf-8", "replace")[: MAX_LINE - 1]
     return data.decode("utf-8", "ignore").encode("utf-8")
+
+
+def carryLine(text: str) -> bytes:
+    """
+    A C{carry} line, without its newline.
+
+    @raise ValueError: it would not fit in a line (the receiver would drop the channel).
+    """
+    line = CARRY + b" " + text.encode("utf-8")
+    if len(line) >= MAX_LINE or b"\n" in line:
+        raise ValueError(f"carried state of {len(line)} bytes does not fit in a channel line")
+    return line
 
 
 def writeLine(fd: int, line: str) -> None:

@@ -33,6 +33,8 @@ class PredecessorLink:
     @param onAbandoned: called with a reason if the predecessor gave up on us.
     @param onStart: called when the predecessor says its app has stopped
         (a sequential handover).
+    @param onReopenLogs: called when the predecessor says to reopen the log files.
+    @param onCarry: called with the JSON of each C{carry} line (L{txflip.core.carry}).
     """
 
     def __init__(
@@ -42,7 +44,13 @@ class PredecessorLink:
         onGo: Callable[[str], None],
         onAbandoned: Callable[[str], None],
         onStart: Callable[[], None] = lambda: None,
+        onReopenLogs: Callable[[], None] = lambda: None,
+        onCarry: Callable[[str], None] = lambda text: None,
+        onRollbackAnswer: Callable[[str | None], None] = lambda refusal: None,
     ) -> None:
+        self._onReopenLogs = onReopenLogs
+        self._onCarry = onCarry
+        self._onRollbackAnswer = onRollbackAnswer
         self._reactor = reactor
         self._inherited = inherited
         self._onGo = onGo
@@ -63,7 +71,13 @@ class PredecessorLink:
                 self._reactor,
                 channelSocket,
                 PredecessorChannel(
-                    self._onGo, self._onAbandoned, self._inherited.parentPid, self._onStart
+                    self._onGo,
+                    self._onAbandoned,
+                    self._inherited.parentPid,
+                    self._onStart,
+                    onReopenLogs=self._onReopenLogs,
+                    onCarry=self._onCarry,
+                    onRollbackAnswer=self._onRollbackAnswer,
                 ),
             )
 
@@ -107,8 +121,23 @@ class PredecessorLink:
         if self._say():
             self._sayNow(f"retired {why}", lambda: self._channel.retired(why))
 
-    def _say(self) -> bool:
-        return self._channel is not None and self._channel.transport is not None
+    @property
+    def listening(self) -> bool:
+        """Whether the predecessor is still there to hear this generation."""
+        return self._say() and not self._channel.closed
+
+    def askRollback(self, why: str) -> None:
+        """Ask the predecessor to take the traffic back; it answers through C{onRollbackAnswer}."""
+        self._channel.rollback(why)
+
+    def returnChannel(self, descriptor: int) -> None:
+        """Hand the predecessor the channel this generation's connections move back over."""
+        self._channel.returnChannel(descriptor)
+
+    def reopenLogs(self) -> None:
+        """Tell the predecessor, if it still listens, to reopen its log files."""
+        if self._say() and not self._channel.closed:
+            self._channel.reopenLogs()
 
     def failed(self, reason: str) -> None:
         """

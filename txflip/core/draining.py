@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from txflip.core.connmove import ConnectionMover
 from txflip.core.drain import Drain
@@ -76,3 +76,39 @@ def shutDown(generation) -> Deferred:
             pidfile.removePIDIfOurs(generation.pidFile)
 
     return stopped.addCallback(drained)
+
+
+def stopForGood(generation) -> Deferred:
+    """
+    L{txflip.core.generation.Generation.stop}: what a SIGTERM does in each state.
+
+    @return: fires once the generation has nothing left to do.
+    """
+    from txflip.core.log import log
+    from txflip.core.state import State
+
+    if generation.restarts.programStopping:
+        # A sequential handover stops the program's reactor: the handover
+        # goes on without it (txflip.ownprogram).
+        return succeed(None)
+    generation.role.stopping()
+    if generation.state is State.HANDED_OVER:
+        # Already draining; its end fires exiting.
+        done: Deferred = Deferred()
+        generation.exiting.addBoth(lambda _: done.callback(None))
+        return done
+    neverServed = generation.state is State.STARTING
+    generation.restarts.dropQueued("this generation is shutting down")
+    if generation.startup.link is not None and not neverServed:
+        generation.startup.link.retired("stopping")
+    if generation.state is not State.STOPPING:
+        generation._moveTo(State.STOPPING)
+    stopped = generation.restarts.abandonAttempt()
+    if neverServed and generation.inherited is not None:
+        # The sockets still belong to the generation that started this one.
+        log.info("stopping before serving: letting go of inherited listeners")
+        stopped.addCallback(lambda _: generation.registry.releaseAll())
+    elif not generation.exiting.called:
+        stopped.addCallback(lambda _: shutDown(generation))
+        stopped.addCallback(lambda _: generation._exit("shut down"))
+    return stopped

@@ -33,6 +33,10 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "successor-silent": ("childPid",),
     # ... or died (this one serves again, alone).
     "successor-died": ("childPid", "reason"),
+    # ... or handed the traffic back (txflip rollback): this one serves again.
+    "rolled-back": ("childPid", "reason"),
+    # This generation handed the traffic back to its predecessor and drains.
+    "rolling-back": ("parentPid",),
     # moving (bool): connections-moved follows.
     "draining": ("handedOver", "connections", "moving"),
     # movedKinds: kind (HTTP/1.x, plain, WebSocket) -> count;
@@ -51,6 +55,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
         "waiting",
         "arriving",
     ),
+    # After a handover: the drain ended, C{aborted} connections cut at its deadline.
+    "drained": ("aborted", "ms"),
     "exiting": ("handedOver",),
 }
 """Every event a generation emits, and the fields it comes with."""

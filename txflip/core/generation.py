@@ -19,18 +19,21 @@ import os
 import signal
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
+from txflip.core.carry import Carried
 from txflip.core.connadopt import receiveConnections
 from txflip.core.drain import ConnectionTracker
-from txflip.core.draining import shutDown
+from txflip.core.draining import stopForGood
 from txflip.core.events import Events
 from txflip.core.handoff import HandoffState, InheritedListener, takeInheritedState
 from txflip.core.log import log, setGeneration
 from txflip.core.parent import Outcome, UpgradeAttempt, defaultSuccessorArgv, workingDirectory
 from txflip.core.pause import AppLifecycle
+from txflip.core.reopen import GenerationLogs
 from txflip.core.restarts import HANDOVERS, OVERLAP, Restarts
 from txflip.core.roles import IGenerationRole, SingleProcess
+from txflip.core.rollback import Rollbacks
 from txflip.core.simplemode import simpleModeReason as detectSimpleMode
 from txflip.core.startup import Startup
 from txflip.core.state import State, checkMove
@@ -83,6 +86,12 @@ class Generation:
         serves) or C{sequential} (this one stops its app first: L{txflip.core.pause}).
     @param pauseTimeout: seconds a sequential handover may take to finish
         in-flight work and stop the app before the restart is given up.
+    @param rollbackWindow: seconds after a handover during which this
+        generation keeps its app running, ready to take the traffic back from
+        its successor (C{txflip rollback}); 0 for none.
+    @param rollbackOn5xx: within the rollback window after taking over, give
+        the traffic back once this fraction of at least 20 HTTP responses were
+        5xx (L{txflip.core.errorwatch}); 0 for never.
     @param role: what kind of process this is (default L{SingleProcess}).
     @param attemptFactory: makes one try at a successor (L{UpgradeAttempt}).
     @param exitProcess: how a generation that cannot start exits (C{os._exit}).
@@ -113,6 +122,8 @@ class Generation:
         simpleModeReason: str | None | object = _FROM_ENVIRONMENT,
         handover: str = OVERLAP,
         pauseTimeout: float = 30.0,
+        rollbackWindow: float = 0.0,
+        rollbackOn5xx: float = 0.0,
         role: IGenerationRole | None = None,
         attemptFactory: Callable[..., UpgradeAttempt] = UpgradeAttempt,
         exitProcess: Callable[[int], None] = os._exit,
@@ -136,6 +147,10 @@ class Generation:
             raise ValueError(f"handover {handover!r}: give one of {', '.join(HANDOVERS)}")
         self.handover = handover
         self.pauseTimeout = pauseTimeout
+        self.rollbackWindow = rollbackWindow
+        self.rollbackOn5xx = rollbackOn5xx
+        self.rollbacks = Rollbacks(self)
+        """Giving the traffic back to the previous generation (C{txflip rollback})."""
         self.app: AppLifecycle | None = None
         """How to stop and start the app again, for a sequential handover."""
         self.simpleModeReason = (
@@ -147,13 +162,17 @@ class Generation:
         self.role: IGenerationRole = role if role is not None else SingleProcess()
         self.events = Events()
         self.tracker = ConnectionTracker()
+        self.logs = GenerationLogs(self)
+        """The access log, and every log file SIGUSR1 reopens (L{GenerationLogs})."""
+        self.carried = Carried()
+        """What this generation hands to its successor, and got from its predecessor."""
         self._state = State.STARTING
         self.startup = Startup(self)
         """The start: readiness, the link to the predecessor, the turn to start the app."""
         self.registry = self.role.registryFactory(
             reactor,
             inherited.listeners if inherited is not None else list(listeners),
-            factoryHook=self.tracker.track,
+            factoryHook=self._serveFactory,
             paused=inherited is not None,
             onClaimed=self.startup.claimed,
             onListening=lambda key: self.startup.listening(key, self.registry.isInternal(key)),
@@ -204,6 +223,12 @@ class Generation:
 
             endpoint = serverFromString(self.reactor, endpoint)
         return endpoint.listen(factory)
+
+    def _serveFactory(self, factory):
+        """What every factory the app listens with goes through: tracked, and logged."""
+        self.logs.watch(factory)
+        self.rollbacks.watch(factory)
+        return self.tracker.track(factory)
 
     # Readiness (L{Startup}).
 
@@ -258,6 +283,7 @@ class Generation:
         keys = [listener.key for listener in self.registry.active()]
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")
+        self.rollbacks.serving()
         self.restarts.serving()
 
     # Restarts (L{Restarts}).
@@ -318,34 +344,9 @@ class Generation:
 
         @return: fires once this generation has nothing left to do.
         """
-        if self._stopped is not None:
-            return self._stopped
-        if self.restarts.programStopping:
-            # A sequential handover stops the program's reactor: the handover
-            # goes on without it (txflip.ownprogram).
-            self._stopped = succeed(None)
-            return self._stopped
-        self.role.stopping()
-        if self._state is State.HANDED_OVER:
-            # Already draining; its end fires exiting.
-            self._stopped = Deferred()
-            self.exiting.addBoth(lambda _: self._stopped.callback(None))
-            return self._stopped
-        neverServed = self._state is State.STARTING
-        self.restarts.dropQueued("this generation is shutting down")
-        if self.startup.link is not None and not neverServed:
-            self.startup.link.retired("stopping")
-        if self._state is not State.STOPPING:
-            self._moveTo(State.STOPPING)
-        stopped = self._stopped = self.restarts.abandonAttempt()
-        if neverServed and self.inherited is not None:
-            # The sockets still belong to the generation that started this one.
-            log.info("stopping before serving: letting go of inherited listeners")
-            stopped.addCallback(lambda _: self.registry.releaseAll())
-        elif not self.exiting.called:
-            stopped.addCallback(lambda _: shutDown(self))
-            stopped.addCallback(lambda _: self._exit("shut down"))
-        return stopped
+        if self._stopped is None:
+            self._stopped = stopForGood(self)
+        return self._stopped
 
     # Status.
 

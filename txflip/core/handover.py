@@ -9,15 +9,22 @@ beside it while it is silent), and the decision to exit. It exits only once
   - the drain is over, and every connection that could move has moved;
   - no connection is still arriving from this generation's own predecessor
     (a restart that follows closely on the last one hands those on too);
-  - it has watched the successor for at least C{watchSeconds}; and
+  - it has watched the successor for at least C{watchSeconds} (and for the
+    rollback window, C{--rollback-window}); and
   - the successor answers.
+
+Within the rollback window the successor may hand the traffic back
+(C{txflip rollback}): this generation accepts again, rewrites the PID file and
+serves; the successor drains and exits.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from txflip.core import pidfile
+from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.draining import startDraining
 from txflip.core.log import log
 from txflip.core.parent import Outcome, UpgradeAttempt
@@ -35,6 +42,8 @@ class Handover:
     @param onTakenBack: called with an L{Outcome} if the successor died and
         this generation serves again.
     @param onDone: called once this generation may exit.
+    @param rollbackWindow: seconds from now during which the successor may
+        hand the traffic back (0: never).
     """
 
     def __init__(
@@ -47,7 +56,9 @@ class Handover:
         arriving: Callable[[], bool],
         onTakenBack: Callable[[Outcome], None],
         onDone: Callable[[], None],
+        rollbackWindow: float = 0.0,
     ) -> None:
+        self._rollbackWindow = rollbackWindow
         self._generation = generation
         self._reactor = generation.reactor
         self._attempt = attempt
@@ -62,8 +73,18 @@ class Handover:
         self._over = False
         self._waitingForMover = False
         self._silenceTimer = None
-        self._watchTimer = self._reactor.callLater(watchSeconds, self._endOfWatch)
+        self._watchTimer = self._reactor.callLater(
+            max(watchSeconds, rollbackWindow), self._endOfWatch
+        )
         self._arrivalCheck = None
+        self._started = self._reactor.seconds()
+        self.returning: ConnectionReceiver | None = None
+        """After a rollback: takes the connections the successor moves back."""
+
+    @property
+    def attempt(self) -> UpgradeAttempt:
+        """The attempt whose child took over."""
+        return self._attempt
 
     @property
     def successorPid(self) -> int | None:
@@ -72,6 +93,7 @@ class Handover:
     def start(self) -> None:
         """Drain (moving what can move), and watch the successor."""
         self._attempt.watch.ended.addCallback(self._successorEnded)
+        self._attempt.onRollback = self._rollbackAsked
         self._attempt.watch.start(self._successorSilence)
         drain, self._mover, done = startDraining(
             self._generation,
@@ -83,6 +105,13 @@ class Handover:
         done.addCallback(self._drainedNow)
 
     def _drainedNow(self, aborted: int) -> None:
+        if self._over:
+            return  # taken back: the drain was cancelled
+        self._generation.events.emit(
+            "drained",
+            aborted=aborted,
+            ms=int((self._reactor.seconds() - self._started) * 1000),
+        )
         self._drained = True
         self._exitIfDone()
 
@@ -107,6 +136,9 @@ class Handover:
                 self._arrivalCheck = self._reactor.callLater(0.05, self._exitIfDone)
             return
         self._over = True
+        # What this generation counted while it drained goes to the successor
+        # before the exit (txflip.core.carry).
+        self._attempt.tell.carried(now=True)
         self._onDone()
 
     # The successor.
@@ -141,10 +173,57 @@ class Handover:
             )
             self._exitIfDone()
 
+    def _rollbackAsked(self, why: str = "by hand") -> None:
+        """The successor asks this generation to take the traffic back (C{txflip rollback})."""
+        generation = self._generation
+        child = self._attempt.childPid
+        refusal = self._rollbackRefusal()
+        if refusal is not None:
+            log.warn(
+                "generation {next} (PID {child}) asked to roll back: refused, {why}",
+                next=generation.number + 1,
+                child=child,
+                why=refusal,
+            )
+            self._attempt.tell.rollbackAnswer(refusal)
+            return
+        reason = f"rolled back from generation {generation.number + 1} (PID {child}): {why}"
+        self._takeBack(reason)
+        self._attempt.onReturnChannel = self._connectionsComeBack
+        self._attempt.tell.rollbackAnswer(None)
+        generation.events.emit("rolled-back", childPid=child, reason=reason)
+
+    def _connectionsComeBack(self, descriptor: int) -> None:
+        """The successor that handed back moves its idle keep-alive connections here."""
+        generation = self._generation
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=descriptor)
+        self.returning = ConnectionReceiver(
+            self._reactor, generation.registry, skt, generation.number + 1
+        )
+
+    def _rollbackRefusal(self) -> str | None:
+        if self._rollbackWindow <= 0:
+            return "there is no rollback window (start flip with --rollback-window SECONDS)"
+        elapsed = self._reactor.seconds() - self._started
+        if self._over or elapsed > self._rollbackWindow:
+            return (
+                f"the rollback window of {self._rollbackWindow:g}s (--rollback-window) "
+                f"is over: it ended {max(elapsed - self._rollbackWindow, 0):.1f}s ago"
+            )
+        return None
+
     def _successorEnded(self, why: str) -> None:
         """The successor died while this generation still holds the sockets: take them back."""
         if self._over:
             return
+        generation = self._generation
+        childPid = self._attempt.childPid
+        reason = f"generation {generation.number + 1} (PID {childPid}) {why} after taking over"
+        self._takeBack(reason)
+        generation.events.emit("successor-died", childPid=childPid, reason=reason)
+
+    def _takeBack(self, reason: str) -> None:
+        """Accept again, rewrite the PID file, and serve: the successor's turn is over."""
         self._over = True
         generation = self._generation
         for timer in (self._watchTimer, self._silenceTimer, self._arrivalCheck):
@@ -152,11 +231,10 @@ class Handover:
                 timer.cancel()
         generation.registry.resumeAll()
         if self._mover is not None:
-            self._mover.abandon(f"generation {generation.number + 1} died")
+            self._mover.abandon(reason)
         if self._drain is not None:
             self._drain.cancel()
         childPid = self._attempt.childPid
-        reason = f"generation {generation.number + 1} (PID {childPid}) {why} after taking over"
         log.error("{reason}; generation {gen} serves again", reason=reason, gen=generation.number)
         if generation.pidFile:
             try:
@@ -167,4 +245,3 @@ class Handover:
                 )
         outcome = Outcome(False, childPid, reason, 0.0)
         self._onTakenBack(outcome)
-        generation.events.emit("successor-died", childPid=childPid, reason=reason)

@@ -12,6 +12,7 @@ the successor (L{UpgradeAttempt.watch}) while it drains.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,12 +24,13 @@ from enum import StrEnum
 from twisted.internet.defer import Deferred
 
 from txflip.core import pidfile
-from txflip.core.channel import SuccessorChannel
+from txflip.core.channel import SuccessorChannel, carryLine
 from txflip.core.events import Events
 from txflip.core.handoff import spawnWithListeners
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.log import generation, log
 from txflip.core.transfer import transferPair
+from txflip.core.twistedprivate import hasQueuedOutput
 from txflip.core.watch import SuccessorWatch
 
 KILL_GRACE_SECONDS = 5.0
@@ -88,8 +90,18 @@ class UpgradeAttempt:
         events: Events | None = None,
         extraEnv: dict[str, str] | None = None,
         pause: Callable[[], Deferred] | None = None,
+        onReopenLogs: Callable[[], None] = lambda: None,
+        carry: Callable[[], str | None] = lambda: None,
     ) -> None:
+        self.onRollback: Callable[[str], None] = lambda why: None
+        """Called when the child, which took over, asks for the traffic back (set by
+        the L{txflip.core.handover.Handover})."""
+        self.onReturnChannel: Callable[[int], None] = os.close
+        """Called with the channel over which a child that handed the traffic back
+        moves its connections back (it owns the descriptor)."""
+        self.tell = ToTheChild(self, carry)
         self._reactor = reactor
+        self._onReopenLogs = onReopenLogs
         self._pause = pause
         self._registry = registry
         self._events = events or Events()
@@ -104,7 +116,7 @@ class UpgradeAttempt:
         self._outcome: Outcome | None = None
         self._failureReason: str | None = None
         self._exitedHow: str | None = None
-        self._channel: SuccessorChannel | None = None
+        self._toChild: SuccessorChannel | None = None
         self._transfer: socket.socket | None = None  # connection transfer (txflip.core.connmove)
         self._process = self._killTimer = self._timer = None
         self.childPid: int | None = None
@@ -118,20 +130,20 @@ class UpgradeAttempt:
         """Spawn the child; the L{Deferred} fires with the L{Outcome}."""
         try:
             self._spawn()
+            failure = None
         except Exception as e:
-            self._events.emit(
-                "upgrade-started", source=source, childPid=None, nextGeneration=generation() + 1
-            )
-            self._childEnded = True  # there is none: the outcome is at once
-            self._fail(f"could not be started: {type(e).__name__}: {e}")
-            return self.result
+            failure = f"could not be started: {type(e).__name__}: {e}"
         self._events.emit(
             "upgrade-started",
             source=source,
             childPid=self.childPid,
             nextGeneration=generation() + 1,
         )
-        self._timer = self._reactor.callLater(self._readyTimeout, self._timedOut)
+        if failure is not None:
+            self._childEnded = True  # there is none: the outcome is at once
+            self._fail(failure)
+        else:
+            self._timer = self._reactor.callLater(self._readyTimeout, self._timedOut)
         return self.result
 
     def _spawn(self) -> None:
@@ -155,7 +167,7 @@ class UpgradeAttempt:
         except BaseException:
             self._closeTransfer()
             raise
-        self._process, self._channel = spawned.process, spawned.channel
+        self._process, self._toChild = spawned.process, spawned.channel
         self.childPid = spawned.pid
         log.info(
             "started generation {next} as PID {child}, {count} listener(s) handed down",
@@ -171,10 +183,13 @@ class UpgradeAttempt:
             self._serving,
             self._failed,
             self._channelLost,
-            onWaiting=self._waiting,
-            onRetired=self._retired,
-            onHeard=self._heard,
+            onWaiting=lambda what: setattr(self, "childWaitingFor", what),
+            onRetired=self.watch.retiredBecause,
+            onHeard=self.watch.heard,
             onPrepared=self._prepared,
+            onReopenLogs=self._onReopenLogs,
+            onRollback=lambda why: self.onRollback(why),
+            onReturnChannel=lambda fd: self.onReturnChannel(fd),
         )
 
     def _moveTo(self, phase: AttemptPhase) -> None:
@@ -186,15 +201,6 @@ class UpgradeAttempt:
     def _undecided(self) -> bool:
         """Neither succeeded nor given up on yet."""
         return self.phase not in (AttemptPhase.SUCCEEDED, AttemptPhase.FAILED)
-
-    def _heard(self) -> None:
-        self.watch.heard()
-
-    def _waiting(self, what: str) -> None:
-        self.childWaitingFor = what
-
-    def _retired(self, why: str) -> None:
-        self.watch.retiredBecause(why)
 
     def _elapsed(self) -> float:
         return self._reactor.seconds() - self._started
@@ -218,7 +224,7 @@ class UpgradeAttempt:
             return
         self._moveTo(AttemptPhase.STARTING)
         self._events.emit("app-stopped", childPid=self.childPid, ms=self._elapsedMs())
-        self._channel.start()
+        self._toChild.start()
 
     def _pauseFailed(self, failure) -> None:
         if self.phase is AttemptPhase.PAUSING:
@@ -237,18 +243,16 @@ class UpgradeAttempt:
         # This generation goes on accepting until the child says it serves:
         # two processes accepting on one socket is safe, nobody accepting is not.
         self._moveTo(AttemptPhase.GOING)
-        self._channel.go()
+        self.tell.carried()
+        self._toChild.go()
 
     def _serving(self) -> None:
         if self.phase is not AttemptPhase.GOING:
             return
         self._registry.pauseAll()
         self._succeed()
-
-    def takeChannels(self) -> tuple[object, socket.socket | None]:
-        """This end's control channel transport and transfer socket (to go on without a reactor)."""
-        transfer, self._transfer = self._transfer, None
-        return self._channel.transport, transfer
+        # The restart is counted now: the child serves with it.
+        self.tell.carried()
 
     def _failed(self, reason: str) -> None:
         self._failureReason = reason
@@ -277,7 +281,7 @@ class UpgradeAttempt:
         self._childEnded = True
         if self._killTimer is not None and self._killTimer.active():
             self._killTimer.cancel()
-        if self._undecided and self._channel is not None and not self._channelGone:
+        if self._undecided and self._toChild is not None and not self._channelGone:
             # A child that cannot start says why, then exits at once: the line
             # may still be unread although the exit status is here. What it
             # said beats how it exited, so read on until the channel ends.
@@ -324,9 +328,9 @@ class UpgradeAttempt:
         self._outcome = Outcome(False, self.childPid, reason, self._elapsed())
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        if self._channel is not None and self._channel.transport is not None:
-            self._channel.abort()
-            self._channel.transport.loseConnection()
+        if self._toChild is not None and self._toChild.transport is not None:
+            self._toChild.abort()
+            self._toChild.transport.loseConnection()
         if not self._childEnded:
             self._signal(signal.SIGTERM)
             self._killTimer = self._reactor.callLater(
@@ -348,12 +352,9 @@ class UpgradeAttempt:
             self.result.callback(self._outcome)
 
     def _signal(self, signum: int) -> None:
-        if self._childEnded or self._process is None:
-            return
-        try:
-            self._process.signalProcess(signum)
-        except Exception:
-            pass
+        if not self._childEnded and self._process is not None:
+            with contextlib.suppress(Exception):  # it may be gone by now
+                self._process.signalProcess(signum)
 
     def _succeed(self) -> None:
         """The child serves: hand over (this end of the transfer channel goes with it)."""
@@ -374,6 +375,65 @@ class UpgradeAttempt:
             "upgrade-succeeded", childPid=self.childPid, ms=self._elapsedMs(), pauseMs=pauseMs
         )
         self.result.callback(self._outcome)
+
+
+class ToTheChild:
+    """What a generation says to its child besides the handshake: carried state, log
+    reopening, the answer to a rollback (L{UpgradeAttempt.tell})."""
+
+    def __init__(self, attempt: UpgradeAttempt, carry: Callable[[], str | None]) -> None:
+        self._attempt = attempt
+        self._carry = carry
+
+    def takeChannels(self) -> tuple[object, socket.socket | None]:
+        """This end's control channel transport and transfer socket (to go on without a reactor)."""
+        attempt = self._attempt
+        transfer, attempt._transfer = attempt._transfer, None
+        return attempt._toChild.transport, transfer
+
+    def _open(self):
+        attempt = self._attempt
+        channel = attempt._toChild
+        if channel is None or attempt._channelGone or channel.transport is None:
+            return None
+        return channel
+
+    def rollbackAnswer(self, refusal: str | None) -> None:
+        """Tell the child the traffic is back here (C{refusal} L{None}), or why not."""
+        channel = self._open()
+        if channel is not None:
+            channel.rollbackAnswer(refusal)
+
+    def carried(self, now: bool = False) -> None:
+        """
+        Hand the child what this generation carries (L{txflip.core.carry});
+        C{now}: written at once if nothing is queued before it, for an exit
+        that follows in this turn.
+        """
+        text = self._carry()
+        channel = self._open()
+        if text is None or channel is None:
+            return
+        transport = channel.transport
+        try:
+            line = carryLine(text)
+        except ValueError as e:
+            log.error("cannot hand the state on: {error}", error=e)
+            return
+        fd = transport.fileno() if hasattr(transport, "fileno") else -1
+        if now and fd >= 0 and not hasQueuedOutput(transport):
+            try:
+                os.write(fd, line + b"\n")
+            except OSError:
+                pass
+        else:
+            channel.sendLine(line)
+
+    def reopenLogs(self) -> None:
+        """Tell the child, while the channel is open, to reopen its log files."""
+        channel = self._open()
+        if channel is not None:
+            channel.reopenLogs()
 
 
 def restorePIDFile(path: str | None, childPid: int | None) -> None:

@@ -86,6 +86,8 @@ class Restarts:
             generation.pidFile,
             generation.events,
             generation.childEnvironment,
+            onReopenLogs=generation.logs.fromSuccessor,
+            carry=generation.carried.snapshot,
             **sequential,
         )
         return self.attempt.start(source).addCallback(self._attemptEnded)
@@ -167,6 +169,7 @@ class Restarts:
             arriving=self._connectionsArriving,
             onTakenBack=self._tookBack,
             onDone=generation._handedOverForGood,
+            rollbackWindow=generation.rollbackWindow,
         )
         self.handover.start()
         return outcome
@@ -177,10 +180,16 @@ class Restarts:
         return receiver is not None and receiver.receiving
 
     def _tookBack(self, outcome: Outcome) -> None:
-        """The successor died after taking over: the generation serves again."""
+        """The successor died, or handed back, after taking over: the generation serves again."""
         self.handover = None
         self.lastOutcome = outcome
         self._generation._moveTo(State.SERVING)
+
+    def tellSuccessorToReopenLogs(self) -> None:
+        """Pass SIGUSR1's word on to the successor, starting or taking over (txflip.core.reopen)."""
+        attempt = self.attempt or (self.handover.attempt if self.handover else None)
+        if attempt is not None:
+            attempt.tell.reopenLogs()
 
     def abandonAttempt(self) -> Deferred:
         """Give up on the attempt in progress, if any; fires once it has ended."""

@@ -59,6 +59,9 @@ class IGenerationRole(Interface):
     def status(status):
         """Add what this role knows to C{status}, the generation's status C{dict}."""
 
+    def reopenLogs():
+        """The generation reopened its log files: have this role's other processes do so."""
+
 
 @implementer(IGenerationRole)
 class SingleProcess:
@@ -90,4 +93,7 @@ class SingleProcess:
         pass
 
     def status(self, status: dict) -> None:
+        pass
+
+    def reopenLogs(self) -> None:
         pass

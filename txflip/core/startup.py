@@ -142,7 +142,14 @@ class Startup:
                 self._readiness.hold(APP_LISTENING)
         if generation.inherited is not None:
             self.link = PredecessorLink(
-                self._reactor, generation.inherited, self._go, self.abandoned, self._takeTurn
+                self._reactor,
+                generation.inherited,
+                self._go,
+                self.abandoned,
+                self._takeTurn,
+                onReopenLogs=generation.logs.fromPredecessor,
+                onCarry=generation.carried.receive,
+                onRollbackAnswer=generation.rollbacks.answered,
             )
             self.link.open()
             self._readiness.onChange = self.link.waiting

@@ -27,7 +27,8 @@ class State(StrEnum):
 
 MOVES: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.SERVING, State.STOPPING}),
-    State.SERVING: frozenset({State.UPGRADING, State.STOPPING}),
+    # A rollback (txflip rollback) hands the traffic back to the predecessor.
+    State.SERVING: frozenset({State.UPGRADING, State.HANDED_OVER, State.STOPPING}),
     State.UPGRADING: frozenset({State.SERVING, State.HANDED_OVER, State.STOPPING}),
     # A successor that dies while this generation still drains is taken over from.
     State.HANDED_OVER: frozenset({State.SERVING, State.STOPPING}),

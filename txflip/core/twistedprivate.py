@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -394,8 +395,14 @@ def forgetExitSignal(reactor) -> None:
 # twistd's log file.
 
 
+_openedLogFiles: weakref.WeakSet = weakref.WeakSet()
+
+
 def openLogFilesForAppending() -> None:
-    """Make every L{LogFile} open its file with C{O_APPEND} (idempotent)."""
+    """
+    Make every L{LogFile} open its file with C{O_APPEND} (idempotent), and
+    remember it for L{reopenLogFiles}.
+    """
     from twisted.python.logfile import LogFile
 
     if getattr(LogFile._openFile, "txflipAppends", False):
@@ -406,9 +413,20 @@ def openLogFilesForAppending() -> None:
         original(self)
         fd = self._file.fileno()
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        _openedLogFiles.add(self)
 
     _openFile.txflipAppends = True
     LogFile._openFile = _openFile
+
+
+def reopenLogFiles() -> None:
+    """
+    Open again, by path, every L{LogFile} opened since
+    L{openLogFilesForAppending} (twistd's C{--logfile}): after a C{mv}, lines
+    go to a new file. (C{reopen} is public; the file it opens is C{_openFile}.)
+    """
+    for logFile in list(_openedLogFiles):
+        logFile.reopen()
 
 
 # HTTP client.

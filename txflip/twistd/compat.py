@@ -97,3 +97,8 @@ def openLogFilesForAppending() -> None:
     the file rather than over its predecessor's latest lines.
     """
     twistedprivate.openLogFilesForAppending()
+
+
+def reopenLogFiles() -> None:
+    """Open twistd's C{--logfile} again by its path (SIGUSR1, after a C{mv})."""
+    twistedprivate.reopenLogFiles()

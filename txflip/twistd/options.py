@@ -108,6 +108,35 @@ class FlipOptions(AcmeOptionsMixin, usage.Options):
             "The control socket for `txflip reload` and `txflip status` "
             "(default: the PID file's path plus .control).",
         ],
+        [
+            "access-log",
+            None,
+            None,
+            "Log every HTTP request to this file (Combined Log Format), appended to by "
+            "every generation; SIGUSR1 reopens it (and --logfile) after a rotation.",
+        ],
+        [
+            "rollback-window",
+            None,
+            "0",
+            "Seconds after a restart during which the previous generation keeps its app "
+            "running, not accepting, so that `txflip rollback` can give it the traffic back.",
+        ],
+        [
+            "rollback-on-5xx",
+            None,
+            "0",
+            "Within --rollback-window, roll a new generation back by itself once at least "
+            "this fraction (e.g. 0.5) of its first 20 or more HTTP responses were 5xx.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus text format) on this endpoint, e.g. "
+            "tcp:9100:interface=127.0.0.1; handed over like any listener, counters kept "
+            "across restarts.",
+        ],
         *ACME_PARAMETERS,
     ]
     optFlags = [
@@ -170,6 +199,19 @@ def _seconds(options: FlipOptions, name: str, orZero: bool = False) -> float:
     except ValueError:
         least = "0 or more" if orZero else "above 0"
         raise ConfigError(f"--{name} {options[name]!r}: give a number of seconds {least}") from None
+
+
+def _fraction(options: FlipOptions, name: str) -> float:
+    try:
+        value = float(options[name])
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ConfigError(
+            f"--{name} {options[name]!r}: give a fraction of the responses above 0 and at "
+            "most 1, e.g. 0.5"
+        )
+    return value
 
 
 def _workers(options: FlipOptions) -> int:
@@ -245,6 +287,7 @@ def _makeService(options: FlipOptions, reactor, host: Host):
     from txflip.core.service import GenerationService
     from txflip.twistd.compat import (
         openLogFilesForAppending,
+        reopenLogFiles,
         sameFile,
         successorArgv,
         takeOverTwistd,
@@ -267,8 +310,14 @@ def _makeService(options: FlipOptions, reactor, host: Host):
         workers=_workers(options),
         handover=options["handover"],
         pauseTimeout=_seconds(options, "pause-timeout"),
+        accessLog=options["access-log"],
+        metrics=options["metrics"],
+        rollbackWindow=_seconds(options, "rollback-window", orZero=True),
+        rollbackOn5xx=_fraction(options, "rollback-on-5xx"),
     )
     generation = host.startGeneration(settings)
+    if twistd.logfile:
+        generation.logs.files.add(f"the log file {twistd.logfile}", reopenLogFiles)
     generation.logShownOnStderr = twistd.logsToStdout and sameFile(sys.__stdout__, sys.__stderr__)
 
     acme = None

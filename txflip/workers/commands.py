@@ -14,6 +14,7 @@ leader steers it here, one word a line:
     leader -> worker   hold      stop accepting for a while: others hold fewer
                                  long-lived connections (L{txflip.workers.balance})
     leader -> worker   unhold    accept again after a hold
+    leader -> worker   reopen-logs  reopen the log files (SIGUSR1 to the leader)
     worker -> leader   stats {"connections": N, "idle": N, "settled": N, "requests": N,
                               "accepting": B, "held": B}   every STATS_SECONDS
     worker -> leader   drained N the drain has ended; N connections were aborted
@@ -29,7 +30,8 @@ from collections.abc import Callable
 from twisted.protocols.basic import LineOnlyReceiver
 
 STATS_SECONDS = 0.2
-COMMANDS = frozenset({"pause", "resume", "drain", "undrain", "stop", "hold", "unhold"})
+REOPEN_LOGS = "reopen-logs"
+COMMANDS = frozenset({"pause", "resume", "drain", "undrain", "stop", "hold", "unhold", REOPEN_LOGS})
 
 
 class LeaderEnd(LineOnlyReceiver):

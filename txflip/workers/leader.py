@@ -29,6 +29,7 @@ from txflip.core.drain import Drain
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.roles import IGenerationRole
+from txflip.workers.commands import REOPEN_LOGS
 from txflip.workers.pool import Phase, WorkerPool
 from txflip.workers.process import WorkerProcess
 
@@ -193,3 +194,7 @@ class Leader:
 
     def status(self, status: dict) -> None:
         status["workers"] = self.pool.status()
+
+    def reopenLogs(self) -> None:
+        for worker in self.pool.live():
+            worker.process.send(REOPEN_LOGS)

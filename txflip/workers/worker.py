@@ -33,7 +33,7 @@ from txflip.core.log import log
 from txflip.core.roles import IGenerationRole
 from txflip.core.state import State
 from txflip.workers.balance import AcceptHold, SettledCounter
-from txflip.workers.commands import STATS_SECONDS, WorkerEnd
+from txflip.workers.commands import REOPEN_LOGS, STATS_SECONDS, WorkerEnd
 from txflip.workers.role import WorkerRole
 
 _COUNTED_MARK = "_txflipCountsRequests"
@@ -200,10 +200,16 @@ class Worker:
     def status(self, status: dict) -> None:
         pass
 
+    def reopenLogs(self) -> None:
+        pass  # a worker has no processes of its own
+
     # What the leader says.
 
     def _command(self, word: str) -> None:
         generation = self.generation
+        if word == REOPEN_LOGS:
+            generation.logs.reopen("its leader", tell=())
+            return
         if generation.state is not State.SERVING:
             if word == "stop":
                 self._stopReactor()
