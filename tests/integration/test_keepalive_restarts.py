@@ -38,7 +38,9 @@ def proxied(testCase, upstream) -> DelayProxy:
     return proxy
 
 
-class KeepAliveMoveTests(TestCase):
+class PostsThroughRestarts:
+    """Keep-alive POST clients through restarts, and what they must not notice."""
+
     def restartsUnderPosts(self, flip: Flip, proxy: DelayProxy, restarts: int) -> list:
         stop, posters = startPosters("127.0.0.1", proxy.port, CLIENTS)
         self.addCleanup(stop.set)
@@ -66,6 +68,8 @@ class KeepAliveMoveTests(TestCase):
             self.assertGreaterEqual(len(set(poster.result.servedBy)), 3, poster.result.servedBy)
         self.assertNotIn("gave up moving", flip.log())
 
+
+class KeepAliveMoveTests(PostsThroughRestarts, TestCase):
     def test_tcpClientsSeeNoRestart(self):
         """
         Ten restarts under keep-alive POST clients behind a delay: no POST
@@ -91,6 +95,38 @@ class KeepAliveMoveTests(TestCase):
         proxy = proxied(self, path)
         posters = self.restartsUnderPosts(flip, proxy, 3)
         self.assertNobodyNoticed(flip, proxy, posters, guestbook(path))
+
+
+class WorkersKeepAliveMoveTests(PostsThroughRestarts, TestCase):
+    def test_clientsOfWorkersSeeNoRestart(self):
+        """
+        With C{--workers 2}, restarts under keep-alive POST clients behind a
+        delay: no POST fails, every acknowledged one is stored, no client
+        opens a second connection, and at every restart both new workers
+        get moved connections.
+        """
+        port = freePort()
+        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"])
+        flip.start()
+        proxy = proxied(self, ("127.0.0.1", port))
+        restarts = 5
+        posters = self.restartsUnderPosts(flip, proxy, restarts)
+        self.assertNobodyNoticed(flip, proxy, posters, guestbook(("127.0.0.1", port)))
+        # Each old worker says how many it moved to each new worker.
+        perWorker = Counter()
+        perRestart = Counter()
+        for generation, toZero, toOne in _movedToWorkers(flip.log()):
+            perWorker.update({0: int(toZero), 1: int(toOne)})
+            perRestart.update({(generation, 0): int(toZero), (generation, 1): int(toOne)})
+        generations = {generation for generation, _ in perRestart}
+        self.assertEqual(len(generations), restarts, perRestart)
+        for (generation, worker), moved in perRestart.items():
+            self.assertGreater(
+                moved, 0, f"nothing moved to worker {worker} of generation {generation}"
+            )
+        total = sum(perWorker.values())
+        self.assertGreater(total, restarts * CLIENTS // 2)
+        self.assertGreater(min(perWorker.values()), total / 3, perWorker)
 
 
 class AppListensByItselfTests(TestCase):
@@ -132,6 +168,13 @@ def guestbook(address) -> set[str]:
         return {entry["message"] for entry in json.loads(conn.getresponse().read())}
     finally:
         conn.close()
+
+
+def _movedToWorkers(log: str) -> list[tuple[str, str, str]]:
+    """(next generation, moved to its worker 0, to its worker 1), one per old worker."""
+    return re.findall(
+        r"to the workers of generation (\d+) \((\d+) to worker 0, (\d+) to worker 1\)", log
+    )
 
 
 def _movedCounts(log: str) -> list[str]:

@@ -20,15 +20,17 @@ reactor stops only once every worker has exited.
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.application.service import IService, Service
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from zope.interface import implementer
 
 from txflip.core.drain import Drain
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.roles import IGenerationRole
+from txflip.workers.moving import ChannelHandout, IncomingChannels
 from txflip.workers.pool import Phase, WorkerPool
 from txflip.workers.process import WorkerProcess
 
@@ -85,18 +87,40 @@ class ListeningOnly(Service):
 
 
 class LeaderDrain:
-    """The leader's drain: its workers' drain (or exit, when stopping) and its own connections'."""
+    """
+    The leader's drain: its workers' drain (or exit, when stopping) and its own
+    connections'. After a handover, the workers first get their channels to
+    the next generation's workers (L{txflip.workers.moving}), and move their
+    idle connections there as they drain.
+    """
 
-    def __init__(self, reactor, generation: Generation, pool: WorkerPool) -> None:
+    def __init__(
+        self, reactor, generation: Generation, pool: WorkerPool, transfer: socket.socket | None
+    ) -> None:
         self._own = Drain(reactor, generation.tracker, generation.drainTimeout)
         self._pool = pool
+        self._handout = ChannelHandout(reactor, pool, transfer) if transfer is not None else None
+        self._cancelled = False
 
     def start(self):
-        workers = self._pool.exited() if self._pool.phase is Phase.STOPPING else self._pool.drain()
+        if self._pool.phase is Phase.STOPPING:
+            workers = self._pool.exited()
+        elif self._handout is None:
+            workers = self._pool.drain()
+        else:
+            workers = self._handout.start().addCallback(self._drainWorkers)
         done = DeferredList([self._own.start(), workers], consumeErrors=True)
         return done.addCallback(lambda results: results[1][1] if results[1][0] else 0)
 
+    def _drainWorkers(self, _) -> Deferred:
+        if self._cancelled:
+            return Deferred()  # the generation serves again: this drain never ends
+        return self._pool.drain()
+
     def cancel(self) -> None:
+        self._cancelled = True
+        if self._handout is not None:
+            self._handout.cancel()
         self._own.cancel()
         self._pool.undrain()
 
@@ -182,8 +206,16 @@ class Leader:
     def upgradeRefusal(self) -> str | None:
         return None
 
-    def newDrain(self, handedOver: bool) -> LeaderDrain:
-        return LeaderDrain(self.generation.reactor, self.generation, self.pool)
+    def newDrain(self, handedOver: bool, transfer: socket.socket | None) -> LeaderDrain:
+        return LeaderDrain(self.generation.reactor, self.generation, self.pool, transfer)
+
+    def takeMoved(self, generation: Generation) -> IncomingChannels | None:
+        """The workers of the previous generation get channels to this one's (workers.moving)."""
+        inherited = generation.inherited
+        if inherited is None or inherited.transferFd is None:
+            return None
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=inherited.transferFd)
+        return IncomingChannels(generation.reactor, self.pool, skt, generation.number - 1)
 
     def failingStart(self) -> None:
         self.pool.killAll()

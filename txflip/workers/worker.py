@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import DeferredList, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPFactory
@@ -34,6 +34,7 @@ from txflip.core.roles import IGenerationRole
 from txflip.core.state import State
 from txflip.workers.balance import AcceptHold, SettledCounter
 from txflip.workers.commands import STATS_SECONDS, WorkerEnd
+from txflip.workers.moving import OutgoingMoves, WorkerLinks
 from txflip.workers.role import WorkerRole
 
 _COUNTED_MARK = "_txflipCountsRequests"
@@ -136,6 +137,8 @@ class Worker:
         self._commands: WorkerEnd | None = None
         self._stats: LoopingCall | None = None
         self._handoverDrain: Drain | None = None
+        self._moves: OutgoingMoves | None = None
+        self.links: WorkerLinks | None = None
         self._settled = SettledCounter()
         self._hold: AcceptHold | None = None
 
@@ -145,6 +148,8 @@ class Worker:
         if generation.pidFile is not None:
             raise ValueError("a worker writes no PID file: its leader does")
         os.set_inheritable(self.role.commandFd, False)
+        if self.role.linksFd is not None:
+            os.set_inheritable(self.role.linksFd, False)
         self.generation = generation
         self._reactor = generation.reactor
         self.leaderPid = generation.inherited.parentPid
@@ -175,6 +180,9 @@ class Worker:
             self._stats = LoopingCall(self._sendStats)
             self._stats.clock = self._reactor
             self._stats.start(STATS_SECONDS, now=False)
+        if self.links is None and self.role.linksFd is not None:
+            skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=self.role.linksFd)
+            self.links = WorkerLinks(self._reactor, self.generation, skt)
         self._countRequests()
         for listener in self.generation.registry.listeners:
             acceptOneAtATime(listener.port)
@@ -186,8 +194,11 @@ class Worker:
             return "the leader went away before saying go"
         return None
 
-    def newDrain(self, handedOver: bool):
+    def newDrain(self, handedOver: bool, transfer):
         return None
+
+    def takeMoved(self, generation: Generation):
+        return None  # connections arrive over the links (L{txflip.workers.moving})
 
     def failingStart(self) -> None:
         pass
@@ -223,23 +234,42 @@ class Worker:
             generation.registry.resumeAll()
         elif word == "drain":
             generation.registry.pauseAll()
+            # Idle connections move to the next generation's workers over the
+            # channels the leader handed just before (L{txflip.workers.moving}).
+            moves = self._moves = self.links.moves() if self.links is not None else None
             self._handoverDrain = Drain(
                 self._reactor,
                 generation.tracker,
                 generation.drainTimeout,
+                claims=moves,
                 closeSpread=generation.closeSpread,
                 handedOver=True,
             )
-            self._handoverDrain.start().addCallback(self._drained)
+            drained = self._handoverDrain.start()
+            if moves is not None:
+                drained = DeferredList([drained, moves.start()], consumeErrors=True)
+                drained.addCallback(lambda results: results[0][1] if results[0][0] else 0)
+            drained.addCallback(self._drained)
         elif word == "undrain":
-            if self._handoverDrain is not None:
-                self._handoverDrain.cancel()
-                self._handoverDrain = None
+            self._stopDraining("the old generation serves again")
         elif word == "stop":
             self._stopReactor()
 
+    def _stopDraining(self, why: str) -> None:
+        if self._moves is not None:
+            self._moves.abandon(why)
+            self._moves = None
+        if self._handoverDrain is not None:
+            self._handoverDrain.cancel()
+            self._handoverDrain = None
+        if self.links is not None:
+            self.links.dropOutgoing()
+
     def _drained(self, aborted: int) -> None:
+        if self._handoverDrain is None:
+            return  # called off meanwhile
         self._handoverDrain = None
+        self._moves = None
         if self._commands is not None:
             self._commands.drained(aborted)
 
@@ -254,9 +284,7 @@ class Worker:
 
     def _stopReactor(self) -> None:
         self._hold.forget()
-        if self._handoverDrain is not None:
-            self._handoverDrain.cancel()
-            self._handoverDrain = None
+        self._stopDraining("this worker stops")
         if self._reactor.running:
             self._reactor.stop()
 
