@@ -28,6 +28,7 @@ import socket
 import weakref
 
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.python.failure import Failure
 
 from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.connmove import ConnectionMover
@@ -50,6 +51,13 @@ MOVE_FROM = "move-from"
 def _index(header: dict, name: str) -> int | None:
     value = header.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def readNow(channel: PacketChannel) -> None:
+    """Take what is already queued on C{channel}, without waiting for the reactor."""
+    lost = channel.doRead()
+    if lost is not None:
+        channel.connectionLost(Failure(lost))
 
 
 class IncomingChannels:
@@ -147,7 +155,7 @@ class ChannelHandout:
         self._channel = PacketChannel(self._reactor, self._transfer, self._packet, self._closed)
         self._timer = self._reactor.callLater(self._wait, self._done)
         # The count was queued before the successor said it serves.
-        self._channel.doRead()
+        readNow(self._channel)
         return self.sent
 
     def cancel(self) -> None:
@@ -170,6 +178,7 @@ class ChannelHandout:
 
     def _handOut(self, count: int) -> None:
         workers = [w for w in self._pool.live() if w.toldGo and w.state == "serving"]
+        self._pending = 1  # until every channel is on its way (onSent may come at once)
         for worker in workers:
             for target in range(count):
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -193,8 +202,7 @@ class ChannelHandout:
             new=count,
         )
         self._channel.closeWhenSent("every channel handed out")
-        if not self._pending:
-            self._done()
+        self._handed()
 
     def _handed(self) -> None:
         self._pending -= 1
@@ -204,6 +212,8 @@ class ChannelHandout:
     def _done(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self.newWorkers is None and self._channel is not None:
+            self._channel.close("the next generation has no workers")
         if not self.sent.called:
             self.sent.callback(self.newWorkers or 0)
 
@@ -338,7 +348,7 @@ class WorkerLinks:
 
     def moves(self) -> OutgoingMoves:
         """Moves over the channels handed so far (the drain command follows them)."""
-        self.channel.doRead()  # the channels were queued before the drain command
+        readNow(self.channel)  # the channels were queued before the drain command
         channels, self._outgoing = self._outgoing, {}
         return OutgoingMoves(self._reactor, self._generation, channels, self.arriving)
 
