@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from tests.support.apps import SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.keepalive import acknowledgedSoFar, startPosters, stopPosters
-from tests.support.procs import Flip, UNIXHTTPConnection, freePort, pidAlive, waitFor
+from tests.support.procs import Flip, UNIXHTTPConnection, freePort, pidAlive, txflip, waitFor
 
 DELAY = 0.02
 CLIENTS = 12
@@ -41,13 +41,13 @@ def proxied(testCase, upstream) -> DelayProxy:
 class PostsThroughRestarts:
     """Keep-alive POST clients through restarts, and what they must not notice."""
 
-    def restartsUnderPosts(self, flip: Flip, proxy: DelayProxy, restarts: int) -> list:
+    def restartsUnderPosts(self, flip: Flip, proxy: DelayProxy, restarts: int, restart=None):
         stop, posters = startPosters("127.0.0.1", proxy.port, CLIENTS)
         self.addCleanup(stop.set)
         waitFor(lambda: acknowledgedSoFar(posters) >= CLIENTS, "every client's first POST")
         for _ in range(restarts):
             before = acknowledgedSoFar(posters)
-            flip.restart()
+            (restart or flip.restart)()
             # Each generation serves a round of requests, idle gaps included.
             waitFor(
                 lambda before=before: acknowledgedSoFar(posters) >= before + CLIENTS,
@@ -110,8 +110,23 @@ class WorkersKeepAliveMoveTests(PostsThroughRestarts, TestCase):
         flip.start()
         proxy = proxied(self, ("127.0.0.1", port))
         restarts = 5
-        posters = self.restartsUnderPosts(flip, proxy, restarts)
+        reloads = []
+
+        def reload():
+            old = flip.pid()
+            result = txflip("reload", "--pid-file", flip.pidFile)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            reloads.append(result.stdout)
+            self.assertNotEqual(flip.pid(), old)
+            waitFor(lambda: not pidAlive(old), f"old leader {old} to exit")
+
+        posters = self.restartsUnderPosts(flip, proxy, restarts, reload)
         self.assertNobodyNoticed(flip, proxy, posters, guestbook(("127.0.0.1", port)))
+        # txflip reload tells how many moved, counting every worker's.
+        for output in reloads:
+            moved = re.findall(r"moved (\d+) keep-alive connection\(s\) to generation", output)
+            self.assertEqual(len(moved), 1, output)
+            self.assertGreater(int(moved[0]), 0, output)
         # Each old worker says how many it moved to each new worker.
         perWorker = Counter()
         perRestart = Counter()

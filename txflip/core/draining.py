@@ -46,7 +46,7 @@ def startDraining(
         "draining",
         handedOver=handedOver,
         connections=len(generation.tracker.open()),
-        moving=mover is not None,
+        moving=mover is not None or bool(getattr(own, "moving", False)),
     )
     drain = own or Drain(
         generation.reactor,

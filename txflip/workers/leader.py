@@ -30,7 +30,7 @@ from txflip.core.drain import Drain
 from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.roles import IGenerationRole
-from txflip.workers.moving import ChannelHandout, IncomingChannels
+from txflip.workers.moving import ChannelHandout, IncomingChannels, reportMoves
 from txflip.workers.pool import Phase, WorkerPool
 from txflip.workers.process import WorkerProcess
 
@@ -98,9 +98,13 @@ class LeaderDrain:
         self, reactor, generation: Generation, pool: WorkerPool, transfer: socket.socket | None
     ) -> None:
         self._own = Drain(reactor, generation.tracker, generation.drainTimeout)
+        self._events = generation.events
         self._pool = pool
         self._handout = ChannelHandout(reactor, pool, transfer) if transfer is not None else None
         self._cancelled = False
+        self._reported = False
+        self.moving = self._handout is not None
+        """Whether a C{connections-moved} event follows (the workers' moves, as one)."""
 
     def start(self):
         if self._pool.phase is Phase.STOPPING:
@@ -115,7 +119,25 @@ class LeaderDrain:
     def _drainWorkers(self, _) -> Deferred:
         if self._cancelled:
             return Deferred()  # the generation serves again: this drain never ends
-        return self._pool.drain()
+        self._pool.onMoved = lambda worker: self._workerMoved()
+        drained = self._pool.drain()
+        self._workerMoved()  # nothing to wait for if no worker got channels
+        return drained.addCallback(self._workersDrained)
+
+    def _workerMoved(self) -> None:
+        """Once every worker that got channels has reported (or is gone), report them as one."""
+        if self._reported or self._cancelled:
+            return
+        live = self._pool.live()
+        handedTo = self._handout.handedTo
+        if any(w.moveReport is None and w in live and not w.drained for w in handedTo):
+            return
+        self._reported = True
+        reportMoves(self._events, [w.moveReport for w in handedTo if w.moveReport is not None])
+
+    def _workersDrained(self, aborted: int) -> int:
+        self._workerMoved()
+        return aborted
 
     def cancel(self) -> None:
         self._cancelled = True

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import socket
 import weakref
+from collections import Counter
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
 
 from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.connmove import ConnectionMover
+from txflip.core.events import Events
 from txflip.core.log import log
 from txflip.core.transfer import PacketChannel, closeDescriptors
 
@@ -51,6 +53,39 @@ MOVE_FROM = "move-from"
 def _index(header: dict, name: str) -> int | None:
     value = header.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def combineReports(reports: list[dict]) -> dict:
+    """
+    One C{connections-moved} report (L{txflip.core.events}) out of several:
+    each mover's in a worker, or each worker's in a leader.
+    """
+    stayed: Counter = Counter()
+    for report in reports:
+        stayed.update(report.get("stayed") or {})
+    failures = [report["failure"] for report in reports if report.get("failure")]
+    return {
+        "moved": sum(int(report.get("moved") or 0) for report in reports),
+        "stayed": dict(stayed),
+        "failure": failures[0] if failures else None,
+        "ms": max((int(report.get("ms") or 0) for report in reports), default=0),
+        "final": all(report.get("final", True) for report in reports),
+        "waiting": sum(int(report.get("waiting") or 0) for report in reports),
+    }
+
+
+def reportMoves(events: Events, reports: list[dict]) -> None:
+    """Emit C{reports} as one C{connections-moved} event."""
+    report = combineReports(reports)
+    events.emit(
+        "connections-moved",
+        moved=report["moved"],
+        stayed=report["stayed"],
+        failure=report["failure"],
+        ms=report["ms"],
+        final=report["final"],
+        waiting=report["waiting"],
+    )
 
 
 def readNow(channel: PacketChannel) -> None:
@@ -149,6 +184,8 @@ class ChannelHandout:
         self._timer = None
         self._pending = 0
         self.newWorkers: int | None = None
+        self.handedTo: list = []
+        """The old workers that got channels (their C{WorkerState}s)."""
         self.sent: Deferred = Deferred()
 
     def start(self) -> Deferred:
@@ -189,6 +226,8 @@ class ChannelHandout:
                     self._pending -= 1
                     closeDescriptors([theirs.detach()])
                     continue
+                if worker not in self.handedTo:
+                    self.handedTo.append(worker)
                 try:
                     self._channel.send(
                         {"op": CHANNEL, "worker": target, "from": worker.index},
@@ -255,6 +294,10 @@ class OutgoingMoves:
     the channel the leader handed for it, and each with its share of the
     connections. Given to the L{txflip.core.drain.Drain} as its claims.
 
+    Once every mover has reported (L{ConnectionMover} reports when every idle
+    connection has moved, and when it finishes), their reports go out as one
+    C{connections-moved} event of C{generation}, and again at each new report.
+
     @ivar done: fires once every mover has finished.
     """
 
@@ -262,19 +305,30 @@ class OutgoingMoves:
         self._generation = generation
         self._targets = sorted(channels)
         shares = _Shares(generation.tracker, max(1, len(channels)))
+        self._reports: dict[int, dict] = {}
         self._movers = [
             ConnectionMover(
                 reactor,
                 shares.share(i),
                 generation.registry,
                 channels[target],
-                generation.events,
+                self._eventsOf(i),
                 generation.drainTimeout,
                 arriving=arriving,
             )
             for i, target in enumerate(self._targets)
         ]
         self.done: Deferred = Deferred()
+
+    def _eventsOf(self, index: int) -> Events:
+        events = Events()
+        events.subscribe(lambda name, fields: self._reported(index, fields))
+        return events
+
+    def _reported(self, index: int, fields: dict) -> None:
+        self._reports[index] = fields
+        if len(self._reports) == len(self._movers):
+            reportMoves(self._generation.events, list(self._reports.values()))
 
     @property
     def moved(self) -> int:

@@ -85,6 +85,7 @@ class WorkerProcess:
             LeaderEnd(
                 lambda stats: self._report("workerStats", stats) or self._report("workerHeard"),
                 lambda aborted: self._report("workerDrained", aborted),
+                lambda report: self._report("workerMoved", report),
             ),
         )
         # Nothing comes this way from a worker: it only takes what it is handed.

@@ -156,6 +156,7 @@ class Worker:
         self._hold = AcceptHold(
             self._reactor, self._streamListeners, lambda: generation.registry.paused
         )
+        generation.events.subscribe(self._event)
 
     def _streamListeners(self) -> list:
         return [
@@ -264,6 +265,10 @@ class Worker:
             self._handoverDrain = None
         if self.links is not None:
             self.links.dropOutgoing()
+
+    def _event(self, name: str, fields: dict) -> None:
+        if name == "connections-moved" and self._commands is not None:
+            self._commands.moved(fields)  # the leader reports its workers' moves as one
 
     def _drained(self, aborted: int) -> None:
         if self._handoverDrain is None:
