@@ -14,7 +14,7 @@ import socket
 from types import SimpleNamespace
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -26,6 +26,7 @@ from txflip.core.events import Events
 from txflip.core.handoff import InheritedListener
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.transfer import PacketChannel, closeDescriptors, transferPair
+from txflip.workers.leader import LeaderDrain
 from txflip.workers.moving import ChannelHandout, IncomingChannels, WorkerLinks
 
 
@@ -77,6 +78,21 @@ def until(predicate, what: str, seconds: float = 5.0):
     return poll()
 
 
+def received(testCase, process: LinkedProcess) -> list[tuple[dict, socket.socket]]:
+    """Every packet waiting on a worker's end of its links, descriptors as sockets."""
+    packets = []
+    process.theirs.setblocking(False)
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(process.theirs, 65536, 4)
+        except BlockingIOError:
+            return packets
+        header = json.loads(data.partition(b"\n")[0])
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fds[0])
+        testCase.addCleanup(skt.close)
+        packets.append((header, skt))
+
+
 def endOfFile(skt: socket.socket) -> bool:
     """Whether a non-blocking socket's peer has closed (and nothing is left to read)."""
     try:
@@ -100,20 +116,6 @@ class LeadersTests(TestCase):
         self.addCleanup(channels.close)
         return channels
 
-    def received(self, process: LinkedProcess) -> list[tuple[dict, socket.socket]]:
-        """Every packet waiting on a worker's end of its links, descriptors as sockets."""
-        packets = []
-        process.theirs.setblocking(False)
-        while True:
-            try:
-                data, fds, _, _ = socket.recv_fds(process.theirs, 65536, 4)
-            except BlockingIOError:
-                return packets
-            header = json.loads(data.partition(b"\n")[0])
-            skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fds[0])
-            self.addCleanup(skt.close)
-            packets.append((header, skt))
-
     @inlineCallbacks
     def test_eachOldWorkerGetsAChannelToEachNewWorker(self):
         """
@@ -128,8 +130,8 @@ class LeadersTests(TestCase):
         self.assertEqual(newWorkers, 2)
         yield until(lambda: not incoming.receiving, "the old leader to close the channel")
         self.assertEqual(incoming.handed, [2, 2])
-        outgoing = {w.index: self.received(w.process) for w in old.live()}
-        arriving = {w.index: self.received(w.process) for w in new.live()}
+        outgoing = {w.index: received(self, w.process) for w in old.live()}
+        arriving = {w.index: received(self, w.process) for w in new.live()}
         for x, packets in outgoing.items():
             self.assertEqual(sorted(h["worker"] for h, _ in packets), [0, 1])
             for header, skt in packets:
@@ -151,7 +153,7 @@ class LeadersTests(TestCase):
         handout = ChannelHandout(reactor, old, self.ours, wait=0.05)
         newWorkers = yield handout.start()
         self.assertEqual(newWorkers, 0)
-        self.assertEqual(self.received(old.live()[0].process), [])
+        self.assertEqual(received(self, old.live()[0].process), [])
 
     @inlineCallbacks
     def test_aSuccessorThatIsGoneMeansNoChannelsAtOnce(self):
@@ -171,7 +173,7 @@ class LeadersTests(TestCase):
         yield ChannelHandout(reactor, old, self.ours).start()
         yield until(lambda: not incoming.receiving, "the old leader to close the channel")
         self.assertEqual(incoming.handed, [1, 0])
-        toSecond = [skt for h, skt in self.received(old.live()[0].process) if h["worker"] == 1]
+        toSecond = [skt for h, skt in received(self, old.live()[0].process) if h["worker"] == 1]
         self.assertEqual(len(toSecond), 1)
         toSecond[0].setblocking(False)
         yield until(lambda: endOfFile(toSecond[0]), "end of file")
@@ -295,3 +297,124 @@ class WorkersMoveTests(TestCase):
         moves = oldLinks.moves()
         self.assertFalse(any(moves.claimed(p) for p in self.tracker.open()))
         self.assertEqual((yield moves.start()), 0)
+
+
+class DrainingPool(Pool):
+    """A pool as the old leader's drain drives it: drain, undrain, and the moves reported."""
+
+    def __init__(self, testCase, workers: list) -> None:
+        super().__init__(workers)
+        self._testCase = testCase
+        self.channelsAtDrain: list[int] = []
+        self.phase = "serving"
+        self.drains: list[Deferred] = []
+        self.undrained = 0
+        self.onMoved = lambda worker: None
+        for w in workers:
+            w.moveReport = None
+            w.drained = False
+
+    def drain(self) -> Deferred:
+        self.channelsAtDrain = [len(received(self._testCase, w.process)) for w in self.live()]
+        self.drains.append(Deferred())
+        return self.drains[-1]
+
+    def undrain(self) -> None:
+        self.undrained += 1
+
+    def moved(self, worker, moved: int, **fields) -> None:
+        worker.moveReport = {"moved": moved, "stayed": {}, "ms": 3, "final": True, **fields}
+        self.onMoved(worker)
+
+
+class LeaderDrainTests(TestCase):
+    """The old leader: its workers drain once they have their channels, and report as one."""
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.ours, self.theirs = transferPair()
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.theirs.close)
+        self.events = Events()
+        self.reports = []
+        self.events.subscribe(
+            lambda name, fields: self.reports.append(fields) if name == "connections-moved" else 0
+        )
+        self.generation = SimpleNamespace(
+            tracker=ConnectionTracker(), drainTimeout=10.0, events=self.events
+        )
+
+    def drain(self, old: DrainingPool, newWorkers: int) -> LeaderDrain:
+        incoming = IncomingChannels(
+            reactor, Pool([worker(self, i) for i in range(newWorkers)]), self.theirs, 1
+        )
+        self.addCleanup(incoming.close)
+        return LeaderDrain(reactor, self.generation, old, self.ours)
+
+    @inlineCallbacks
+    def test_workersDrainOnceTheirChannelsAreSentAndReportAsOne(self):
+        """
+        The workers are told to drain only once their channels are on their
+        way; their moves are reported as one event, once both have reported.
+        """
+        old = DrainingPool(self, [worker(self, 0), worker(self, 1)])
+        drain = self.drain(old, 2)
+        self.assertTrue(drain.moving)
+        done = drain.start()
+        yield until(lambda: old.drains, "the workers told to drain")
+        self.assertEqual(old.channelsAtDrain, [2, 2])
+        first, second = old.live()
+        old.moved(first, 5, stayed={"2 TLS": 1}, waiting=1, final=False)
+        self.assertEqual(self.reports, [])
+        old.moved(second, 4)
+        self.assertEqual(
+            self.reports,
+            [
+                {
+                    "moved": 9,
+                    "stayed": {"2 TLS": 1},
+                    "failure": None,
+                    "ms": 3,
+                    "final": False,
+                    "waiting": 1,
+                }
+            ],
+        )
+        old.moved(second, 6)
+        old.drains[0].callback(0)
+        self.assertEqual((yield done), 0)
+        self.assertEqual(len(self.reports), 1)
+
+    @inlineCallbacks
+    def test_aWorkerThatEndsWithoutReportingDoesNotHoldTheReportBack(self):
+        """One worker reports, the other drains (or dies) without a word: the report comes."""
+        old = DrainingPool(self, [worker(self, 0), worker(self, 1)])
+        done = self.drain(old, 1).start()
+        yield until(lambda: old.drains, "the workers told to drain")
+        old.moved(old.live()[0], 3)
+        self.assertEqual(self.reports, [])
+        old.drains[0].callback(0)
+        yield done
+        self.assertEqual([r["moved"] for r in self.reports], [3])
+
+    @inlineCallbacks
+    def test_aSuccessorWithoutWorkersStillGetsAReport(self):
+        """Nothing can move (one process next): the workers drain, and zero moved is reported."""
+        old = DrainingPool(self, [worker(self, 0)])
+        self.theirs.close()
+        done = LeaderDrain(reactor, self.generation, old, self.ours).start()
+        yield until(lambda: old.drains, "the workers told to drain")
+        self.assertEqual([r["moved"] for r in self.reports], [0])
+        old.drains[0].callback(0)
+        yield done
+
+    @inlineCallbacks
+    def test_calledOffBeforeTheChannelsAreOutTheWorkersNeverDrain(self):
+        """The successor died during the handout: the workers are told to serve on, not to drain."""
+        old = DrainingPool(self, [worker(self, 0)])
+        drain = LeaderDrain(reactor, self.generation, old, self.ours)
+        drain.start()  # the successor has not said how many workers it has yet
+        drain.cancel()
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual((old.drains, old.undrained, self.reports), ([], 1, []))

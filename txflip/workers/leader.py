@@ -124,19 +124,22 @@ class LeaderDrain:
         self._workerMoved()  # nothing to wait for if no worker got channels
         return drained.addCallback(self._workersDrained)
 
-    def _workerMoved(self) -> None:
-        """Once every worker that got channels has reported (or is gone), report them as one."""
+    def _workerMoved(self, over: bool = False) -> None:
+        """
+        Once every worker that got channels has reported (or is gone), or the
+        workers' drain is C{over}, report their moves as one.
+        """
         if self._reported or self._cancelled:
             return
         live = self._pool.live()
         handedTo = self._handout.handedTo
-        if any(w.moveReport is None and w in live and not w.drained for w in handedTo):
+        if not over and any(w.moveReport is None and w in live and not w.drained for w in handedTo):
             return
         self._reported = True
         reportMoves(self._events, [w.moveReport for w in handedTo if w.moveReport is not None])
 
     def _workersDrained(self, aborted: int) -> int:
-        self._workerMoved()
+        self._workerMoved(over=True)
         return aborted
 
     def cancel(self) -> None:
