@@ -27,7 +27,7 @@ from txflip.core.handoff import InheritedListener
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.transfer import PacketChannel, closeDescriptors, transferPair
 from txflip.workers.leader import LeaderDrain
-from txflip.workers.moving import ChannelHandout, IncomingChannels, WorkerLinks
+from txflip.workers.moving import ChannelHandout, IncomingChannels, WorkerLinks, _Shares
 
 
 class LinkedProcess:
@@ -418,3 +418,24 @@ class LeaderDrainTests(TestCase):
         drain.cancel()
         yield deferLater(reactor, 0.05, lambda: None)
         self.assertEqual((old.drains, old.undrained, self.reports), ([], 1, []))
+
+
+class DealingTests(TestCase):
+    def test_eachOldWorkerBeginsWithAnotherNewWorker(self):
+        """
+        Three connections over two new workers: worker 0 of the old generation
+        deals 2 and 1, worker 1 deals 1 and 2, so the odd ones out do not pile up.
+        """
+
+        class Tracker:
+            def __init__(self) -> None:
+                self.protocols = [Who(str(i)) for i in range(3)]
+
+            def open(self) -> list:
+                return self.protocols
+
+        counts = []
+        for first in (0, 1):
+            shares = _Shares(Tracker(), 2, first)
+            counts.append([len(shares.share(i).open()) for i in range(2)])
+        self.assertEqual(counts, [[2, 1], [1, 2]])

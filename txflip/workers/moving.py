@@ -269,12 +269,16 @@ class _Share:
 
 
 class _Shares:
-    """Deals every connection to one of C{count} shares, in turn, as first seen."""
+    """
+    Deals every connection to one of C{count} shares, in turn, as first seen,
+    beginning with share C{first} (each old worker begins with another new
+    worker, so that the odd ones out do not all go to the first).
+    """
 
-    def __init__(self, tracker, count: int) -> None:
+    def __init__(self, tracker, count: int, first: int = 0) -> None:
         self.tracker = tracker
         self._count = count
-        self._next = 0
+        self._next = first % count
         self._dealt: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def shareOf(self, protocol) -> int:
@@ -304,7 +308,9 @@ class OutgoingMoves:
     def __init__(self, reactor, generation, channels: dict[int, socket.socket], arriving) -> None:
         self._generation = generation
         self._targets = sorted(channels)
-        shares = _Shares(generation.tracker, max(1, len(channels)))
+        shares = _Shares(
+            generation.tracker, max(1, len(channels)), getattr(generation, "workerIndex", 0) or 0
+        )
         self._reports: dict[int, dict] = {}
         self._movers = [
             ConnectionMover(
