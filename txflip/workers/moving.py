@@ -308,7 +308,7 @@ class OutgoingMoves:
     def __init__(self, reactor, generation, channels: dict[int, socket.socket], arriving) -> None:
         self._generation = generation
         self._targets = sorted(channels)
-        shares = _Shares(
+        self._shares = shares = _Shares(
             generation.tracker, max(1, len(channels)), getattr(generation, "workerIndex", 0) or 0
         )
         self._reports: dict[int, dict] = {}
@@ -341,7 +341,10 @@ class OutgoingMoves:
         return sum(mover.moved for mover in self._movers)
 
     def claimed(self, protocol) -> bool:
-        return any(mover.claimed(protocol) for mover in self._movers)
+        """Whether the mover of C{protocol}'s share still claims it."""
+        if not self._movers:
+            return False
+        return self._movers[self._shares.shareOf(protocol)].claimed(protocol)
 
     def start(self) -> Deferred:
         if not self._movers:

@@ -246,9 +246,11 @@ class Worker:
                 closeSpread=generation.closeSpread,
                 handedOver=True,
             )
+            # The movers first: the drain's first look must find them claiming.
+            moved = moves.start() if moves is not None else None
             drained = self._handoverDrain.start()
-            if moves is not None:
-                drained = DeferredList([drained, moves.start()], consumeErrors=True)
+            if moved is not None:
+                drained = DeferredList([drained, moved], consumeErrors=True)
                 drained.addCallback(lambda results: results[0][1] if results[0][0] else 0)
             drained.addCallback(self._drained)
         elif word == "undrain":
