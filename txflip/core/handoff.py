@@ -175,8 +175,8 @@ def spawnWithListeners(
     The child gets descriptors 0, 1 and 2 as they are, the listeners from 3
     on, its end of the channel after them, and C{side} (the end of a second
     socketpair: the connection transfer channel, or a worker's command
-    channel) after that, then C{moreSides} in order; nothing else. Its environment is this one, plus
-    C{environment(sideFd)} and C{TXFLIP_HANDOFF}.
+    channel) after that, then C{moreSides} in order; nothing else. Its
+    environment is this one, plus C{environment(sideFd)} and C{TXFLIP_HANDOFF}.
 
     @param channel: the protocol for this end of the handoff channel.
     @param side: the child's end of the side channel; closed here, whatever happens.

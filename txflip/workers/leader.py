@@ -9,7 +9,10 @@ all of them are. When its generation moves, its workers follow:
     generation                     workers
     serving (first, or after go)   accept
     pauses (its successor serves)  stop accepting
-    drains (handed over)           drain, and are no longer replaced
+    drains (handed over)           get channels to the next generation's
+                                   workers (txflip.workers.moving), then
+                                   drain, moving their idle connections
+                                   there; they are no longer replaced
     takes the traffic back         stop draining, accept; empty slots refilled
     exits, or stops for good       drain if need be, and exit
 

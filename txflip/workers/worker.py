@@ -6,7 +6,9 @@ by its predecessor: it adopts the listeners, becomes ready by the usual rules
 (the app's C{startService} Deferred, C{txflip.current().ready()}, or
 listening again on every socket), says so, and accepts once the leader says
 go. From then on the leader steers it over the command channel
-(L{txflip.workers.commands}). It writes no PID file, opens no control socket,
+(L{txflip.workers.commands}), and hands it, over its links, the channels
+that move idle connections between the workers of two generations
+(L{txflip.workers.moving}). It writes no PID file, opens no control socket,
 tells systemd nothing and refuses SIGHUP: all of that is the leader's.
 
 A worker never closes a shared socket's path: its listeners are let go of,
