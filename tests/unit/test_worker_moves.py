@@ -25,6 +25,7 @@ from txflip.core.drain import ConnectionTracker
 from txflip.core.events import Events
 from txflip.core.handoff import InheritedListener
 from txflip.core.listeners import ListenerRegistry
+from txflip.core.state import State
 from txflip.core.transfer import PacketChannel, closeDescriptors, transferPair
 from txflip.workers.leader import LeaderDrain
 from txflip.workers.moving import ChannelHandout, IncomingChannels, WorkerLinks, _Shares
@@ -220,7 +221,12 @@ class WorkersMoveTests(TestCase):
 
     def generation(self, registry, tracker, number: int) -> SimpleNamespace:
         return SimpleNamespace(
-            registry=registry, tracker=tracker, number=number, events=Events(), drainTimeout=10.0
+            registry=registry,
+            tracker=tracker,
+            number=number,
+            events=Events(),
+            drainTimeout=10.0,
+            state=State.SERVING,
         )
 
     def newWorker(self, name: str):
@@ -283,6 +289,29 @@ class WorkersMoveTests(TestCase):
             self.assertTrue(nothingArrived(skt))
             answers.append((yield self.ask(skt)))
         self.assertEqual(sorted(answers), [b"new0 /", b"new0 /", b"new1 /", b"new1 /"])
+
+    @inlineCallbacks
+    def test_aStoppingWorkerTakesNoConnection(self):
+        """
+        A new worker on its way out closes the channel it is handed: the old
+        worker's mover gives up and its connection stays there, served.
+        """
+        skt = self.client()
+        yield self.ask(skt)
+        new = self.newWorker("new0")
+        new.links._generation.state = State.STOPPING
+        oldWorker = worker(self, 0)
+        oldLinks = WorkerLinks(
+            reactor, self.generation(self.old, self.tracker, 1), oldWorker.process.theirs
+        )
+        self.addCleanup(oldLinks.channel.close)
+        ours, theirs = transferPair()
+        incoming = IncomingChannels(reactor, Pool([new]), theirs, 1)
+        self.addCleanup(incoming.close)
+        yield ChannelHandout(reactor, Pool([oldWorker]), ours).start()
+        moved = yield oldLinks.moves().start()
+        self.assertEqual((moved, new.links.receivers), (0, []))
+        self.assertEqual((yield self.ask(skt)), b"old /")
 
     @inlineCallbacks
     def test_withoutChannelsNothingMovesAndNothingIsClaimed(self):

@@ -35,6 +35,7 @@ from txflip.core.connadopt import ConnectionReceiver
 from txflip.core.connmove import ConnectionMover
 from txflip.core.events import Events
 from txflip.core.log import log
+from txflip.core.state import State
 from txflip.core.transfer import PacketChannel, closeDescriptors
 
 HANDOUT_SECONDS = 1.0
@@ -397,6 +398,9 @@ class WorkerLinks:
             closeDescriptors(fds)
             return
         skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fds[0])
+        if self._generation.state not in (State.STARTING, State.SERVING):
+            skt.close()  # this worker is on its way out: the other end keeps its connections
+            return
         if op == MOVE_TO:
             previous = self._outgoing.pop(index, None)
             if previous is not None:
