@@ -4,9 +4,10 @@ Restarts that keep-alive clients see, or not: txflip against gunicorn's HUP.
 N keep-alive clients (urllib3, a pool of one connection each, retries off)
 POST unique messages through a proxy that delays each direction by 20 ms,
 idle 0.3-2.5 s between requests, while the server is restarted R times,
-S seconds apart: txflip with SIGHUP (the demo app), gunicorn (gthread
-worker, keep-alive 10 s so that only restarts close connections) with HUP and
-a tiny WSGI app storing POSTs in SQLite. Then the same without restarts.
+S seconds apart: txflip with SIGHUP (the demo app), as one process and with
+--workers 2, gunicorn (2 gthread workers, keep-alive 10 s so that only restarts
+close connections) with HUP and a tiny WSGI app storing POSTs in SQLite. Then
+the same without restarts.
 
     python benchmarks/keepalive_restarts.py [--clients 32] [--restarts 10] [--seconds-between 2.5]
 
@@ -150,6 +151,7 @@ class Server:
 
 class Txflip(Server):
     name = "txflip SIGHUP"
+    extraArgs: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.launch(
@@ -161,6 +163,7 @@ class Txflip(Server):
                 self.pidFile,
                 "--listen",
                 f"tcp:{self.port}:interface=127.0.0.1",
+                *self.extraArgs,
             ],
             {
                 "TXFLIP_DEMO_DB": os.path.join(self.workdir, "demo.sqlite3"),
@@ -173,6 +176,11 @@ class Txflip(Server):
         os.kill(old, signal.SIGHUP)
         new = waitFor(lambda: (p := readPidFile(self.pidFile)) not in (None, old) and p, "new PID")
         self.seen.add(new)
+
+
+class TxflipWorkers(Txflip):
+    name = "txflip --workers 2 SIGHUP"
+    extraArgs = ("--workers", "2")
 
 
 class Gunicorn(Server):
@@ -257,7 +265,12 @@ def main() -> None:
     parser.add_argument("--seconds-between", type=float, default=2.5)
     args = parser.parse_args()
     rows = []
-    for kind, restarting in ((Txflip, True), (Gunicorn, True), (Txflip, False)):
+    for kind, restarting in (
+        (Txflip, True),
+        (TxflipWorkers, True),
+        (Gunicorn, True),
+        (Txflip, False),
+    ):
         workdir = tempfile.mkdtemp(prefix="keepalive-bench-")
         try:
             server = kind(workdir)
@@ -270,7 +283,7 @@ def main() -> None:
         f"{args.restarts} restarts {args.seconds_between:g} s apart\n"
     )
     header = (
-        f"{'server':<24}{'seconds':>8}{'POSTs':>7}{'failed':>8}{'lost':>6}"
+        f"{'server':<27}{'seconds':>8}{'POSTs':>7}{'failed':>8}{'lost':>6}"
         f"{'new conns/restart':>19}"
         "  first failure"
     )
@@ -280,7 +293,7 @@ def main() -> None:
         perRestart = f"{row.newConnections / row.restarts:.1f}" if row.restarts else "-"
         extra = "" if row.restarts else f" ({row.newConnections} in all)"
         print(
-            f"{row.server:<24}{row.seconds:>8.1f}{row.posts:>7}{row.failed:>8}{row.lost:>6}"
+            f"{row.server:<27}{row.seconds:>8.1f}{row.posts:>7}{row.failed:>8}{row.lost:>6}"
             f"{perRestart + extra:>19}  {row.sample}"
         )
 

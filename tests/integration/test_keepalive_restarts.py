@@ -26,7 +26,15 @@ from twisted.trial.unittest import TestCase
 from tests.support.apps import SERVICE_THAT_LISTENS, appEnv, writeApp
 from tests.support.delayproxy import DelayProxy
 from tests.support.keepalive import startPosters, stopPosters
-from tests.support.procs import Flip, UNIXHTTPConnection, demoFlip, freePort, pidAlive, waitFor
+from tests.support.procs import (
+    Flip,
+    UNIXHTTPConnection,
+    demoFlip,
+    freePort,
+    pidAlive,
+    txflip,
+    waitFor,
+)
 
 DELAY = 0.02
 CLIENTS = 12
@@ -38,19 +46,24 @@ def proxied(testCase, upstream) -> DelayProxy:
     return proxy
 
 
-class KeepAliveMoveTests(TestCase):
-    def restartsUnderPosts(self, flip: Flip, proxy: DelayProxy, restarts: int) -> list:
+class PostsThroughRestarts:
+    """Keep-alive POST clients through restarts, and what they must not notice."""
+
+    def restartsUnderPosts(self, flip: Flip, proxy: DelayProxy, restarts: int, restart=None):
         stop, posters = startPosters("127.0.0.1", proxy.port, CLIENTS)
         self.addCleanup(stop.set)
         waitFor(lambda: all(p.result.acknowledged for p in posters), "every client's first POST")
         for _ in range(restarts):
-            new = str(flip.restart())
-            # Each generation serves every client, idle gaps included. (A count
-            # of POSTs would include those made during the restart: a client
-            # idle through a short generation could miss it.)
+            (restart or flip.restart)()
+            # Each client is answered again once the restart is over, idle gaps
+            # included. (A count of all POSTs would include those made during the
+            # restart: a client idle through a short generation could miss it.)
+            after = [len(p.result.acknowledged) for p in posters]
             waitFor(
-                lambda new=new: all(new in p.result.servedBy for p in posters),
-                f"every client's connection answered by PID {new}",
+                lambda after=after: all(
+                    len(p.result.acknowledged) > n for p, n in zip(posters, after, strict=True)
+                ),
+                "every client's connection answered after the restart",
             )
         stopPosters(stop, posters)
         return posters
@@ -67,6 +80,8 @@ class KeepAliveMoveTests(TestCase):
             self.assertGreaterEqual(len(set(poster.result.servedBy)), 3, poster.result.servedBy)
         self.assertNotIn("gave up moving", flip.log())
 
+
+class KeepAliveMoveTests(PostsThroughRestarts, TestCase):
     def test_tcpClientsSeeNoRestart(self):
         """
         Ten restarts under keep-alive POST clients behind a delay: no POST
@@ -91,6 +106,53 @@ class KeepAliveMoveTests(TestCase):
         proxy = proxied(self, path)
         posters = self.restartsUnderPosts(flip, proxy, 3)
         self.assertNobodyNoticed(flip, proxy, posters, guestbook(path))
+
+
+class WorkersKeepAliveMoveTests(PostsThroughRestarts, TestCase):
+    def test_clientsOfWorkersSeeNoRestart(self):
+        """
+        With C{--workers 2}, restarts under keep-alive POST clients behind a
+        delay: no POST fails, every acknowledged one is stored, no client
+        opens a second connection, and at every restart both new workers
+        get moved connections.
+        """
+        port = freePort()
+        flip = Flip(self, ["--listen", f"tcp:{port}:interface=127.0.0.1", "--workers", "2"])
+        flip.start()
+        proxy = proxied(self, ("127.0.0.1", port))
+        restarts = 5
+        reloads = []
+
+        def reload():
+            old = flip.pid()
+            result = txflip("reload", "--pid-file", flip.pidFile)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            reloads.append(result.stdout)
+            self.assertNotEqual(flip.pid(), old)
+            waitFor(lambda: not pidAlive(old), f"old leader {old} to exit")
+
+        posters = self.restartsUnderPosts(flip, proxy, restarts, reload)
+        self.assertNobodyNoticed(flip, proxy, posters, guestbook(("127.0.0.1", port)))
+        # txflip reload tells how many moved, counting every worker's.
+        for output in reloads:
+            moved = re.findall(r"moved (\d+) keep-alive connection\(s\) to generation", output)
+            self.assertEqual(len(moved), 1, output)
+            self.assertGreater(int(moved[0]), 0, output)
+        # Each old worker says how many it moved to each new worker.
+        perWorker = Counter()
+        perRestart = Counter()
+        for generation, toZero, toOne in _movedToWorkers(flip.log()):
+            perWorker.update({0: int(toZero), 1: int(toOne)})
+            perRestart.update({(generation, 0): int(toZero), (generation, 1): int(toOne)})
+        generations = {generation for generation, _ in perRestart}
+        self.assertEqual(len(generations), restarts, perRestart)
+        for (generation, worker), moved in perRestart.items():
+            self.assertGreater(
+                moved, 0, f"nothing moved to worker {worker} of generation {generation}"
+            )
+        total = sum(perWorker.values())
+        self.assertGreater(total, restarts * CLIENTS // 2)
+        self.assertGreater(min(perWorker.values()), total / 3, perWorker)
 
 
 class AppListensByItselfTests(TestCase):
@@ -132,6 +194,13 @@ def guestbook(address) -> set[str]:
         return {entry["message"] for entry in json.loads(conn.getresponse().read())}
     finally:
         conn.close()
+
+
+def _movedToWorkers(log: str) -> list[tuple[str, str, str]]:
+    """(next generation, moved to its worker 0, to its worker 1), one per old worker."""
+    return re.findall(
+        r"to the workers of generation (\d+) \((\d+) to worker 0, (\d+) to worker 1\)", log
+    )
 
 
 def _movedCounts(log: str) -> list[str]:

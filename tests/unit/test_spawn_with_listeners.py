@@ -132,14 +132,32 @@ class SpawnTests(TestCase):
         self.assertIsNone(state.pidFile)
         self.assertEqual(call["env"]["ROLE"], "6")
 
+    def test_moreSidesFollowTheSideChannel(self) -> None:
+        """A worker's links come right after its command channel, and this process keeps neither."""
+        spawner = SpawningReactor()
+        ours, theirs = socket.socketpair()
+        linksOurs, linksTheirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(linksOurs.close)
+        sideFd, linksFd = theirs.fileno(), linksTheirs.fileno()
+        self.spawn(spawner, theirs, moreSides=[linksTheirs])
+        [call] = spawner.spawned
+        self.assertEqual(sorted(call["childFDs"]), [0, 1, 2, 3, 4, 5, 6, 7])
+        self.assertEqual((call["childFDs"][6], call["childFDs"][7]), (sideFd, linksFd))
+        self.assertEqual((theirs.fileno(), linksTheirs.fileno()), (-1, -1))
+
     def test_aFailedSpawnLeavesNothingOpen(self) -> None:
         ours, theirs = socket.socketpair()
         self.addCleanup(ours.close)
-        sideFd = theirs.fileno()
+        linksOurs, linksTheirs = socket.socketpair()
+        self.addCleanup(linksOurs.close)
+        sideFd, linksFd = theirs.fileno(), linksTheirs.fileno()
         before = openDescriptors()
-        error = self.assertRaises(OSError, self.spawn, SpawningReactor(fails=True), theirs)
+        error = self.assertRaises(
+            OSError, self.spawn, SpawningReactor(fails=True), theirs, moreSides=[linksTheirs]
+        )
         self.assertEqual(error.errno, 7)
-        self.assertEqual(openDescriptors(), before - {sideFd})
+        self.assertEqual(openDescriptors(), before - {sideFd, linksFd})
 
 
 class HowItEndedTests(TestCase):

@@ -38,8 +38,8 @@ class WorkersOptionTests(TestCase):
             )
 
     def test_theRoleIsTakenOutOfTheEnvironment(self) -> None:
-        environ = {"TXFLIP_WORKER": WorkerRole(1, 2, 9).encode(), "OTHER": "x"}
-        self.assertEqual(takeWorkerRole(environ), WorkerRole(1, 2, 9))
+        environ = {"TXFLIP_WORKER": WorkerRole(1, 2, 9, 10).encode(), "OTHER": "x"}
+        self.assertEqual(takeWorkerRole(environ), WorkerRole(1, 2, 9, 10))
         self.assertEqual(environ, {"OTHER": "x"})
         self.assertIsNone(takeWorkerRole(environ))
         with self.assertRaises(ValueError):

@@ -24,13 +24,15 @@ def startDraining(
     Drain C{generation}'s connections. After a handover, idle HTTP/1.x
     connections move to the successor over C{transfer}, and the drain leaves
     them to the mover, which goes on while C{arriving()} says connections may
-    still arrive from this generation's own predecessor.
+    still arrive from this generation's own predecessor. A role with its own
+    drain (a leader of workers) gets C{transfer} instead.
 
     @return: the drain, the mover (or L{None}) and a L{Deferred} firing with
         the number of connections aborted at the deadline.
     """
+    own = generation.role.newDrain(handedOver, transfer if handedOver else None)
     mover = None
-    if handedOver and transfer is not None:
+    if own is None and handedOver and transfer is not None:
         mover = ConnectionMover(
             generation.reactor,
             generation.tracker,
@@ -44,9 +46,9 @@ def startDraining(
         "draining",
         handedOver=handedOver,
         connections=len(generation.tracker.open()),
-        moving=mover is not None,
+        moving=mover is not None or bool(getattr(own, "moving", False)),
     )
-    drain = generation.role.newDrain(handedOver) or Drain(
+    drain = own or Drain(
         generation.reactor,
         generation.tracker,
         generation.drainTimeout,

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 
 from txflip.core.carry import Carried
-from txflip.core.connadopt import receiveConnections
 from txflip.core.drain import ConnectionTracker
 from txflip.core.draining import stopForGood
 from txflip.core.events import Events
@@ -278,8 +277,9 @@ class Generation:
         self._moveTo(State.SERVING)
         if self.inherited is not None:
             self.registry.resumeAll()
-            # txflip.core.connadopt: take the keep-alive connections the predecessor moves here.
-            self.receiver = receiveConnections(self.reactor, self.registry, self.inherited)
+            # Take the keep-alive connections the predecessor moves here
+            # (txflip.core.connadopt, or the role's own way).
+            self.receiver = self.role.takeMoved(self)
         keys = [listener.key for listener in self.registry.active()]
         self.events.emit("serving", first=self.inherited is None, listeners=keys)
         log.info("serving ({why}); listeners: {keys}", why=why, keys=", ".join(keys) or "none")

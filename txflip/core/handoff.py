@@ -164,6 +164,7 @@ def spawnWithListeners(
     generation: int,
     pidFile: str | None = None,
     sideIsTransfer: bool = False,
+    moreSides: list[socket.socket] = (),
     sequential: bool = False,
     environment: Callable[[int], dict[str, str]] = lambda sideFd: {},
 ) -> Spawned:
@@ -174,11 +175,13 @@ def spawnWithListeners(
     The child gets descriptors 0, 1 and 2 as they are, the listeners from 3
     on, its end of the channel after them, and C{side} (the end of a second
     socketpair: the connection transfer channel, or a worker's command
-    channel) after that; nothing else. Its environment is this one, plus
-    C{environment(sideFd)} and C{TXFLIP_HANDOFF}.
+    channel) after that, then C{moreSides} in order; nothing else. Its
+    environment is this one, plus C{environment(sideFd)} and C{TXFLIP_HANDOFF}.
 
     @param channel: the protocol for this end of the handoff channel.
     @param side: the child's end of the side channel; closed here, whatever happens.
+    @param moreSides: ends of further socketpairs, at C{sideFd + 1} on (a
+        worker's connection transfer channel); closed here, whatever happens.
     @param onEnded: called with L{howItEnded} once the process has ended.
     @param generation: the generation number the child is told.
     @param sideIsTransfer: C{TXFLIP_HANDOFF} names C{side} as the transfer channel.
@@ -195,6 +198,8 @@ def spawnWithListeners(
         sideFd = controlFd + 1
         childFDs[controlFd] = theirs.fileno()
         childFDs[sideFd] = side.fileno()
+        for fd, more in enumerate(moreSides, start=sideFd + 1):
+            childFDs[fd] = more.fileno()
         state = HandoffState(
             generation=generation,
             parentPid=os.getpid(),
@@ -218,4 +223,6 @@ def spawnWithListeners(
         if theirs is not None:
             theirs.close()
         side.close()
+        for more in moreSides:
+            more.close()
     return Spawned(process, adoptChannel(reactor, ours, channel), state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface, implementer
 
+from txflip.core.connadopt import receiveConnections
 from txflip.core.listeners import ListenerRegistry
 
 
@@ -47,8 +48,20 @@ class IGenerationRole(Interface):
     def upgradeRefusal():
         """Why this process never starts a successor, or C{None} if it may."""
 
-    def newDrain(handedOver):
-        """The drain of this process's connections, or C{None} for the usual one."""
+    def newDrain(handedOver, transfer):
+        """
+        The drain of this process's connections, or C{None} for the usual one
+        (which moves idle connections over C{transfer}, the successor's
+        transfer channel, when there is one). A role that returns its own
+        drain is given C{transfer} to use as it sees fit.
+        """
+
+    def takeMoved(generation):
+        """
+        The generation serves: start taking the connections its predecessor
+        moves here. Return what takes them (with a C{receiving} attribute,
+        true while more may arrive), or C{None}.
+        """
 
     def failingStart():
         """The generation is about to exit because it cannot start."""
@@ -83,8 +96,11 @@ class SingleProcess:
     def upgradeRefusal(self) -> str | None:
         return None
 
-    def newDrain(self, handedOver: bool):
+    def newDrain(self, handedOver: bool, transfer):
         return None
+
+    def takeMoved(self, generation):
+        return receiveConnections(generation.reactor, generation.registry, generation.inherited)
 
     def failingStart(self) -> None:
         pass

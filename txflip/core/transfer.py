@@ -25,6 +25,7 @@ while the connection was in transfer.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import socket
@@ -41,6 +42,7 @@ L{txflip.core.movable.BUFFERED_LIMIT}) after an app's state, if any.
 """
 
 _READS_PER_WAKE = 64
+_FDS_PER_PACKET = 4
 
 PacketHandler = Callable[[dict, bytes, list[int]], None]
 Sent = Callable[[], None]
@@ -66,6 +68,25 @@ def decode(packet: bytes) -> tuple[dict, bytes]:
     if not isinstance(header, dict) or not isinstance(header.get("op"), str):
         raise ValueError("packet header is not an object with an op")
     return header, payload
+
+
+def receivePacket(skt: socket.socket) -> tuple[bytes, list[int], int]:
+    """
+    One packet: its bytes, its descriptors (close-on-exec) and the message flags.
+
+    C{socket.recv_fds} would do, but before Python 3.12 it drops its C{flags}
+    argument, and with it C{MSG_CMSG_CLOEXEC}: the received descriptors
+    would be inherited by whatever the app starts.
+    """
+    fdSize = array.array("i").itemsize
+    data, ancillary, flags, _ = skt.recvmsg(
+        PACKET_LIMIT, socket.CMSG_LEN(_FDS_PER_PACKET * fdSize), socket.MSG_CMSG_CLOEXEC
+    )
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fdSize])
+    return data, list(fds), flags
 
 
 def closeDescriptors(fds: list[int]) -> None:
@@ -121,9 +142,7 @@ class PacketChannel:
             if self.closed:
                 return None
             try:
-                data, fds, flags, _ = socket.recv_fds(
-                    self._socket, PACKET_LIMIT, 4, socket.MSG_CMSG_CLOEXEC
-                )
+                data, fds, flags = receivePacket(self._socket)
             except (BlockingIOError, InterruptedError):
                 return None
             except OSError:

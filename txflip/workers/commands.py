@@ -18,6 +18,10 @@ leader steers it here, one word a line:
     worker -> leader   stats {"connections": N, "idle": N, "settled": N, "requests": N,
                               "accepting": B, "held": B}   every STATS_SECONDS
     worker -> leader   drained N the drain has ended; N connections were aborted
+    worker -> leader   moved {"moved": N, "stayed": {...}, "failure": ..., "ms": N,
+                              "final": B, "waiting": N}   how moving its idle
+                              connections to the next generation's workers goes
+                              (L{txflip.workers.moving})
 
 A worker whose command channel closes has lost its leader: it drains and exits.
 """
@@ -44,9 +48,11 @@ class LeaderEnd(LineOnlyReceiver):
         self,
         onStats: Callable[[dict], None],
         onDrained: Callable[[int], None],
+        onMoved: Callable[[dict], None] = lambda report: None,
     ) -> None:
         self._onStats = onStats
         self._onDrained = onDrained
+        self._onMoved = onMoved
 
     def send(self, command: str) -> None:
         if command not in COMMANDS:
@@ -56,13 +62,13 @@ class LeaderEnd(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         word, _, rest = line.decode("utf-8", "replace").partition(" ")
-        if word == "stats":
+        if word in ("stats", "moved"):
             try:
-                stats = json.loads(rest)
+                fields = json.loads(rest)
             except ValueError:
                 return
-            if isinstance(stats, dict):
-                self._onStats(stats)
+            if isinstance(fields, dict):
+                (self._onStats if word == "stats" else self._onMoved)(fields)
         elif word == "drained" and rest.strip().isdigit():
             self._onDrained(int(rest))
 
@@ -89,6 +95,10 @@ class WorkerEnd(LineOnlyReceiver):
     def drained(self, aborted: int) -> None:
         if self.transport is not None and self.connected:
             self.sendLine(f"drained {aborted}".encode())
+
+    def moved(self, report: dict) -> None:
+        if self.transport is not None and self.connected:
+            self.sendLine(b"moved " + json.dumps(report, separators=(",", ":")).encode())
 
     def connectionLost(self, reason=None) -> None:
         self._onLost()

@@ -9,7 +9,10 @@ all of them are. When its generation moves, its workers follow:
     generation                     workers
     serving (first, or after go)   accept
     pauses (its successor serves)  stop accepting
-    drains (handed over)           drain, and are no longer replaced
+    drains (handed over)           get channels to the next generation's
+                                   workers (txflip.workers.moving), then
+                                   drain, moving their idle connections
+                                   there; they are no longer replaced
     takes the traffic back         stop draining, accept; empty slots refilled
     exits, or stops for good       drain if need be, and exit
 
@@ -20,9 +23,10 @@ reactor stops only once every worker has exited.
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.application.service import IService, Service
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from zope.interface import implementer
 
 from txflip.core.drain import Drain
@@ -30,6 +34,7 @@ from txflip.core.generation import Generation
 from txflip.core.listeners import ListenerRegistry
 from txflip.core.roles import IGenerationRole
 from txflip.workers.commands import REOPEN_LOGS
+from txflip.workers.moving import ChannelHandout, IncomingChannels, reportMoves
 from txflip.workers.pool import Phase, WorkerPool
 from txflip.workers.process import WorkerProcess
 
@@ -86,18 +91,65 @@ class ListeningOnly(Service):
 
 
 class LeaderDrain:
-    """The leader's drain: its workers' drain (or exit, when stopping) and its own connections'."""
+    """
+    The leader's drain: its workers' drain (or exit, when stopping) and its own
+    connections'. After a handover, the workers first get their channels to
+    the next generation's workers (L{txflip.workers.moving}), and move their
+    idle connections there as they drain.
+    """
 
-    def __init__(self, reactor, generation: Generation, pool: WorkerPool) -> None:
+    def __init__(
+        self, reactor, generation: Generation, pool: WorkerPool, transfer: socket.socket | None
+    ) -> None:
         self._own = Drain(reactor, generation.tracker, generation.drainTimeout)
+        self._events = generation.events
         self._pool = pool
+        self._handout = ChannelHandout(reactor, pool, transfer) if transfer is not None else None
+        self._cancelled = False
+        self._reported = False
+        self.moving = self._handout is not None
+        """Whether a C{connections-moved} event follows (the workers' moves, as one)."""
 
     def start(self):
-        workers = self._pool.exited() if self._pool.phase is Phase.STOPPING else self._pool.drain()
+        if self._pool.phase is Phase.STOPPING:
+            workers = self._pool.exited()
+        elif self._handout is None:
+            workers = self._pool.drain()
+        else:
+            workers = self._handout.start().addCallback(self._drainWorkers)
         done = DeferredList([self._own.start(), workers], consumeErrors=True)
         return done.addCallback(lambda results: results[1][1] if results[1][0] else 0)
 
+    def _drainWorkers(self, _) -> Deferred:
+        if self._cancelled:
+            return Deferred()  # the generation serves again: this drain never ends
+        self._pool.onMoved = lambda worker: self._workerMoved()
+        drained = self._pool.drain()
+        self._workerMoved()  # nothing to wait for if no worker got channels
+        return drained.addCallback(self._workersDrained)
+
+    def _workerMoved(self, over: bool = False) -> None:
+        """
+        Once every worker that got channels has reported (or is gone), or the
+        workers' drain is C{over}, report their moves as one.
+        """
+        if self._reported or self._cancelled:
+            return
+        live = self._pool.live()
+        handedTo = self._handout.handedTo
+        if not over and any(w.moveReport is None and w in live and not w.drained for w in handedTo):
+            return
+        self._reported = True
+        reportMoves(self._events, [w.moveReport for w in handedTo if w.moveReport is not None])
+
+    def _workersDrained(self, aborted: int) -> int:
+        self._workerMoved(over=True)
+        return aborted
+
     def cancel(self) -> None:
+        self._cancelled = True
+        if self._handout is not None:
+            self._handout.cancel()
         self._own.cancel()
         self._pool.undrain()
 
@@ -183,8 +235,16 @@ class Leader:
     def upgradeRefusal(self) -> str | None:
         return None
 
-    def newDrain(self, handedOver: bool) -> LeaderDrain:
-        return LeaderDrain(self.generation.reactor, self.generation, self.pool)
+    def newDrain(self, handedOver: bool, transfer: socket.socket | None) -> LeaderDrain:
+        return LeaderDrain(self.generation.reactor, self.generation, self.pool, transfer)
+
+    def takeMoved(self, generation: Generation) -> IncomingChannels | None:
+        """The workers of the previous generation get channels to this one's (workers.moving)."""
+        inherited = generation.inherited
+        if inherited is None or inherited.transferFd is None:
+            return None
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=inherited.transferFd)
+        return IncomingChannels(generation.reactor, self.pool, skt, generation.number - 1)
 
     def failingStart(self) -> None:
         self.pool.killAll()

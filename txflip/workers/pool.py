@@ -63,6 +63,8 @@ class WorkerState:
     drained: bool = False
     held: bool = False
     """The pool told it to hold (L{txflip.workers.balance}) and has not released it."""
+    moveReport: dict | None = None
+    """Its last report of moving connections to the next generation, while draining."""
     stats: dict = field(default_factory=dict)
     timers: list = field(default_factory=list)
 
@@ -113,6 +115,8 @@ class WorkerPool:
         self.allReady: Deferred = Deferred()
         """Fires (with None) once every slot's first worker is ready; never fails."""
         self.onStartFailed: Callable[[str], None] = lambda reason: None
+        self.onMoved: Callable[[WorkerState], None] = lambda worker: None
+        """Called when a draining worker reports how its moves go (L{workerMoved})."""
         self._drain: Deferred | None = None
         self._aborted = 0
         self._exitWaiters: list[Deferred] = []
@@ -285,6 +289,11 @@ class WorkerPool:
             worker.held = False
             worker.process.send("unhold")
 
+    def workerMoved(self, worker: WorkerState, report: dict) -> None:
+        """How moving the worker's idle connections to the next generation goes."""
+        worker.moveReport = report
+        self.onMoved(worker)
+
     def workerDrained(self, worker: WorkerState, aborted: int) -> None:
         if worker.drained:
             return
@@ -366,6 +375,7 @@ class WorkerPool:
         self._drain = Deferred()
         for worker in self.live():
             worker.drained = False
+            worker.moveReport = None
             worker.held = False
             if worker.toldGo:
                 worker.state = "draining"

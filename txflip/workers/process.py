@@ -6,7 +6,9 @@ endpoints) from the leader's working directory, resolved: a deploy that
 switches a C{current} symlink changes the next generation, never the
 replacement of a crashed worker. It gets the serving listeners at
 descriptors 3 and up, then the handoff channel and the command channel
-(L{txflip.workers.commands}); nothing else is inherited.
+(L{txflip.workers.commands}), and its links: a C{SOCK_SEQPACKET} channel
+over which the leader hands it the channels that move connections between
+generations (L{txflip.workers.moving}); nothing else is inherited.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 from txflip.core.channel import SuccessorChannel, adoptChannel
 from txflip.core.handoff import spawnWithListeners
 from txflip.core.listeners import ListenerRegistry
+from txflip.core.transfer import PacketChannel, closeDescriptors, transferPair
 from txflip.workers.commands import LeaderEnd
 from txflip.workers.role import ENV_WORKER, WorkerRole
 
@@ -39,10 +42,12 @@ class WorkerProcess:
         self._process = None
         self._channel: SuccessorChannel | None = None
         self._commands: LeaderEnd | None = None
+        self._links: PacketChannel | None = None
         self._gone = False
 
     def spawn(self, argv: list[str], cwd: str, registry: ListenerRegistry) -> None:
         commandOurs, commandTheirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        linksOurs, linksTheirs = transferPair()
         try:
             # The app's listeners only: the control socket stays the leader's.
             spawned = spawnWithListeners(
@@ -59,14 +64,18 @@ class WorkerProcess:
                     onHeard=lambda: self._report("workerHeard"),
                 ),
                 side=commandTheirs,
+                moreSides=[linksTheirs],
                 onEnded=self._ended,
                 generation=self.generation,
                 environment=lambda commandFd: {
-                    ENV_WORKER: WorkerRole(self.index, self.count, commandFd).encode()
+                    ENV_WORKER: WorkerRole(
+                        self.index, self.count, commandFd, commandFd + 1
+                    ).encode()
                 },
             )
         except BaseException:
             commandOurs.close()
+            linksOurs.close()
             raise
         self._process, self._channel = spawned.process, spawned.channel
         self.pid = spawned.pid
@@ -76,7 +85,12 @@ class WorkerProcess:
             LeaderEnd(
                 lambda stats: self._report("workerStats", stats) or self._report("workerHeard"),
                 lambda aborted: self._report("workerDrained", aborted),
+                lambda report: self._report("workerMoved", report),
             ),
+        )
+        # Nothing comes this way from a worker: it only takes what it is handed.
+        self._links = PacketChannel(
+            self._reactor, linksOurs, lambda header, payload, fds: closeDescriptors(fds), _ignore
         )
 
     def _report(self, method: str, *args) -> None:
@@ -88,6 +102,8 @@ class WorkerProcess:
         for channel in (self._channel, self._commands):
             if channel is not None and channel.transport is not None:
                 channel.transport.loseConnection()
+        if self._links is not None:
+            self._links.close("the worker ended")
         if self.state is not None:
             self._pool.workerEnded(self.state, why)
 
@@ -107,6 +123,22 @@ class WorkerProcess:
         if self._commands is not None:
             self._commands.send(command)
 
+    def hand(self, header: dict, fd: int, onSent=None) -> bool:
+        """
+        Hand the worker descriptor C{fd} (closed here once sent, or at once if
+        it cannot be) with C{header}, over its links (L{txflip.workers.moving}).
+
+        @return: whether it is on its way.
+        """
+        if self._gone or self._links is None or self._links.closed:
+            closeDescriptors([fd])
+            return False
+        try:
+            self._links.send(header, fds=[fd], onSent=onSent)
+        except OSError:
+            return False
+        return True
+
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
 
@@ -117,3 +149,7 @@ class WorkerProcess:
             self._process.signalProcess(signum)
         except Exception:
             pass
+
+
+def _ignore(why: str) -> None:
+    pass

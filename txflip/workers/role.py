@@ -3,7 +3,8 @@ What a worker is told about itself, and how many workers C{--workers} asks for.
 
 A worker gets the usual handoff state (L{txflip.core.handoff}: its listeners
 and its channel to the leader) plus this module's variable: which worker it
-is and where its command channel is. No Twisted is imported here.
+is, and where its command channel and its connection transfer channel (its
+links to the leader, L{txflip.workers.moving}) are. No Twisted is imported here.
 """
 
 from __future__ import annotations
@@ -17,14 +18,25 @@ ENV_WORKER = "TXFLIP_WORKER"
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """This process is worker C{index} of C{count}; its leader's commands arrive on C{commandFd}."""
+    """
+    This process is worker C{index} of C{count}; its leader's commands arrive
+    on C{commandFd}, and the channels that move connections on C{linksFd}.
+    """
 
     index: int
     count: int
     commandFd: int
+    linksFd: int | None = None
 
     def encode(self) -> str:
-        return json.dumps({"index": self.index, "count": self.count, "commandFd": self.commandFd})
+        return json.dumps(
+            {
+                "index": self.index,
+                "count": self.count,
+                "commandFd": self.commandFd,
+                "linksFd": self.linksFd,
+            }
+        )
 
 
 def takeWorkerRole(environ: dict[str, str] | None = None) -> WorkerRole | None:
@@ -40,7 +52,13 @@ def takeWorkerRole(environ: dict[str, str] | None = None) -> WorkerRole | None:
         return None
     try:
         raw = json.loads(text)
-        return WorkerRole(int(raw["index"]), int(raw["count"]), int(raw["commandFd"]))
+        links = raw.get("linksFd")
+        return WorkerRole(
+            int(raw["index"]),
+            int(raw["count"]),
+            int(raw["commandFd"]),
+            None if links is None else int(links),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"malformed {ENV_WORKER}: {e}") from None
 

@@ -6,7 +6,9 @@ by its predecessor: it adopts the listeners, becomes ready by the usual rules
 (the app's C{startService} Deferred, C{txflip.current().ready()}, or
 listening again on every socket), says so, and accepts once the leader says
 go. From then on the leader steers it over the command channel
-(L{txflip.workers.commands}). It writes no PID file, opens no control socket,
+(L{txflip.workers.commands}), and hands it, over its links, the channels
+that move idle connections between the workers of two generations
+(L{txflip.workers.moving}). It writes no PID file, opens no control socket,
 tells systemd nothing and refuses SIGHUP: all of that is the leader's.
 
 A worker never closes a shared socket's path: its listeners are let go of,
@@ -19,7 +21,7 @@ import os
 import socket
 import sys
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import DeferredList, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.web.http import HTTPFactory
@@ -34,6 +36,7 @@ from txflip.core.roles import IGenerationRole
 from txflip.core.state import State
 from txflip.workers.balance import AcceptHold, SettledCounter
 from txflip.workers.commands import REOPEN_LOGS, STATS_SECONDS, WorkerEnd
+from txflip.workers.moving import OutgoingMoves, WorkerLinks
 from txflip.workers.role import WorkerRole
 
 _COUNTED_MARK = "_txflipCountsRequests"
@@ -136,6 +139,8 @@ class Worker:
         self._commands: WorkerEnd | None = None
         self._stats: LoopingCall | None = None
         self._handoverDrain: Drain | None = None
+        self._moves: OutgoingMoves | None = None
+        self.links: WorkerLinks | None = None
         self._settled = SettledCounter()
         self._hold: AcceptHold | None = None
 
@@ -145,12 +150,15 @@ class Worker:
         if generation.pidFile is not None:
             raise ValueError("a worker writes no PID file: its leader does")
         os.set_inheritable(self.role.commandFd, False)
+        if self.role.linksFd is not None:
+            os.set_inheritable(self.role.linksFd, False)
         self.generation = generation
         self._reactor = generation.reactor
         self.leaderPid = generation.inherited.parentPid
         self._hold = AcceptHold(
             self._reactor, self._streamListeners, lambda: generation.registry.paused
         )
+        generation.events.subscribe(self._event)
 
     def _streamListeners(self) -> list:
         return [
@@ -175,6 +183,9 @@ class Worker:
             self._stats = LoopingCall(self._sendStats)
             self._stats.clock = self._reactor
             self._stats.start(STATS_SECONDS, now=False)
+        if self.links is None and self.role.linksFd is not None:
+            skt = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=self.role.linksFd)
+            self.links = WorkerLinks(self._reactor, self.generation, skt)
         self._countRequests()
         for listener in self.generation.registry.listeners:
             acceptOneAtATime(listener.port)
@@ -186,8 +197,11 @@ class Worker:
             return "the leader went away before saying go"
         return None
 
-    def newDrain(self, handedOver: bool):
+    def newDrain(self, handedOver: bool, transfer):
         return None
+
+    def takeMoved(self, generation: Generation):
+        return None  # connections arrive over the links (L{txflip.workers.moving})
 
     def failingStart(self) -> None:
         pass
@@ -229,23 +243,48 @@ class Worker:
             generation.registry.resumeAll()
         elif word == "drain":
             generation.registry.pauseAll()
+            # Idle connections move to the next generation's workers over the
+            # channels the leader handed just before (L{txflip.workers.moving}).
+            moves = self._moves = self.links.moves() if self.links is not None else None
             self._handoverDrain = Drain(
                 self._reactor,
                 generation.tracker,
                 generation.drainTimeout,
+                claims=moves,
                 closeSpread=generation.closeSpread,
                 handedOver=True,
             )
-            self._handoverDrain.start().addCallback(self._drained)
+            # The movers first: the drain's first look must find them claiming.
+            moved = moves.start() if moves is not None else None
+            drained = self._handoverDrain.start()
+            if moved is not None:
+                drained = DeferredList([drained, moved], consumeErrors=True)
+                drained.addCallback(lambda results: results[0][1] if results[0][0] else 0)
+            drained.addCallback(self._drained)
         elif word == "undrain":
-            if self._handoverDrain is not None:
-                self._handoverDrain.cancel()
-                self._handoverDrain = None
+            self._stopDraining("the old generation serves again")
         elif word == "stop":
             self._stopReactor()
 
+    def _stopDraining(self, why: str) -> None:
+        if self._moves is not None:
+            self._moves.abandon(why)
+            self._moves = None
+        if self._handoverDrain is not None:
+            self._handoverDrain.cancel()
+            self._handoverDrain = None
+        if self.links is not None:
+            self.links.dropOutgoing()
+
+    def _event(self, name: str, fields: dict) -> None:
+        if name == "connections-moved" and self._commands is not None:
+            self._commands.moved(fields)  # the leader reports its workers' moves as one
+
     def _drained(self, aborted: int) -> None:
+        if self._handoverDrain is None:
+            return  # called off meanwhile
         self._handoverDrain = None
+        self._moves = None
         if self._commands is not None:
             self._commands.drained(aborted)
 
@@ -260,9 +299,7 @@ class Worker:
 
     def _stopReactor(self) -> None:
         self._hold.forget()
-        if self._handoverDrain is not None:
-            self._handoverDrain.cancel()
-            self._handoverDrain = None
+        self._stopDraining("this worker stops")
         if self._reactor.running:
             self._reactor.stop()
 
