@@ -279,7 +279,7 @@ def reload(args: argparse.Namespace) -> int:
     if started:
         # A program with its own reactor stops it for a sequential handover, and
         # this connection with it: the control socket says who serves now.
-        return _outcomeAfterProgramStopped(path, started, deadline)
+        return _outcomeAfterProgramStopped(path, started, deadline[0])
     print(
         f"txflip reload: the server closed the control connection without an outcome "
         f"(last phase: {lastPhase or 'none'}); check with txflip status",
