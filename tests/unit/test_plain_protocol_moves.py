@@ -22,9 +22,7 @@ from twisted.protocols.basic import LineReceiver
 from tests.support.twogenerations import TwoGenerations
 from tests.unit.test_connection_transfer import nothingArrived
 from txflip.core import connmove
-from txflip.core.connadopt import ConnectionReceiver
-from txflip.core.connmove import STAYS_LATE, STAYS_WROTE_TOO_MUCH, ConnectionMover
-from txflip.core.events import Events
+from txflip.core.connmove import STAYS_LATE, STAYS_WROTE_TOO_MUCH
 from txflip.core.imovable import ConnectionMoved
 
 EXAMPLE = os.path.join(
@@ -123,17 +121,6 @@ class PlainMoveTests(TwoGenerations):
         welcome = yield client.readLine()
         self.assertTrue(welcome.startswith(b"welcome " + nick), welcome)
         return client
-
-    def mover(self, drainTimeout: float = 10.0) -> ConnectionMover:
-        mover = ConnectionMover(reactor, self.tracker, self.old, self.ours, Events(), drainTimeout)
-        self.addCleanup(mover.abandon, "the test is over")
-        return mover
-
-    def receive(self, factory=None) -> ConnectionReceiver:
-        registry = self.nextGeneration(factory or self.newFactory)
-        receiver = ConnectionReceiver(reactor, registry, self.theirs, 1)
-        self.addCleanup(receiver.close)
-        return receiver
 
     @inlineCallbacks
     def test_connectionMovesWithItsState(self):
