@@ -87,25 +87,11 @@ class ConnectionReceiver:
             pass  # the channel is gone; _closed lets go of what is held
 
     def _adopt(self, fd: int, key: str, family: int, buffered: bytes) -> None:
-        factory = self._registry.appFactory(key)
-        try:
-            if factory is None:
-                return
-            transport = self._reactor.adoptStreamConnection(fd, family, factory)
-        except OSError as e:
-            # The client reset the connection while it moved.
-            log.info("a moved connection was gone on arrival: {error}", error=e)
-            return
-        except Exception as e:
-            log.error("could not adopt a moved connection: {error}", error=e)
-            return
-        finally:
-            os.close(fd)
-        if transport is None:
-            return
-        setattr(transport, LISTENER_KEY, key)
-        self.adopted += 1
-        if buffered:
+        """Adopt a plain HTTP/1.x connection, and read what it had sent but not parsed."""
+        transport = self._adoptWith(
+            fd, key, lambda factory: self._reactor.adoptStreamConnection(fd, family, factory)
+        )
+        if transport is not None and buffered:
             try:
                 transport.protocol.dataReceived(buffered)
             except Exception as e:
@@ -116,24 +102,39 @@ class ConnectionReceiver:
         self, fd: int, key: str, family: int, payload: bytes, header: dict, written: bytes
     ) -> None:
         """Adopt a connection that carries its app's state (and what was written in transfer)."""
+        self._adoptWith(
+            fd,
+            key,
+            lambda factory: adoptMoved(
+                self._reactor, factory, fd, family, header, payload, written, self._registry.track
+            ),
+        )
+
+    def _adoptWith(self, fd: int, key: str, adopt):
+        """
+        Adopt C{fd} into the factory of the app's listener C{key} with
+        C{adopt(factory)}; C{fd} is closed here, whatever happens.
+
+        @return: the connection's transport, or L{None} if it could not be adopted.
+        """
         factory = self._registry.appFactory(key)
         try:
             if factory is None:
-                return
-            transport = adoptMoved(
-                self._reactor, factory, fd, family, header, payload, written, self._registry.track
-            )
+                return None
+            transport = adopt(factory)
         except OSError as e:
+            # The client reset the connection while it moved.
             log.info("a moved connection was gone on arrival: {error}", error=e)
-            return
+            return None
         except Exception as e:
-            log.error("could not restore a moved connection: {error}", error=e)
-            return
+            log.error("could not adopt a moved connection: {error}", error=e)
+            return None
         finally:
             os.close(fd)
         if transport is not None:
             setattr(transport, LISTENER_KEY, key)
             self.adopted += 1
+        return transport
 
     def _closed(self, why: str) -> None:
         held = [fd for fd, *_ in self._held.values()]
